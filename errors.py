@@ -1,0 +1,41 @@
+"""One error type for bad user input, and the wrapper that turns it into one stderr line.
+
+Every command-line entry point ends in `sys.exit(run_cli(main))`: a `UserError` raised anywhere
+below becomes `error: <message>` on stderr and exit code 2, never a traceback.
+"""
+import sys
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Bad input from the user: a flag, a path, a file's contents. The message names the bad value."""
+
+
+def run_cli(main, argv=None):
+    """Run `main(argv)` and map UserError (and Ctrl-C) to a one-line message and exit code."""
+    try:
+        rc = main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0 if rc is None else rc
+
+
+class ArgParser:
+    """Factory for argparse parsers whose usage errors are one line, like every other error."""
+
+    @staticmethod
+    def make(description, prog=None):
+        import argparse
+
+        class _Parser(argparse.ArgumentParser):
+            def error(self, message):
+                print(f"error: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
+                sys.exit(EXIT_USAGE)
+
+        return _Parser(description=description, prog=prog,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -1,0 +1,45 @@
+"""Load a user's own model or dataset code, named as `path/to/file.py:function` or `module:function`.
+
+This runs the user's code, on purpose: it is theirs, like a training script. (Checkpoints and
+surface files, in contrast, are data and never run code.)
+"""
+import importlib
+import importlib.util
+import os
+import sys
+
+from errors import UserError
+
+
+def is_user_spec(name):
+    """True for `file.py:fn` / `module:fn` specs, False for built-in names such as `resnet56`."""
+    return ":" in name
+
+
+def load_callable(spec, what):
+    """Import `spec` (`file.py:fn` or `module:fn`) and return the callable it names."""
+    target, _, fn_name = spec.rpartition(":")
+    if not target or not fn_name:
+        raise UserError(f"{what} '{spec}' must look like path/to/file.py:function or module:function")
+    if target.endswith(".py") or os.sep in target:
+        if not os.path.isfile(target):
+            raise UserError(f"{what} file '{target}' does not exist")
+        mod_name = "user_" + os.path.splitext(os.path.basename(target))[0]
+        spec_obj = importlib.util.spec_from_file_location(mod_name, target)
+        module = importlib.util.module_from_spec(spec_obj)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target)))  # let it import its neighbours
+        try:
+            spec_obj.loader.exec_module(module)
+        except Exception as e:  # the user's code failed on import: say where, briefly
+            raise UserError(f"importing {what} file '{target}' failed: {type(e).__name__}: {e}") from e
+        finally:
+            sys.path.pop(0)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise UserError(f"cannot import {what} module '{target}': {e}") from e
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise UserError(f"{what} '{spec}': '{target}' has no callable named '{fn_name}'")
+    return fn
