@@ -17,7 +17,8 @@ def run_cli(main, argv=None):
     try:
         rc = main(argv)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        if type(e).__name__ != "QuietExit":  # a peer MPI rank already printed it
+            print(f"error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)

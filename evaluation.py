@@ -9,6 +9,7 @@ Sums are accumulated on the device and read back once per set, so a GPU is never
 """
 import contextlib
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -75,3 +76,70 @@ def eval_loss(net, criterion, loader, use_cuda=False):
             correct += c.item()
             total += len(targets)
     return total_loss / total, 100.0 * correct / total
+
+
+# ----------------------------------------------------------------------------- many grid points
+def per_point_sums(outputs, targets, loss_name):
+    """outputs (K, B, C) for K points on one batch -> summed losses (K,), correct counts (K,)."""
+    k, b, c = outputs.shape
+    outputs = outputs.float()
+    if loss_name == "crossentropy":
+        flat = F.cross_entropy(outputs.reshape(k * b, c), targets.repeat(k), reduction="none")
+        loss = flat.view(k, b).sum(1)
+    else:
+        probs = F.softmax(outputs, dim=2)
+        onehot = F.one_hot(targets, c).to(probs.dtype).unsqueeze(0)
+        loss = (probs - onehot).pow(2).sum((1, 2)) / c
+    correct = (outputs.argmax(dim=2) == targets.unsqueeze(0)).sum(1)
+    return loss, correct
+
+
+def evaluate_stacked(net, params, x, y, loss_name="crossentropy", batch_size=128, autocast=contextlib.nullcontext):
+    """Loss and accuracy for K points at once: `params` maps names to (K, *shape) tensors.
+
+    One pass over the data evaluates all K models with torch.func.vmap(functional_call), so the
+    per-point overhead (kernel launches, Python) is paid once per batch instead of K times.
+    """
+    k = next(iter(params.values())).shape[0]
+    model_fn = torch.func.vmap(lambda p, xb: torch.func.functional_call(net, p, (xb,)), in_dims=(0, None))
+    total_loss = torch.zeros(k, dtype=torch.float64, device=x.device)
+    total_correct = torch.zeros(k, dtype=torch.int64, device=x.device)
+    net.eval()
+    with torch.inference_mode(), autocast():
+        for start in range(0, len(y), batch_size):
+            loss, correct = per_point_sums(model_fn(params, x[start:start + batch_size]),
+                                           y[start:start + batch_size], loss_name)
+            total_loss += loss
+            total_correct += correct
+    n = len(y)
+    return (total_loss / n).cpu().numpy(), (100.0 * total_correct.double() / n).cpu().numpy()
+
+
+class GridEvaluator:
+    """values(coords) -> (len(coords), 2 * len(sets)): [loss, acc] for each (x, y) data set.
+
+    `setter` is a net_plotter.PointSetter. With points_per_pass K > 1, K points share each pass.
+    """
+
+    def __init__(self, net, setter, sets, loss_name, batch_size, autocast, points_per_pass=1):
+        self.net, self.setter, self.sets = net, setter, sets
+        self.loss_name, self.batch_size, self.autocast = loss_name, batch_size, autocast
+        self.k = points_per_pass
+
+    def __call__(self, coords):
+        coords = np.asarray(coords, dtype=np.float64).reshape(len(coords), -1)
+        out = np.empty((len(coords), 2 * len(self.sets)))
+        if self.k == 1:
+            for i, c in enumerate(coords):
+                self.setter.set(c)
+                for s, (x, y) in enumerate(self.sets):
+                    out[i, 2 * s:2 * s + 2] = evaluate(self.net, x, y, self.loss_name, self.batch_size, self.autocast)
+            return out
+        self.setter.restore()  # the stacked path leaves the model itself untouched
+        for start in range(0, len(coords), self.k):
+            params = self.setter.stacked(coords[start:start + self.k])
+            for s, (x, y) in enumerate(self.sets):
+                loss, acc = evaluate_stacked(self.net, params, x, y, self.loss_name, self.batch_size, self.autocast)
+                out[start:start + len(loss), 2 * s] = loss
+                out[start:start + len(loss), 2 * s + 1] = acc
+        return out
