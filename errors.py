@@ -3,13 +3,25 @@
 Every command-line entry point ends in `sys.exit(run_cli(main))`: a `UserError` raised anywhere
 below becomes `error: <message>` on stderr and exit code 2, never a traceback.
 """
+import signal
 import sys
 
 EXIT_USAGE = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class UserError(Exception):
     """Bad input from the user: a flag, a path, a file's contents. The message names the bad value."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a cluster pre-empting the job): unwind so `finally` blocks save the work."""
+
+
+def exit_cleanly_on_sigterm():
+    def handler(signum, frame):
+        raise Terminated()
+    signal.signal(signal.SIGTERM, handler)
 
 
 def run_cli(main, argv=None):
@@ -23,6 +35,9 @@ def run_cli(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED
     return 0 if rc is None else rc
 
 

@@ -28,6 +28,7 @@ import model_loader
 import mpi4pytorch
 import net_plotter
 import scheduler
+import errors
 from errors import ArgParser, UserError, run_cli
 from surface_lock import SurfaceLock
 
@@ -262,11 +263,17 @@ def load_inputs(cfg):
 
 
 def check_writable(path):
+    """Fail early, before any computation, if `path`'s folder cannot take new files."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UserError(f"output folder '{folder}' does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder '{folder}' is not writable")
+    probe = os.path.join(folder, f".write_probe_{os.getpid()}")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"output folder '{folder}' is not writable ({e.strerror})") from None
 
 
 def provenance(cfg, data, dir_hash, model_hash):
@@ -469,7 +476,7 @@ def run(cfg, comm, rank, nproc):
             try:
                 scheduler.run_root(comm, nproc, missing, compute, rec.store, rec.tick, multiple)
             finally:
-                rec.close()  # whatever happened, keep every computed point
+                rec.close()  # whatever happened (Ctrl-C, SIGTERM, a crash), keep every computed point
             report(len(missing), time.perf_counter() - t0, nproc, surf_file)
         else:
             scheduler.run_worker(comm, compute, multiple)
@@ -490,9 +497,10 @@ def cosine(directions):
 def main(argv=None):
     cfg = parse_config(argv)
     comm, rank, nproc = mpi4pytorch.setup_mpi(cfg.mpi)
+    errors.exit_cleanly_on_sigterm()  # a pre-empted job still saves its computed points and its lock
     try:
         return run(cfg, comm, rank, nproc)
-    except UserError:
+    except (UserError, errors.Terminated):
         raise
     except Exception:
         traceback.print_exc()

@@ -5,7 +5,8 @@ Mirrors the reference trainer's flags, folder names and checkpoint format:
         model_<e>.t7      {'acc': test accuracy %, 'epoch': e, 'state_dict': ...}
         opt_state_<e>.t7  {'optimizer': optimizer.state_dict()}
         log.out           one line per epoch
-Checkpoints are written at epoch 0, epoch 1, every --save_epoch epochs and at epoch 150; the
+Checkpoints are written at epoch 0, epoch 1, every --save_epoch epochs, at epoch 150 and at the
+last epoch; the
 learning rate is multiplied by --lr_decay at epochs 150, 225 and 275 (the reference's schedule).
 
     python cifar10/main.py --dataset digits --model digits_cnn --epochs 10 --batch_size 16 --save_epoch 1
@@ -159,7 +160,8 @@ def make_optimizer(net, a):
 
 
 def checkpoint_epochs(epochs, save_epoch):
-    return [0] + [e for e in range(1, epochs + 1) if e == 1 or e % save_epoch == 0 or e == 150]
+    """The reference's epochs (0, 1, every save_epoch, 150), plus the last epoch, so a run always ends saved."""
+    return [0] + [e for e in range(1, epochs + 1) if e in (1, 150, epochs) or e % save_epoch == 0]
 
 
 def validate(a):

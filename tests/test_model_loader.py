@@ -1,0 +1,112 @@
+"""Checkpoints load safely: reference formats, prefixes, and refusals with one-line messages."""
+import os
+import pickle
+
+import pytest
+import torch
+
+import model_loader
+from errors import UserError
+
+
+def test_trainer_checkpoint_loads_and_computes_the_same_function(cnn_ckpt):
+    ckpt = torch.load(cnn_ckpt, weights_only=True)
+    assert set(ckpt) == {"acc", "epoch", "state_dict"}
+    net = model_loader.load("digits", "digits_cnn", cnn_ckpt)
+    assert not net.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, ckpt["state_dict"][k])
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_prefixed_checkpoints_load(tmp_path, cnn_ckpt, prefix):
+    ckpt = torch.load(cnn_ckpt, weights_only=True)
+    path = tmp_path / "prefixed.t7"
+    torch.save({"state_dict": {prefix + k: v for k, v in ckpt["state_dict"].items()}}, path)
+    net = model_loader.load("digits", "digits_cnn", str(path))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, ckpt["state_dict"][k])
+
+
+def test_bare_state_dict_loads(tmp_path, cnn_ckpt):
+    ckpt = torch.load(cnn_ckpt, weights_only=True)
+    path = tmp_path / "bare.pt"
+    torch.save(ckpt["state_dict"], path)
+    net = model_loader.load("digits", "digits_cnn", str(path))
+    assert torch.equal(net.conv1.weight, ckpt["state_dict"]["conv1.weight"])
+
+
+class Exploit:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.t7"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": Exploit(str(marker))}, path)
+    with pytest.raises(UserError, match="objects other than tensors"):
+        model_loader.load("digits", "digits_mlp", str(path))
+    assert not marker.exists()
+
+
+def test_plain_pickle_with_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(Exploit(str(marker)), f)
+    with pytest.raises(UserError):
+        model_loader.load("digits", "digits_mlp", str(path))
+    assert not marker.exists()
+
+
+def test_other_architecture_gives_one_line_naming_model_file_and_keys(cnn_ckpt):
+    with pytest.raises(UserError) as e:
+        model_loader.load("digits", "digits_mlp", cnn_ckpt)
+    msg = str(e.value)
+    assert "\n" not in msg and "digits_mlp" in msg and cnn_ckpt in msg
+    assert "missing keys" in msg and "fc1.weight" in msg or "size mismatch" in msg
+
+
+def test_truncated_checkpoint_is_reported(tmp_path, cnn_ckpt):
+    data = open(cnn_ckpt, "rb").read()
+    path = tmp_path / "cut.t7"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        model_loader.load("digits", "digits_cnn", str(path))
+
+
+def test_missing_checkpoint_and_unknown_model():
+    with pytest.raises(UserError, match="does not exist"):
+        model_loader.load("digits", "digits_cnn", "/no/such/file.t7")
+    with pytest.raises(UserError, match="unknown model 'resnet57'"):
+        model_loader.load("cifar10", "resnet57")
+
+
+def test_nan_weights_warn(tmp_path, cnn_ckpt, capsys):
+    ckpt = torch.load(cnn_ckpt, weights_only=True)
+    ckpt["state_dict"]["conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.t7"
+    torch.save(ckpt, path)
+    model_loader.load("digits", "digits_cnn", str(path))
+    assert "NaN" in capsys.readouterr().err
+
+
+def test_custom_model_from_file_and_module(tmp_path, monkeypatch):
+    (tmp_path / "mymodels.py").write_text(
+        "import torch.nn as nn\n"
+        "def tiny():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))\n"
+        "def not_a_model():\n    return 3\n")
+    net = model_loader.load("digits", f"{tmp_path}/mymodels.py:tiny")
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert model_loader.build("mymodels:tiny") is not None
+    with pytest.raises(UserError, match="not a torch.nn.Module"):
+        model_loader.build(f"{tmp_path}/mymodels.py:not_a_model")
+    with pytest.raises(UserError, match="no callable named 'nope'"):
+        model_loader.build(f"{tmp_path}/mymodels.py:nope")
