@@ -186,7 +186,10 @@ def direction_attrs(cfg, net_name, model_hash):
 
 
 def check_direction_file(dir_file, cfg, space, net_name, model_hash):
-    """Refuse a direction file made for another model, direction type or dimensionality."""
+    """Refuse a direction file made for another model, direction type or dimensionality.
+
+    Returns a warning to print once every other check has passed (or None).
+    """
     info = h5_util.read_direction_info(dir_file)
     if cfg.y and not info["has_y"]:
         raise UserError(f"direction file '{dir_file}' holds only an x direction, but --y asks for a 2D surface")
@@ -206,21 +209,29 @@ def check_direction_file(dir_file, cfg, space, net_name, model_hash):
                         f"{cfg.dir_type}: it has {len(shapes)} entries, the model has {len(want)}{hint}")
     recorded_hash = info["attrs"].get("model_file_sha256")
     if recorded_hash and model_hash and recorded_hash != model_hash:
-        print(f"warning: direction file '{dir_file}' was made from a different checkpoint than "
-              f"'{cfg.model_file}'; its normalisation follows that checkpoint's weights", file=sys.stderr)
+        return (f"warning: direction file '{dir_file}' was made from a different checkpoint than "
+                f"'{cfg.model_file}'; its normalisation follows that checkpoint's weights")
+    return None
 
 
-def setup_direction(cfg, dir_file, net, net_name, model_hash, load_model):
-    """Create the direction file atomically unless it exists; validate it either way."""
-    space = direction_space(net, cfg.dir_type)
+def prepare_directions(cfg, dir_file, net, net_name, model_hash, load_model):
+    """(directions, is_new, warning): an existing direction file, checked and read, or new directions.
+
+    New directions are not written here, so a run refused later leaves no file behind; write them
+    with `write_directions` once every check has passed.
+    """
+    ndim = 2 if cfg.y is not None else 1
     if os.path.exists(dir_file):
-        check_direction_file(dir_file, cfg, space, net_name, model_hash)
-        return False
+        warning = check_direction_file(dir_file, cfg, direction_space(net, cfg.dir_type), net_name, model_hash)
+        return load_directions(dir_file, ndim), False, warning
     if cfg.dir_file:
         raise UserError(f"direction file '{dir_file}' does not exist")
-    directions = create_directions(cfg, net, load_model)
+    return create_directions(cfg, net, load_model), True, None
+
+
+def write_directions(cfg, dir_file, directions, net_name, model_hash):
+    """Write a new direction file atomically (temp file, then rename)."""
     h5_util.write_direction_file(dir_file, directions, direction_attrs(cfg, net_name, model_hash))
-    return True
 
 
 def load_directions(dir_file, ndim=None):

@@ -41,11 +41,14 @@ def contour_levels(Z, vmin, vmax, vlevel, log=False, what="the surface"):
         levels = np.arange(vmin, vmax, vlevel) if vlevel > 0 else np.array([])
     if np.count_nonzero((levels > lo) & (levels < hi)) >= 2:
         return levels
-    if log and lo > 0:
-        chosen = np.geomspace(lo, hi, 12) if hi > lo else np.array([lo])
+    if hi <= lo:  # a flat map: two levels around its one value
+        pad = max(abs(lo) * 0.01, 1e-12)
+        chosen = np.array([lo - pad, lo + pad])
+    elif log and lo > 0:
+        chosen = np.geomspace(lo, hi, 12)
     else:
         from matplotlib.ticker import MaxNLocator
-        chosen = MaxNLocator(nbins=12).tick_values(lo, hi) if hi > lo else np.array([lo])
+        chosen = MaxNLocator(nbins=12).tick_values(lo, hi)
     print(f"note: the contour levels from --vmin {vmin:g} --vmax {vmax:g} --vlevel {vlevel:g} miss the data of "
           f"{what} (range [{lo:.4g}, {hi:.4g}]); using {len(chosen)} levels from the data instead")
     return chosen

@@ -312,9 +312,10 @@ def check_surface(surf, cfg, dir_file, prov):
 
 
 def prepare_files(cfg, net, data, dir_file, surf_file, keys, lock):
-    """Rank 0: take the lock, create/check the direction file, create/check the surface file.
+    """Rank 0: take the lock, check everything, then create what is missing.
 
-    Returns the Surface (values in memory) and the directions.
+    The direction file and the surface file are both checked before either is written, so a
+    refused run changes no file. Returns the Surface (values in memory) and the directions.
     """
     check_writable(surf_file)
     if not os.path.exists(dir_file):
@@ -322,18 +323,21 @@ def prepare_files(cfg, net, data, dir_file, surf_file, keys, lock):
     lock.acquire()
     model_hash = model_loader.file_sha256(cfg.model_file)
     load_other = lambda path: model_loader.load(cfg.dataset, cfg.model, path)
-    net_plotter.setup_direction(cfg, dir_file, net, cfg.model, model_hash, load_other)
-    directions = net_plotter.load_directions(dir_file, 2 if cfg.y is not None else 1)
+    directions, new_dirs, warning = net_plotter.prepare_directions(cfg, dir_file, net, cfg.model, model_hash,
+                                                                   load_other)
     prov = provenance(cfg, data, h5_util.directions_sha256(directions), model_hash)
     if os.path.exists(surf_file):
         surf = h5_util.read_surface(surf_file)
         check_surface(surf, cfg, dir_file, prov)
-        surf.attrs.setdefault("created", prov["created"])
         surf.attrs.update({k: v for k, v in prov.items() if k not in surf.attrs})
         surf.attrs["last_command"] = prov["command"]
     else:
         x, y = grid(cfg)
         surf = h5_util.new_surface(surf_file, x, y, dir_file, prov)
+    if warning:
+        print(warning, file=sys.stderr)
+    if new_dirs:
+        net_plotter.write_directions(cfg, dir_file, directions, cfg.model, model_hash)
     surf.missing(keys)  # creates the maps this run fills
     h5_util.write_surface(surf)
     return surf, directions
@@ -391,16 +395,12 @@ def dry_run(cfg, net, data, dir_file, surf_file, keys, device, gpu_ids, nproc):
     """Validate, name the files, time one point, estimate the total; write nothing."""
     model_hash = model_loader.file_sha256(cfg.model_file)
     check_writable(surf_file)
-    if os.path.exists(dir_file):
-        net_plotter.check_direction_file(dir_file, cfg, net_plotter.direction_space(net, cfg.dir_type),
-                                         cfg.model, model_hash)
-        directions = net_plotter.load_directions(dir_file, 2 if cfg.y is not None else 1)
-        print(f"direction file: {dir_file} (exists, fits the model)")
-    else:
+    load_other = lambda path: model_loader.load(cfg.dataset, cfg.model, path)
+    directions, new_dirs, warning = net_plotter.prepare_directions(cfg, dir_file, net, cfg.model, model_hash,
+                                                                   load_other)
+    if new_dirs:
         check_writable(dir_file)
-        directions = net_plotter.create_directions(
-            cfg, net, lambda p: model_loader.load(cfg.dataset, cfg.model, p))
-        print(f"direction file: {dir_file} (would be created)")
+    print(f"direction file: {dir_file} ({'would be created' if new_dirs else 'exists, fits the model'})")
     x, y = grid(cfg)
     total = len(x) * (1 if y is None else len(y))
     missing = total
@@ -411,6 +411,8 @@ def dry_run(cfg, net, data, dir_file, surf_file, keys, device, gpu_ids, nproc):
         print(f"surface file:   {surf_file} (exists: {total - missing} of {total} points done)")
     else:
         print(f"surface file:   {surf_file} (would be created)")
+    if warning:
+        print(warning, file=sys.stderr)
     compute = make_evaluator(cfg, net, directions, data, device, gpu_ids)
     center = int(np.argmin(np.abs(h5_util.new_surface("", x, y, "", {}).coords()).sum(1)))
     compute(np.array([center]))  # warm-up

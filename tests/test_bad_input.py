@@ -1,0 +1,215 @@
+"""Bad input: one line on stderr naming the problem, exit code 2, no traceback, files untouched."""
+import os
+import shutil
+import signal
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import errors
+import h5_util
+import plot_1D
+import plot_2D
+import plot_surface
+from conftest import run_script, trainer
+
+FILTER = ["--xnorm", "filter", "--xignore", "biasbn"]
+
+
+def snapshot(folder):
+    """Every file under `folder` with its bytes, to prove nothing was changed or added."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return out
+
+
+SCRIPTS = {"plot_surface.py": plot_surface, "plot_1D.py": plot_1D, "plot_2D.py": plot_2D,
+           "cifar10/main.py": trainer}
+
+
+@pytest.fixture
+def work(tmp_path, mlp_run, monkeypatch):
+    """A folder with checkpoints, a finished 1D surface and its direction file; the working directory."""
+    shutil.copy(os.path.join(mlp_run, "model_6.t7"), tmp_path / "m.t7")
+    shutil.copy(os.path.join(mlp_run, "model_2.t7"), tmp_path / "m2.t7")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's own SIGTERM handling
+    assert plot_surface.main(["--dataset", "digits", "--model", "digits_mlp", "--model_file", "m.t7",
+                              "--x=-1:1:3", *FILTER]) == 0
+    return tmp_path
+
+
+def run_cli(script, args, capsys, subprocess_run=False, env=None, cwd=None):
+    """(exit code, stderr) of a CLI, in this process (fast) or as a real subprocess."""
+    if subprocess_run:
+        r = run_script(script, args, cwd=cwd, env=env)
+        return r.returncode, r.stderr
+    capsys.readouterr()
+    rc = errors.run_cli(SCRIPTS[script].main, [str(a) for a in args])
+    return rc, capsys.readouterr().err
+
+
+def expect_refusal(work, capsys, args, *words, script="plot_surface.py", subprocess_run=False, env=None):
+    before = snapshot(work)
+    rc, err = run_cli(script, args, capsys, subprocess_run, env, cwd=work)
+    assert rc == 2, (rc, err)
+    assert "Traceback" not in err
+    err = err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for w in words:
+        assert w in err, (w, err)
+    assert snapshot(work) == before  # byte for byte, and nothing new
+    return err
+
+
+def base(*extra):
+    return ["--dataset", "digits", "--model", "digits_mlp", "--model_file", "m.t7", *extra]
+
+
+@pytest.mark.parametrize("bad", ["1:0:5", "a:b:c", "-1:1", "-1:1:0", "-1:1:2.5", "nan:1:3"])
+def test_malformed_ranges(work, capsys, bad):
+    expect_refusal(work, capsys, base(f"--x={bad}"), "--x", bad, subprocess_run=bad == "a:b:c")
+    expect_refusal(work, capsys, base("--x=-1:1:3", f"--y={bad}"), "--y")
+
+
+def test_missing_model_file(work, capsys):
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_mlp", "--model_file", "nope.t7"], "nope.t7",
+                   "does not exist")
+
+
+def test_unknown_model_name(work, capsys):
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_mpl", "--model_file", "m.t7"], "digits_mpl")
+
+
+def test_checkpoint_of_another_architecture(work, capsys):
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "m.t7"],
+                   "does not fit model 'digits_cnn'", "m.t7")
+
+
+def test_truncated_checkpoint(work, capsys):
+    data = open(work / "m.t7", "rb").read()
+    (work / "cut.t7").write_bytes(data[:200])
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_mlp", "--model_file", "cut.t7"],
+                   "cut.t7", "corrupt")
+
+
+def test_checkpoint_holding_code_is_refused_unexecuted(work, capsys):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {work / 'pwned'}",))
+    torch.save({"state_dict": torch.load(work / "m.t7", weights_only=True)["state_dict"], "x": Exploit()},
+               work / "evil.t7")
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_mlp", "--model_file", "evil.t7"],
+                   "objects other than tensors", subprocess_run=True)
+    assert not (work / "pwned").exists()
+
+
+def test_nan_weights_warn_but_run(work, capsys):
+    ckpt = torch.load(work / "m.t7", weights_only=True)
+    ckpt["state_dict"]["fc1.weight"][0, 0] = float("nan")
+    torch.save(ckpt, work / "nan.t7")
+    rc, err = run_cli("plot_surface.py", ["--dataset", "digits", "--model", "digits_mlp", "--model_file", "nan.t7",
+                                          "--x=0:0:1"], capsys)
+    assert rc == 0 and "warning" in err and "NaN" in err
+
+
+def test_surface_file_of_another_grid_model_or_direction(work, capsys):
+    surf = "m.t7_weights_xignore=biasbn_xnorm=filter.h5_[-1.0,1.0,3].h5"
+    expect_refusal(work, capsys, base("--x=-1:1:5", *FILTER, "--surf_file", surf), "different x grid")
+    expect_refusal(work, capsys, base("--x=-1:1:3", *FILTER, "--y=-1:1:3", "--ynorm", "filter", "--surf_file", surf), "1D")
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_mlp", "--model_file", "m2.t7", "--x=-1:1:3",
+                          *FILTER, "--surf_file", surf, "--dir_file", "m.t7_weights_xignore=biasbn_xnorm=filter.h5"],
+                   "another checkpoint")
+    expect_refusal(work, capsys, base("--x=-1:1:3", "--xnorm", "layer", "--surf_file", surf), "other directions")
+
+
+def test_direction_file_of_another_model_or_dir_type(work, capsys):
+    d = "m.t7_weights_xignore=biasbn_xnorm=filter.h5"
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "cnn.t7", "--x=-1:1:3",
+                          "--dir_file", d], "cnn.t7")  # (the checkpoint is checked first)
+    net = __import__("model_loader").build("digits_cnn")
+    torch.save(net.state_dict(), work / "cnn.t7")
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "cnn.t7", "--x=-1:1:3",
+                          "--dir_file", d, "--surf_file", "new.h5"], "made for model 'digits_mlp'")
+    expect_refusal(work, capsys, base("--x=-1:1:3", "--dir_type", "states", "--dir_file", d, "--surf_file", "new.h5"),
+                   "--dir_type weights")
+
+
+def test_reference_direction_file_of_another_dir_type(work, capsys, cnn_ckpt):
+    """A reference-made file has no attributes: the entry count tells weights from states."""
+    shutil.copy(cnn_ckpt, work / "cnn.t7")
+    net = __import__("model_loader").load("digits", "digits_cnn", cnn_ckpt)
+    with h5py.File(work / "ref_dirs.h5", "w") as f:
+        h5_util.write_list(f, "xdirection", [np.zeros(p.shape, np.float32) for p in net.parameters()])
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "cnn.t7", "--x=-1:1:3",
+                          "--dir_type", "states", "--dir_file", "ref_dirs.h5", "--surf_file", "new.h5"],
+                   "--dir_type weights?")
+
+
+def test_2d_run_with_a_1d_direction_file(work, capsys):
+    expect_refusal(work, capsys, base("--x=-1:1:3", "--y=-1:1:3", "--dir_file", "m.t7_weights_xignore=biasbn_xnorm=filter.h5",
+                              "--surf_file", "new.h5"), "only an x direction")
+
+
+def test_output_folder_that_cannot_be_written(work, capsys):
+    (work / "afile").write_text("x")
+    expect_refusal(work, capsys, base("--x=-1:1:3", "--surf_file", "afile/out.h5"), "afile", "does not exist")
+    if os.geteuid() != 0:  # root may write into a read-only-mode folder, so this part needs a normal user
+        os.mkdir(work / "ro")
+        os.chmod(work / "ro", 0o555)
+        expect_refusal(work, capsys, base("--x=-1:1:3", "--surf_file", "ro/out.h5"), "not writable")
+
+
+def test_model_file3_without_y(work, capsys):
+    expect_refusal(work, capsys, base("--model_file3", "m2.t7"), "--model_file3", "--y")
+
+
+def test_cuda_without_a_gpu(work, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so --cuda is valid here")
+    expect_refusal(work, capsys, base("--x=-1:1:3", "--cuda"), "--cuda", "no CUDA GPU")
+
+
+def test_mpi_without_an_mpi_runtime(work, capsys, tmp_path_factory):
+    fake = tmp_path_factory.mktemp("nompi")
+    (fake / "mpi4py").mkdir()
+    (fake / "mpi4py" / "__init__.py").write_text("raise ImportError('libmpi.so.40: cannot open shared object file')\n")
+    env = dict(os.environ, PYTHONPATH=str(fake))
+    expect_refusal(work, capsys, base("--x=-1:1:3", "--mpi"), "--mpi needs an MPI runtime", "libmpi", env=env,
+                   subprocess_run=True)
+
+
+def test_missing_or_corrupt_dataset(work, capsys, fake_cifar):
+    expect_refusal(work, capsys, ["--model", "resnet20", "--model_file", "r.t7", "--x=-1:1:3"], "r.t7")
+    torch.save(__import__("model_loader").build("resnet20").state_dict(), work / "r.t7")
+    expect_refusal(work, capsys, ["--model", "resnet20", "--model_file", "r.t7", "--x=-1:1:3", "--datapath", "nodata"],
+                   "CIFAR-10 not found", "nodata")
+    shutil.copytree(fake_cifar["str"], work / "cifar")
+    (work / "cifar" / "cifar-10-batches-py" / "data_batch_2").write_bytes(b"\x80\x04garbage")
+    expect_refusal(work, capsys, ["--model", "resnet20", "--model_file", "r.t7", "--x=-1:1:3", "--datapath", "cifar"],
+                   "data_batch_2")
+
+
+def test_model_that_does_not_fit_the_data(work, capsys):
+    torch.save(__import__("model_loader").build("resnet20").state_dict(), work / "r.t7")
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "resnet20", "--model_file", "r.t7", "--x=-1:1:3"],
+                   "cannot take digits inputs")
+
+
+def test_plot_scripts_refuse_non_surface_files(work, capsys):
+    (work / "junk.h5").write_bytes(b"this is not hdf5")
+    expect_refusal(work, capsys, ["--surf_file", "junk.h5"], "junk.h5", "HDF5", script="plot_1D.py")
+    expect_refusal(work, capsys, ["--surf_file", "m.t7_weights_xignore=biasbn_xnorm=filter.h5"], "not a surface file",
+                   script="plot_2D.py")
+
+
+def test_trainer_bad_input(work, capsys):
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "nonet", "--epochs", "1", "--save", "nets"], "nonet",
+                   script="cifar10/main.py")
+    expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_mlp", "--batch_size", "0"], "--batch_size",
+                   script="cifar10/main.py")
