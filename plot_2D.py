@@ -128,7 +128,7 @@ def plot_3d_surface(surf_file, surf_name, X, Y, Z, zlim, log, show, fmt):
         Zp = np.where(Zp > top, top, Zp)  # clip, as the view is cut at zlim
         hi = min(hi, top)
     surf = ax.plot_surface(X, Y, Zp, cmap=cm.coolwarm, linewidth=0, antialiased=False, vmin=lo, vmax=hi)
-    ax.set_zlim(lo, hi if hi > lo else lo + 1)
+    ax.set_zlim(lo, hi if hi > lo else lo + max(abs(lo) * 0.01, 1e-12))
     ax.set_zlabel(f"log10 {surf_name}" if log else surf_name)
     fig.colorbar(surf, shrink=0.5, aspect=8, pad=0.1)
     return save_figure(fig, output_name(surf_file, f"_{surf_name}_3dsurface", fmt), fmt)

@@ -196,10 +196,10 @@ def validate(cfg):
     return cfg
 
 
-def parse_config(argv=None):
-    args = build_parser().parse_args(argv)
-    names = {f.name for f in fields(SurfaceConfig)}
-    return validate(SurfaceConfig(**{k: v for k, v in vars(args).items() if k in names}))
+def parse_config(argv=None, parser=None, config_cls=SurfaceConfig):
+    args = (parser or build_parser()).parse_args(argv)
+    names = {f.name for f in fields(config_cls)}
+    return validate(config_cls(**{k: v for k, v in vars(args).items() if k in names}))
 
 
 # ----------------------------------------------------------------------------- file names
@@ -217,8 +217,23 @@ def name_surface_file(cfg, dir_file):
     return name + ".h5"
 
 
+@dataclass
+class Job:
+    """What a grid run computes: the maps it writes (`keys`), the maps whose sentinels mark a point
+    as not yet computed (`missing_keys`), the per-rank compute factory and the final plot."""
+    keys: list
+    missing_keys: list
+    make_compute: object   # (cfg, net, directions, data, device, gpu_ids) -> (flat indices -> values)
+    plot: object           # (cfg, surf_file, dir_file) -> None
+
+
 def value_keys(cfg):
     return ["train_loss", "train_acc"] + (["test_loss", "test_acc"] if cfg.eval_test else [])
+
+
+def loss_job(cfg):
+    keys = value_keys(cfg)
+    return Job(keys, keys, make_evaluator, plot_results)
 
 
 def grid(cfg):
@@ -338,7 +353,8 @@ def prepare_files(cfg, net, data, dir_file, surf_file, keys, lock):
         print(warning, file=sys.stderr)
     if new_dirs:
         net_plotter.write_directions(cfg, dir_file, directions, cfg.model, model_hash)
-    surf.missing(keys)  # creates the maps this run fills
+    for key in keys:
+        surf.ensure(key)  # the maps this run fills, all "not computed" if new
     h5_util.write_surface(surf)
     return surf, directions
 
@@ -375,8 +391,14 @@ class Recorder:
         self.bar.close()
 
 
+def grid_coords(cfg):
+    """(points, ndim) coordinates in the surface's flat order."""
+    x, y = grid(cfg)
+    return h5_util.new_surface("", x, y, "", {}).coords()
+
+
 def make_evaluator(cfg, net, directions, data, device, gpu_ids):
-    """The function rank r calls on a chunk of flat grid indices."""
+    """The function rank r calls on a chunk of flat grid indices: loss and accuracy at each point."""
     net.to(device)
     setter = net_plotter.PointSetter(net, directions, cfg.dir_type, device)
     runner = torch.nn.DataParallel(net, device_ids=gpu_ids) if len(gpu_ids) > 1 else net
@@ -386,12 +408,11 @@ def make_evaluator(cfg, net, directions, data, device, gpu_ids):
     autocast = evaluation.set_precision(cfg.precision, device)
     evaluator = evaluation.GridEvaluator(runner, setter, sets, cfg.loss_name, cfg.batch_size, autocast,
                                          1 if len(gpu_ids) > 1 else cfg.points_per_pass)
-    x, y = grid(cfg)
-    coords = h5_util.new_surface("", x, y, "", {}).coords()
+    coords = grid_coords(cfg)
     return lambda indices: evaluator(coords[indices])
 
 
-def dry_run(cfg, net, data, dir_file, surf_file, keys, device, gpu_ids, nproc):
+def dry_run(cfg, net, data, dir_file, surf_file, job, device, gpu_ids, nproc):
     """Validate, name the files, time one point, estimate the total; write nothing."""
     model_hash = model_loader.file_sha256(cfg.model_file)
     check_writable(surf_file)
@@ -407,14 +428,14 @@ def dry_run(cfg, net, data, dir_file, surf_file, keys, device, gpu_ids, nproc):
     if os.path.exists(surf_file):
         surf = h5_util.read_surface(surf_file)
         check_surface(surf, cfg, dir_file, provenance(cfg, data, h5_util.directions_sha256(directions), model_hash))
-        missing = int(surf.missing(keys).sum())
+        missing = int(surf.missing(job.missing_keys).sum())
         print(f"surface file:   {surf_file} (exists: {total - missing} of {total} points done)")
     else:
         print(f"surface file:   {surf_file} (would be created)")
     if warning:
         print(warning, file=sys.stderr)
-    compute = make_evaluator(cfg, net, directions, data, device, gpu_ids)
-    center = int(np.argmin(np.abs(h5_util.new_surface("", x, y, "", {}).coords()).sum(1)))
+    compute = job.make_compute(cfg, net, directions, data, device, gpu_ids)
+    center = int(np.argmin(np.abs(grid_coords(cfg)).sum(1)))
     compute(np.array([center]))  # warm-up
     t0 = time.perf_counter()
     compute(np.array([center]))
@@ -444,37 +465,38 @@ def plot_results(cfg, surf_file, dir_file):
         plot_1D.plot_1d_loss_err(surf_file, cfg.xmin, cfg.xmax, cfg.loss_max, cfg.log, cfg.show, fmt=cfg.format)
 
 
-def run(cfg, comm, rank, nproc):
+def run(cfg, comm, rank, nproc, job=None):
+    """Every rank: load, (rank 0) prepare the files, compute the missing points, (rank 0) plot."""
+    job = job or loss_job(cfg)
     device, gpu_ids = mpi4pytorch.agree(comm, lambda: pick_device(cfg, comm))
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     net, data = mpi4pytorch.agree(comm, lambda: load_inputs(cfg))
     dir_file = net_plotter.name_direction_file(cfg)
     surf_file = name_surface_file(cfg, dir_file)
-    keys = value_keys(cfg)
     if cfg.dry_run:
         if rank == 0:
-            dry_run(cfg, net, data, dir_file, surf_file, keys, device, gpu_ids, nproc)
+            dry_run(cfg, net, data, dir_file, surf_file, job, device, gpu_ids, nproc)
         mpi4pytorch.barrier(comm)
         return 0
 
     lock = SurfaceLock(surf_file)
     try:
-        prepared = mpi4pytorch.agree(comm, lambda: prepare_files(cfg, net, data, dir_file, surf_file, keys, lock)
+        prepared = mpi4pytorch.agree(comm, lambda: prepare_files(cfg, net, data, dir_file, surf_file, job.keys, lock)
                                      if rank == 0 else None)
         directions = prepared[1] if rank == 0 else net_plotter.load_directions(dir_file, 2 if cfg.y is not None else 1)
         if rank == 0 and len(directions) == 2:
             print(f"cosine similarity of the x and y directions: {cosine(directions):.4f}")
-        compute = make_evaluator(cfg, net, directions, data, device, gpu_ids)
+        compute = job.make_compute(cfg, net, directions, data, device, gpu_ids)
         multiple = cfg.points_per_pass
         t0 = time.perf_counter()
         if rank == 0:
             surf = prepared[0]
-            missing = np.flatnonzero(surf.missing(keys))
+            missing = np.flatnonzero(surf.missing(job.missing_keys))
             total = int(np.prod(surf.shape))
             print(f"{surf_file}: {total - len(missing)} of {total} points done, computing {len(missing)} "
                   f"on {nproc} rank(s) ({device})", flush=True)
-            rec = Recorder(surf, keys, total, total - len(missing), cfg.flush_seconds)
+            rec = Recorder(surf, job.keys, total, total - len(missing), cfg.flush_seconds)
             try:
                 scheduler.run_root(comm, nproc, missing, compute, rec.store, rec.tick, multiple)
             finally:
@@ -485,7 +507,7 @@ def run(cfg, comm, rank, nproc):
     finally:
         lock.release()
     if cfg.plot and rank == 0:
-        plot_results(cfg, surf_file, dir_file)
+        job.plot(cfg, surf_file, dir_file)
     mpi4pytorch.barrier(comm)
     return 0
 
@@ -496,12 +518,13 @@ def cosine(directions):
     return float(a @ b / (a.norm() * b.norm() + 1e-30))
 
 
-def main(argv=None):
-    cfg = parse_config(argv)
+def main(argv=None, parser=None, config_cls=SurfaceConfig, make_job=None):
+    """Entry point; plot_hessian_eigen.py reuses it with its own parser, config and job."""
+    cfg = parse_config(argv, parser, config_cls)
     comm, rank, nproc = mpi4pytorch.setup_mpi(cfg.mpi)
     errors.exit_cleanly_on_sigterm()  # a pre-empted job still saves its computed points and its lock
     try:
-        return run(cfg, comm, rank, nproc)
+        return run(cfg, comm, rank, nproc, make_job(cfg) if make_job else None)
     except (UserError, errors.Terminated):
         raise
     except Exception:
