@@ -118,11 +118,14 @@ def evaluate_stacked(net, params, x, y, loss_name="crossentropy", batch_size=128
 class GridEvaluator:
     """values(coords) -> (len(coords), 2 * len(sets)): [loss, acc] for each (x, y) data set.
 
-    `setter` is a net_plotter.PointSetter. With points_per_pass K > 1, K points share each pass.
+    `setter` is a net_plotter.PointSetter that moves `net`; `runner` is what runs the forward pass
+    (the net itself, or a fast_model.FastModel whose refresh() follows each move). With
+    points_per_pass K > 1, K points share each pass (through `net`, vmapped).
     """
 
-    def __init__(self, net, setter, sets, loss_name, batch_size, autocast, points_per_pass=1):
+    def __init__(self, net, setter, sets, loss_name, batch_size, autocast, points_per_pass=1, runner=None):
         self.net, self.setter, self.sets = net, setter, sets
+        self.runner = runner if runner is not None else net
         self.loss_name, self.batch_size, self.autocast = loss_name, batch_size, autocast
         self.k = points_per_pass
 
@@ -132,8 +135,11 @@ class GridEvaluator:
         if self.k == 1:
             for i, c in enumerate(coords):
                 self.setter.set(c)
+                if hasattr(self.runner, "refresh"):
+                    self.runner.refresh()
                 for s, (x, y) in enumerate(self.sets):
-                    out[i, 2 * s:2 * s + 2] = evaluate(self.net, x, y, self.loss_name, self.batch_size, self.autocast)
+                    out[i, 2 * s:2 * s + 2] = evaluate(self.runner, x, y, self.loss_name, self.batch_size,
+                                                       self.autocast)
             return out
         self.setter.restore()  # the stacked path leaves the model itself untouched
         for start in range(0, len(coords), self.k):

@@ -248,13 +248,14 @@ class PointSetter:
     multi-tensor kernels. Integer state entries are never touched.
     """
 
-    def __init__(self, net, directions, dir_type, device):
+    def __init__(self, net, directions, dir_type, device=None):
         space = direction_space(net, dir_type)
         keep = [i for i, (_, w) in enumerate(space) if w.is_floating_point()]
         self.names = [space[i][0] for i in keep]
         self.targets = [space[i][1] for i in keep]
         self.origin = [t.detach().clone() for t in self.targets]
-        self.dirs = [[torch.as_tensor(d[i]).reshape(self.targets[k].shape).to(device, self.targets[k].dtype)
+        # directions in the targets' own layout (e.g. channels_last), so the fused updates stay simple
+        self.dirs = [[torch.empty_like(self.targets[k]).copy_(torch.as_tensor(d[i]).reshape(self.targets[k].shape))
                       for k, i in enumerate(keep)] for d in directions]
 
     def set(self, coord):

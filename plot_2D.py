@@ -66,9 +66,10 @@ def load_map(surf_file, surf_name):
 def draw_contours(ax, X, Y, Z, levels, log, labels=True):
     from matplotlib.colors import LogNorm
     norm = LogNorm(levels[0], levels[-1]) if log and levels[0] > 0 and len(levels) > 1 else None
-    cs = ax.contour(X, Y, np.ma.masked_invalid(Z), levels=levels, cmap="summer" if not log else "viridis", norm=norm)
+    cs = ax.contour(X, Y, np.ma.masked_invalid(Z), levels=levels, cmap="viridis", norm=norm)
     if labels and cs.levels.size:
-        ax.clabel(cs, inline=True, fontsize=8, fmt="%.3g")
+        step = max(1, int(np.ceil(len(cs.levels) / 12)))  # label at most about 12 levels, so labels stay legible
+        ax.clabel(cs, cs.levels[::step], inline=True, fontsize=8, fmt="%.3g")
     return cs
 
 
@@ -93,7 +94,7 @@ def plot_2d_contour(surf_file, surf_name="train_loss", vmin=0.1, vmax=10, vlevel
     fig = new_figure(show)
     ax = fig.add_subplot()
     norm = LogNorm(levels[0], levels[-1]) if log and levels[0] > 0 and len(levels) > 1 else None
-    cf = ax.contourf(X, Y, np.ma.masked_invalid(Z), levels=levels, cmap="summer", norm=norm, extend="both")
+    cf = ax.contourf(X, Y, np.ma.masked_invalid(Z), levels=levels, cmap="viridis", norm=norm, extend="both")
     fig.colorbar(cf, ax=ax)
     out.append(save_figure(fig, output_name(surf_file, stem + "_2dcontourf", fmt), fmt))
 

@@ -23,6 +23,7 @@ import torch
 
 import dataloader
 import evaluation
+import fast_model
 import h5_util
 import model_loader
 import mpi4pytorch
@@ -72,6 +73,9 @@ class SurfaceConfig:
     eval_test: bool = False
     precision: str = "default"
     points_per_pass: int = 1
+    no_fold_bn: bool = False
+    memory_format: str = "auto"
+    compile: bool = False
     flush_seconds: float = 5.0
     dry_run: bool = False
     proj_file: str = ""
@@ -89,6 +93,7 @@ class SurfaceConfig:
     ymin: float = None
     ymax: float = None
     ynum: int = None
+    stats: dict = None       # filled by run() on rank 0: points, seconds, sec_per_point, ranks
 
 
 def build_parser():
@@ -132,6 +137,9 @@ def build_parser():
     a("--eval_test", action="store_true", help="also compute test_loss and test_acc")
     a("--precision", default="default", help="default | fp32 | tf32 | bf16 (see README)")
     a("--points_per_pass", default=1, type=int, help="grid points evaluated together on each data batch")
+    a("--no_fold_bn", action="store_true", help="do not fold BatchNorm into the preceding layers (exact either way)")
+    a("--memory_format", default="auto", help="auto (channels_last for conv nets) | channels_last | contiguous")
+    a("--compile", action="store_true", help="torch.compile the model (pays off on large grids; cost is printed)")
     a("--flush_seconds", default=5.0, type=float, help="write computed points to the file at least this often")
     a("--dry_run", action="store_true", help="validate everything, name the files, time one point; compute nothing")
     # plotting
@@ -172,7 +180,8 @@ def validate(cfg):
         cfg.ymin, cfg.ymax, cfg.ynum = parse_range(cfg.y, "--y")
     choices = {"dir_type": net_plotter.DIR_TYPES, "xnorm": net_plotter.NORMS, "ynorm": net_plotter.NORMS,
                "xignore": ("", "biasbn"), "yignore": ("", "biasbn"), "loss_name": evaluation.LOSS_NAMES,
-               "precision": evaluation.PRECISIONS, "format": ("pdf", "png", "svg")}
+               "precision": evaluation.PRECISIONS, "format": ("pdf", "png", "svg"),
+               "memory_format": ("auto", "channels_last", "contiguous")}
     for flag, allowed in choices.items():
         if getattr(cfg, flag) not in allowed:
             raise UserError(f"--{flag} {getattr(cfg, flag)!r} must be one of: "
@@ -399,15 +408,23 @@ def grid_coords(cfg):
 
 def make_evaluator(cfg, net, directions, data, device, gpu_ids):
     """The function rank r calls on a chunk of flat grid indices: loss and accuracy at each point."""
-    net.to(device)
-    setter = net_plotter.PointSetter(net, directions, cfg.dir_type, device)
-    runner = torch.nn.DataParallel(net, device_ids=gpu_ids) if len(gpu_ids) > 1 else net
-    sets = [(data.train_x.to(device), data.train_y.to(device))]
+    fast = fast_model.prepare(net, device, fold_bn=not cfg.no_fold_bn, memory_format=cfg.memory_format,
+                              compile=cfg.compile)
+    setter = net_plotter.PointSetter(net, directions, cfg.dir_type, device)  # after the layout change
+    runner = fast
+    if len(gpu_ids) > 1:
+        runner = torch.nn.DataParallel(fast.graph, device_ids=gpu_ids)
+        runner.refresh = fast.refresh
+    sets = [(fast.prepare_input(data.train_x.to(device)), data.train_y.to(device))]
     if cfg.eval_test:
-        sets.append((data.test_x.to(device), data.test_y.to(device)))
+        sets.append((fast.prepare_input(data.test_x.to(device)), data.test_y.to(device)))
     autocast = evaluation.set_precision(cfg.precision, device)
-    evaluator = evaluation.GridEvaluator(runner, setter, sets, cfg.loss_name, cfg.batch_size, autocast,
-                                         1 if len(gpu_ids) > 1 else cfg.points_per_pass)
+    if cfg.compile:
+        with autocast():
+            seconds = fast.warm_up(sets[0][0][:cfg.batch_size])
+        print(f"torch.compile took {seconds:.1f} s", flush=True)
+    evaluator = evaluation.GridEvaluator(net, setter, sets, cfg.loss_name, cfg.batch_size, autocast,
+                                         1 if len(gpu_ids) > 1 else cfg.points_per_pass, runner=runner)
     coords = grid_coords(cfg)
     return lambda indices: evaluator(coords[indices])
 
@@ -446,9 +463,15 @@ def dry_run(cfg, net, data, dir_file, surf_file, job, device, gpu_ids, nproc):
 
 
 def report(n_done, seconds, nproc, surf_file):
+    """Print the summary line; return the figures (the benchmark reads them)."""
     rate = n_done / seconds if seconds > 0 else float("inf")
-    print(f"computed {n_done} points in {seconds:.1f} s ({rate:.2f} points/s, {seconds / max(n_done, 1):.3f} "
-          f"s/point) on {nproc} rank(s); surface file: {surf_file}", flush=True)
+    per_point = seconds / max(n_done, 1)
+    if n_done == 0:
+        print(f"nothing to compute: every point is done; surface file: {surf_file}", flush=True)
+        return {"points": 0, "seconds": seconds, "sec_per_point": float("nan"), "ranks": nproc}
+    print(f"computed {n_done} points in {seconds:.1f} s ({rate:.1f} points/s, {per_point * 1e3:.3g} ms/point) "
+          f"on {nproc} rank(s); surface file: {surf_file}", flush=True)
+    return {"points": n_done, "seconds": seconds, "sec_per_point": per_point, "ranks": nproc}
 
 
 def plot_results(cfg, surf_file, dir_file):
@@ -501,7 +524,7 @@ def run(cfg, comm, rank, nproc, job=None):
                 scheduler.run_root(comm, nproc, missing, compute, rec.store, rec.tick, multiple)
             finally:
                 rec.close()  # whatever happened (Ctrl-C, SIGTERM, a crash), keep every computed point
-            report(len(missing), time.perf_counter() - t0, nproc, surf_file)
+            cfg.stats = report(len(missing), time.perf_counter() - t0, nproc, surf_file)
         else:
             scheduler.run_worker(comm, compute, multiple)
     finally:
