@@ -82,6 +82,12 @@ def train(out, batch_size, s, log):
 def surface(out, name, args, ranks, log):
     """Compute (or resume) a surface into <out>/<name>.h5 with plot_surface.py."""
     surf = os.path.join(out, name + ".h5")
+    if os.path.exists(surf):
+        done = h5_util.read_surface(surf)
+        keys = ["train_loss", "train_acc"] + (["test_loss", "test_acc"] if "--eval_test" in args else [])
+        if all(k in done.values for k in keys) and not done.missing(keys).any():
+            print(f"  {name}: reusing the finished surface")
+            return surf
     args = ["plot_surface.py", "--dataset", "digits", "--model", "digits_cnn", "--batch_size", "2048",
             "--threads", "1", "--surf_file", surf] + args + (["--mpi"] if ranks > 1 else [])
     line = [l for l in run(args, ranks, log).splitlines() if l.startswith(("computed", "nothing"))]
@@ -90,9 +96,20 @@ def surface(out, name, args, ranks, log):
 
 
 def figures(surf, kind, proj=None, dir_file=None):
-    """PNG and PDF of every plot of one surface, plus the interactive viewer for 2D ones."""
+    """PNG and PDF of every plot of one surface, plus the interactive viewer for 2D ones.
+
+    A stamp file lists what was drawn; while it is newer than the surface, a rerun reuses the figures.
+    """
+    stamp = surf + ".figures"
+    if os.path.exists(stamp) and os.path.getmtime(stamp) >= os.path.getmtime(surf):
+        made = open(stamp).read().split("\n")
+        if all(os.path.exists(m) for m in made):
+            return made
     with contextlib.redirect_stdout(io.StringIO()):  # each plot says "wrote ..."; the demo sums up instead
-        return _figures(surf, kind, proj, dir_file)
+        made = _figures(surf, kind, proj, dir_file)
+    with open(stamp, "w") as f:
+        f.write("\n".join(made))
+    return made
 
 
 def _figures(surf, kind, proj, dir_file):
