@@ -126,7 +126,7 @@ def plot_3d_surface(surf_file, surf_name, X, Y, Z, zlim, log, show, fmt):
     lo, hi = data_range(Zp, f"{surf_name} in {surf_file}")
     if zlim is not None and zlim > lo:
         top = np.log10(zlim) if log else zlim
-        Zp = np.where(Zp > top, top, Zp)  # clip, as the view is cut at zlim
+        Zp = np.where(Zp > top, np.nan, Zp)  # cut the surface off at zlim (a clipped plateau would hide its shape)
         hi = min(hi, top)
     surf = ax.plot_surface(X, Y, Zp, cmap=cm.coolwarm, linewidth=0, antialiased=False, vmin=lo, vmax=hi)
     ax.set_zlim(lo, hi if hi > lo else lo + max(abs(lo) * 0.01, 1e-12))

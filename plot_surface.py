@@ -469,7 +469,8 @@ def report(n_done, seconds, nproc, surf_file):
     if n_done == 0:
         print(f"nothing to compute: every point is done; surface file: {surf_file}", flush=True)
         return {"points": 0, "seconds": seconds, "sec_per_point": float("nan"), "ranks": nproc}
-    print(f"computed {n_done} points in {seconds:.1f} s ({rate:.1f} points/s, {per_point * 1e3:.3g} ms/point) "
+    each = f"{per_point * 1e3:.3g} ms" if per_point < 1 else f"{per_point:.3g} s"
+    print(f"computed {n_done} points in {seconds:.1f} s ({rate:.1f} points/s, {each}/point) "
           f"on {nproc} rank(s); surface file: {surf_file}", flush=True)
     return {"points": n_done, "seconds": seconds, "sec_per_point": per_point, "ranks": nproc}
 

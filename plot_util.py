@@ -27,9 +27,12 @@ def save_figure(fig, path, fmt):
     from matplotlib.ticker import MaxNLocator
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
-    for ax in fig.axes:  # at most ~7 x ticks, so their labels never run into each other
-        if ax.name == "rectilinear" and ax.get_xscale() == "linear":
+    for ax in fig.axes:  # few enough ticks that their labels never run into each other
+        if ax.name == "rectilinear" and ax.get_xscale() == "linear" and ax.get_label() != "<colorbar>":
             ax.xaxis.set_major_locator(MaxNLocator(nbins=7))
+        elif ax.name == "3d":
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
     fig.savefig(path, dpi=300 if fmt == "png" else 150, bbox_inches="tight", format=fmt)
     print(f"wrote {path}")
     return path
