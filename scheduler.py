@@ -61,6 +61,24 @@ class RateMeter:
 
 
 # ----------------------------------------------------------------------------- the loops
+class Outbox:
+    """Non-blocking sends. A blocking send of a message above MPI's eager limit waits for the
+    matching receive, so rank 0 replying to a worker while that worker sends its next request
+    would deadlock; with isend both sides go on and the messages complete in the background."""
+
+    def __init__(self, comm):
+        self.comm, self.pending = comm, []
+
+    def post(self, obj, dest, tag):
+        self.pending.append(self.comm.isend(obj, dest=dest, tag=tag))
+        self.pending = [r for r in self.pending if not r.Test()]  # forget the completed ones
+
+    def flush(self):
+        for r in self.pending:
+            r.wait()
+        self.pending = []
+
+
 def timed(compute, meter, chunk):
     t0 = time.perf_counter()
     values = compute(chunk)
@@ -83,6 +101,8 @@ def run_root(comm, nproc, pending, compute, store, tick, multiple=1):
         n = chunk_size(want, len(queue), nproc, multiple) if queue else 0
         return np.array([queue.popleft() for _ in range(n)], dtype=np.int64)
 
+    sends = Outbox(comm)
+
     def serve(block):
         nonlocal byes
         if comm is None:
@@ -98,7 +118,7 @@ def run_root(comm, nproc, pending, compute, store, tick, multiple=1):
             idx, vals, want = msg
             if len(idx):
                 store(idx, vals)
-            comm.send(take(want), dest=status.Get_source(), tag=TAG_WORK)
+            sends.post(take(want), status.Get_source(), TAG_WORK)
 
     while queue:
         serve(block=False)
@@ -109,6 +129,7 @@ def run_root(comm, nproc, pending, compute, store, tick, multiple=1):
     while byes < nproc - 1:
         serve(block=True)
         tick()
+    sends.flush()
 
 
 def run_worker(comm, compute, multiple=1):
@@ -117,9 +138,11 @@ def run_worker(comm, compute, multiple=1):
     outstanding = 0
     empty = np.zeros(0, dtype=np.int64)
 
+    sends = Outbox(comm)
+
     def request(idx, vals):
         nonlocal outstanding
-        comm.send((idx, vals, meter.want()), dest=0, tag=TAG_REQUEST)
+        sends.post((idx, vals, meter.want()), 0, TAG_REQUEST)
         outstanding += 1
 
     request(empty, None)
@@ -135,4 +158,5 @@ def run_worker(comm, compute, multiple=1):
             break
         chunk = queue.popleft()
         request(chunk, timed(compute, meter, chunk))  # deliver results; rank 0 answers [] once it is out of work
-    comm.send(None, dest=0, tag=TAG_BYE)
+    sends.post(None, 0, TAG_BYE)
+    sends.flush()

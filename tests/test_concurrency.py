@@ -8,7 +8,6 @@ import sys
 import time
 
 import h5py
-import numpy as np
 
 import surface_lock
 from conftest import REPO, run_script

@@ -1,5 +1,4 @@
 """Directions: filter normalisation, biasbn, states, targets, seeds and the reference's file names."""
-import numpy as np
 import pytest
 import torch
 

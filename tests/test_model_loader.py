@@ -1,5 +1,4 @@
 """Checkpoints load safely: reference formats, prefixes, and refusals with one-line messages."""
-import os
 import pickle
 
 import pytest

@@ -60,3 +60,17 @@ def test_without_mpi_flag_mpi4py_is_never_imported(tmp_path, mlp_ckpt):
             % (REPO, mlp_ckpt))
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert "mpi4py loaded: False" in r.stdout, r.stdout + r.stderr
+
+
+def test_large_chunks_do_not_deadlock(tmp_path, mlp_ckpt):
+    """A cheap model on a big grid: chunks of ~1,000 points make messages beyond MPI's eager limit,
+    where blocking sends in both directions deadlocked (found by the benchmark at 201x201)."""
+    common = ["--dataset", "digits", "--model", "digits_mlp", "--model_file", mlp_ckpt, "--x=-1:1:121",
+              "--y=-1:1:121", *FILTER, "--data_split", "10", "--batch_size", "2048", "--threads", "1"]
+    two = run_script("plot_surface.py", ["--mpi", *common, "--surf_file", str(tmp_path / "two.h5")], mpi_ranks=2,
+                     timeout=180)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = run_script("plot_surface.py", [*common, "--surf_file", str(tmp_path / "one.h5")], timeout=180)
+    assert one.returncode == 0, one.stderr[-2000:]
+    with h5py.File(tmp_path / "one.h5", "r") as a, h5py.File(tmp_path / "two.h5", "r") as b:
+        np.testing.assert_array_equal(a["train_loss"][()], b["train_loss"][()])

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from conftest import train, trainer
-import model_loader
 from errors import UserError
 
 
