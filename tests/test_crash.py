@@ -5,6 +5,7 @@ with exactly the values of an uninterrupted run.
 """
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -20,9 +21,11 @@ from conftest import REPO, mpi_env, mpiexec, run_script
 KEYS = ("train_loss", "train_acc")
 
 
+N = 81  # an 81 x 81 digits_mlp grid at batch 128: several seconds of work, flushed to disk every 0.3 s
+
+
 def args(ckpt, surf):
-    # 61 x 61 digits_mlp points: a few seconds of work, flushed to disk every 0.3 s
-    return ["--dataset", "digits", "--model", "digits_mlp", "--model_file", ckpt, "--x=-1:1:61", "--y=-1:1:61",
+    return ["--dataset", "digits", "--model", "digits_mlp", "--model_file", ckpt, f"--x=-1:1:{N}", f"--y=-1:1:{N}",
             "--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn",
             "--threads", "1", "--flush_seconds", "0.3", "--surf_file", surf]
 
@@ -46,10 +49,12 @@ def done_count(path):
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory, mlp_ckpt):
+    """The uninterrupted run's values, and how long its computation took (to aim the kills)."""
     path = str(tmp_path_factory.mktemp("clean") / "clean.h5")
     r = run_script("plot_surface.py", args(mlp_ckpt, path))
     assert r.returncode == 0, r.stderr
-    return values(path)
+    seconds = float(re.search(r"computed \d+ points in ([\d.]+) s", r.stdout).group(1))
+    return values(path), seconds
 
 
 def wait_for_lock(surf, proc, timeout=60):
@@ -64,14 +69,16 @@ def wait_for_lock(surf, proc, timeout=60):
         time.sleep(0.05)
 
 
-def kill_and_resume(tmp_path, mlp_ckpt, clean, make_cmd, victim, seed):
+def kill_and_resume(tmp_path, mlp_ckpt, clean, make_cmd, victim, seed, ranks=1):
+    clean, seconds = clean
+    window = 0.8 * seconds / ranks  # strike while the grid is being computed, at a random moment
     rng = random.Random(seed)
     surf = str(tmp_path / "s.h5")
     counts = []
     for attempt in range(5):
         proc = start(make_cmd(surf), tmp_path)
         wait_for_lock(surf, proc)  # set-up done (torch imported, files checked); now strike at random
-        time.sleep(rng.uniform(0.0, 2.5))
+        time.sleep(rng.uniform(0.0, window))
         if proc.poll() is not None:
             break  # it finished before we struck
         victim(proc)
@@ -79,7 +86,7 @@ def kill_and_resume(tmp_path, mlp_ckpt, clean, make_cmd, victim, seed):
         counts.append(done_count(surf))  # the file opens (or does not exist yet)
         if len(counts) >= 3 and 0 < counts[-1]:
             break
-    assert any(0 < c < 61 * 61 for c in counts), counts  # at least one kill hit a run mid-grid
+    assert any(0 < c < N * N for c in counts), counts  # at least one kill hit a run mid-grid
     assert counts == sorted(counts)  # no computed point was ever lost to a later kill
     r = subprocess.run(make_cmd(surf), cwd=tmp_path, capture_output=True, text=True, env=mpi_env(), timeout=300)
     assert r.returncode == 0, r.stderr
@@ -102,7 +109,7 @@ def test_kill_9_single_process_at_random_moments(tmp_path, mlp_ckpt, clean):
 def test_kill_9_whole_mpirun_at_random_moments(tmp_path, mlp_ckpt, clean):
     cmd = lambda surf: [mpiexec(), "-n", "2", "--oversubscribe", sys.executable,
                         os.path.join(REPO, "plot_surface.py"), "--mpi", *args(mlp_ckpt, surf)]
-    kill_and_resume(tmp_path, mlp_ckpt, clean, cmd, kill_group, seed=2)
+    kill_and_resume(tmp_path, mlp_ckpt, clean, cmd, kill_group, seed=2, ranks=2)
 
 
 def test_kill_9_one_rank_at_random_moments(tmp_path, mlp_ckpt, clean):
@@ -120,7 +127,7 @@ def test_kill_9_one_rank_at_random_moments(tmp_path, mlp_ckpt, clean):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
 
-    kill_and_resume(tmp_path, mlp_ckpt, clean, cmd, kill_one_rank, seed=4)
+    kill_and_resume(tmp_path, mlp_ckpt, clean, cmd, kill_one_rank, seed=4, ranks=2)
 
 
 def test_sigterm_saves_points_and_releases_the_lock(tmp_path, mlp_ckpt):
@@ -132,7 +139,7 @@ def test_sigterm_saves_points_and_releases_the_lock(tmp_path, mlp_ckpt):
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 143 and "terminated" in err
-    assert 0 < done_count(surf) < 61 * 61  # flushed on the way out despite the 100 s flush period
+    assert 0 < done_count(surf) < N * N  # flushed on the way out despite the 100 s flush period
     assert not os.path.exists(surf + ".lock")
 
 
