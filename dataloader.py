@@ -47,10 +47,6 @@ class EvalData:
     test_y: torch.Tensor
 
     @property
-    def input_shape(self):
-        return tuple(self.train_x.shape[1:])
-
-    @property
     def num_classes(self):
         return int(max(self.train_y.max(), self.test_y.max())) + 1 if len(self.train_y) else 0
 

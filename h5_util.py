@@ -175,9 +175,6 @@ class Surface:
                 mask |= self.values[k].ravel() == MISSING
         return mask
 
-    def put(self, key, flat_index, value):
-        self.values[key].reshape(-1)[flat_index] = value
-
 
 def new_surface(path, x, y, dir_file, attrs):
     return Surface(path, np.asarray(x, dtype=np.float64), None if y is None else np.asarray(y, dtype=np.float64),

@@ -132,11 +132,3 @@ def file_sha256(path):
             h.update(block)
     return h.hexdigest()
 
-
-def count_parameters(net):
-    return sum(p.numel() for p in net.parameters())
-
-
-def describe(net):
-    n = count_parameters(net)
-    return f"{type(net).__name__}, {n:,} parameters ({n * 4 / 2**20:.1f} MiB as float32)"

@@ -37,10 +37,6 @@ def barrier(comm):
         comm.Barrier()
 
 
-def bcast(comm, obj):
-    return obj if comm is None else comm.bcast(obj, root=0)
-
-
 def agree(comm, fn):
     """Run fn() on every rank; if any rank raised UserError, every rank raises it (rank 0 prints it).
 
@@ -56,12 +52,6 @@ def agree(comm, fn):
     if first:
         raise UserError(first) if (comm is None or comm.Get_rank() == 0) else QuietExit()
     return result
-
-
-def on_root(comm, rank, fn):
-    """Run fn() on rank 0 only and broadcast its result (or its UserError) to every rank."""
-    out = agree(comm, fn if rank == 0 else (lambda: None))
-    return bcast(comm, out)
 
 
 class QuietExit(UserError):

@@ -93,9 +93,3 @@ class SurfaceLock:
                     os.remove(self.path)
             except OSError:
                 pass
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
