@@ -18,17 +18,29 @@ LOSS_NAMES = ("crossentropy", "mse")
 PRECISIONS = ("default", "fp32", "tf32", "bf16")
 
 
-def batch_loss_sum(outputs, targets, loss_name):
-    """(summed loss, number correct) for one batch; outputs (B, C) logits, targets (B,)."""
+def per_point_sums(outputs, targets, loss_name):
+    """outputs (K, B, C): K points (models) on one batch -> summed losses (K,), correct counts (K,).
+
+    The one definition of the loss: cross-entropy, or (mse) the squared error between softmax over
+    the classes and one-hot targets, averaged over the C classes as nn.MSELoss does.
+    """
+    k, b, c = outputs.shape
     outputs = outputs.float()
     if loss_name == "crossentropy":
-        loss = F.cross_entropy(outputs, targets, reduction="sum")
-    else:  # mse on one-hot targets, averaged over the C classes as nn.MSELoss does
-        probs = F.softmax(outputs, dim=1)
-        onehot = F.one_hot(targets, outputs.shape[1]).to(probs.dtype)
-        loss = (probs - onehot).pow(2).sum() / outputs.shape[1]
-    correct = (outputs.argmax(dim=1) == targets).sum()
+        flat = F.cross_entropy(outputs.reshape(k * b, c), targets.repeat(k), reduction="none")
+        loss = flat.view(k, b).sum(1)
+    else:
+        probs = F.softmax(outputs, dim=2)
+        onehot = F.one_hot(targets, c).to(probs.dtype).unsqueeze(0)
+        loss = (probs - onehot).pow(2).sum((1, 2)) / c
+    correct = (outputs.argmax(dim=2) == targets.unsqueeze(0)).sum(1)
     return loss, correct
+
+
+def batch_loss_sum(outputs, targets, loss_name):
+    """(summed loss, number correct) for one batch; outputs (B, C) logits, targets (B,)."""
+    loss, correct = per_point_sums(outputs.unsqueeze(0), targets, loss_name)
+    return loss[0], correct[0]
 
 
 def set_precision(precision, device):
@@ -79,21 +91,6 @@ def eval_loss(net, criterion, loader, use_cuda=False):
 
 
 # ----------------------------------------------------------------------------- many grid points
-def per_point_sums(outputs, targets, loss_name):
-    """outputs (K, B, C) for K points on one batch -> summed losses (K,), correct counts (K,)."""
-    k, b, c = outputs.shape
-    outputs = outputs.float()
-    if loss_name == "crossentropy":
-        flat = F.cross_entropy(outputs.reshape(k * b, c), targets.repeat(k), reduction="none")
-        loss = flat.view(k, b).sum(1)
-    else:
-        probs = F.softmax(outputs, dim=2)
-        onehot = F.one_hot(targets, c).to(probs.dtype).unsqueeze(0)
-        loss = (probs - onehot).pow(2).sum((1, 2)) / c
-    correct = (outputs.argmax(dim=2) == targets.unsqueeze(0)).sum(1)
-    return loss, correct
-
-
 def evaluate_stacked(net, params, x, y, loss_name="crossentropy", batch_size=128, autocast=contextlib.nullcontext):
     """Loss and accuracy for K points at once: `params` maps names to (K, *shape) tensors.
 
