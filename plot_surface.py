@@ -335,16 +335,21 @@ def check_surface(surf, cfg, dir_file, prov):
                             f"({attrs[key]} vs {prov[key]}); use another --surf_file")
 
 
-def prepare_files(cfg, net, data, dir_file, surf_file, keys, lock):
-    """Rank 0: take the lock, check everything, then create what is missing.
+@dataclass
+class Plan:
+    """What a run would do, once every check has passed: nothing is written while making it."""
+    directions: list
+    new_dirs: bool          # the direction file does not exist yet
+    warning: str            # to print only if the run goes on (or None)
+    model_hash: str
+    surf: h5_util.Surface   # the existing surface file (checked), or a new one in memory
 
-    The direction file and the surface file are both checked before either is written, so a
-    refused run changes no file. Returns the Surface (values in memory) and the directions.
-    """
+
+def check_inputs(cfg, net, data, dir_file, surf_file):
+    """Check the output folders, the direction file and the surface file against this run."""
     check_writable(surf_file)
     if not os.path.exists(dir_file):
         check_writable(dir_file)
-    lock.acquire()
     model_hash = model_loader.file_sha256(cfg.model_file)
     load_other = lambda path: model_loader.load(cfg.dataset, cfg.model, path)
     directions, new_dirs, warning = net_plotter.prepare_directions(cfg, dir_file, net, cfg.model, model_hash,
@@ -358,14 +363,26 @@ def prepare_files(cfg, net, data, dir_file, surf_file, keys, lock):
     else:
         x, y = grid(cfg)
         surf = h5_util.new_surface(surf_file, x, y, dir_file, prov)
-    if warning:
-        print(warning, file=sys.stderr)
-    if new_dirs:
-        net_plotter.write_directions(cfg, dir_file, directions, cfg.model, model_hash)
+    return Plan(directions, new_dirs, warning, model_hash, surf)
+
+
+def prepare_files(cfg, net, data, dir_file, surf_file, keys, lock):
+    """Rank 0: take the lock, check everything, then create what is missing.
+
+    The direction file and the surface file are both checked before either is written, so a
+    refused run changes no file. Returns the Surface (values in memory) and the directions.
+    """
+    check_writable(surf_file)
+    lock.acquire()
+    plan = check_inputs(cfg, net, data, dir_file, surf_file)
+    if plan.warning:
+        print(plan.warning, file=sys.stderr)
+    if plan.new_dirs:
+        net_plotter.write_directions(cfg, dir_file, plan.directions, cfg.model, plan.model_hash)
     for key in keys:
-        surf.ensure(key)  # the maps this run fills, all "not computed" if new
-    h5_util.write_surface(surf)
-    return surf, directions
+        plan.surf.ensure(key)  # the maps this run fills, all "not computed" if new
+    h5_util.write_surface(plan.surf)
+    return plan.surf, plan.directions
 
 
 # ----------------------------------------------------------------------------- computing
@@ -431,27 +448,15 @@ def make_evaluator(cfg, net, directions, data, device, gpu_ids):
 
 def dry_run(cfg, net, data, dir_file, surf_file, job, device, gpu_ids, nproc):
     """Validate, name the files, time one point, estimate the total; write nothing."""
-    model_hash = model_loader.file_sha256(cfg.model_file)
-    check_writable(surf_file)
-    load_other = lambda path: model_loader.load(cfg.dataset, cfg.model, path)
-    directions, new_dirs, warning = net_plotter.prepare_directions(cfg, dir_file, net, cfg.model, model_hash,
-                                                                   load_other)
-    if new_dirs:
-        check_writable(dir_file)
-    print(f"direction file: {dir_file} ({'would be created' if new_dirs else 'exists, fits the model'})")
-    x, y = grid(cfg)
-    total = len(x) * (1 if y is None else len(y))
-    missing = total
-    if os.path.exists(surf_file):
-        surf = h5_util.read_surface(surf_file)
-        check_surface(surf, cfg, dir_file, provenance(cfg, data, h5_util.directions_sha256(directions), model_hash))
-        missing = int(surf.missing(job.missing_keys).sum())
-        print(f"surface file:   {surf_file} (exists: {total - missing} of {total} points done)")
-    else:
-        print(f"surface file:   {surf_file} (would be created)")
-    if warning:
-        print(warning, file=sys.stderr)
-    compute = job.make_compute(cfg, net, directions, data, device, gpu_ids)
+    plan = check_inputs(cfg, net, data, dir_file, surf_file)
+    print(f"direction file: {dir_file} ({'would be created' if plan.new_dirs else 'exists, fits the model'})")
+    total = int(np.prod(plan.surf.shape))
+    missing = int(plan.surf.missing(job.missing_keys).sum())
+    done = f"exists: {total - missing} of {total} points done" if os.path.exists(surf_file) else "would be created"
+    print(f"surface file:   {surf_file} ({done})")
+    if plan.warning:
+        print(plan.warning, file=sys.stderr)
+    compute = job.make_compute(cfg, net, plan.directions, data, device, gpu_ids)
     center = int(np.argmin(np.abs(grid_coords(cfg)).sum(1)))
     compute(np.array([center]))  # warm-up
     t0 = time.perf_counter()
