@@ -32,6 +32,7 @@ import h5_util  # noqa: E402
 import plot_1D  # noqa: E402
 import plot_2D  # noqa: E402
 import viewer  # noqa: E402
+from cifar10 import main as trainer  # noqa: E402
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn"]
 FILTER_2D = FILTER + ["--ynorm", "filter", "--yignore", "biasbn"]
@@ -66,11 +67,7 @@ def train(out, batch_size, s, log):
     save = os.path.join(out, "trained_nets")
     args = ["--dataset", "digits", "--model", "digits_cnn", "--epochs", str(s["epochs"]), "--lr", "0.05",
             "--weight_decay", "0", "--batch_size", str(batch_size), "--save_epoch", "1", "--save", save]
-    trainer = __import__("importlib.util").util
-    spec = trainer.spec_from_file_location("trainer", os.path.join(REPO, "cifar10", "main.py"))
-    mod = trainer.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    folder = os.path.join(save, mod.name_save_folder(mod.build_parser().parse_args(args)))
+    folder = os.path.join(save, trainer.name_save_folder(trainer.build_parser().parse_args(args)))
     if not os.path.exists(os.path.join(folder, f"model_{s['epochs']}.t7")):
         print(f"  training digits_cnn, batch {batch_size}, {s['epochs']} epochs")
         run([os.path.join("cifar10", "main.py")] + args, log=log)

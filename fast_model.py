@@ -72,7 +72,6 @@ class FastModel:
         self.graph, self.pairs = fold_batchnorm(net) if fold_bn else (net, [])
         self.refresh()
         self.module = torch.compile(self.graph) if compile else self.graph
-        self.compile, self.compile_seconds = compile, None
 
     def refresh(self):
         """Recompute every folded layer from its original layer and BatchNorm (current values)."""
@@ -100,7 +99,6 @@ class FastModel:
             self.module(x)
         if x.is_cuda:
             torch.cuda.synchronize()
-        self.compile_seconds = time.perf_counter() - t0 if self.compile else None
         return time.perf_counter() - t0
 
     def __call__(self, x):

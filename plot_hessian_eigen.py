@@ -20,6 +20,7 @@ import torch
 
 import hess_vec_prod
 import mpi4pytorch
+import net_plotter
 import plot_surface
 from errors import UserError, run_cli
 
@@ -45,7 +46,6 @@ def build_parser():
 
 def make_eig_compute(cfg, net, directions, data, device, gpu_ids):
     """Flat grid indices -> (max_eig, min_eig, products) at each point."""
-    import net_plotter
     net.to(device)
     setter = net_plotter.PointSetter(net, directions, cfg.dir_type, device)
     x, y = data.train_x.to(device), data.train_y.to(device)

@@ -16,7 +16,6 @@ per-point overhead at 21x21 and 201x201 grids on 1 and 2 ranks; a 101x101 digits
 """
 import argparse
 import contextlib
-import importlib.util
 import io
 import os
 import platform
@@ -36,6 +35,7 @@ sys.path.insert(0, REPO)
 import dataloader  # noqa: E402
 import model_loader  # noqa: E402
 import plot_surface  # noqa: E402
+from cifar10 import main as trainer  # noqa: E402
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn"]
 
@@ -58,9 +58,6 @@ def random_checkpoint(model, path, seed=0):
 
 def trained_digits(model, folder, epochs=8):
     """Train a digits model with the real trainer; returns its last checkpoint."""
-    spec = importlib.util.spec_from_file_location("trainer", os.path.join(REPO, "cifar10", "main.py"))
-    trainer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(trainer)
     argv = ["--dataset", "digits", "--model", model, "--epochs", str(epochs), "--batch_size", "64",
             "--save_epoch", str(epochs), "--save", folder]
     with contextlib.redirect_stdout(io.StringIO()):

@@ -3,7 +3,6 @@
 Everything a test needs is made here, from the project alone: a fake CIFAR-10 folder written in the
 real pickle format (both key styles), the embedded digits, and digits models trained in seconds.
 """
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -15,17 +14,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import model_loader  # noqa: E402
+from cifar10 import main as trainer  # noqa: E402
 
 
-def load_script(relpath, name):
-    """Import a script that is not a package module (cifar10/main.py)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-trainer = load_script("cifar10/main.py", "trainer_main")
 
 
 def mpiexec():

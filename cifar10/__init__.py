@@ -1,0 +1,1 @@
+"""The trainer (`main.py`), its default data folder `data/` and checkpoint folder `trained_nets/`."""
