@@ -47,6 +47,13 @@ def read_list(f, name):
 
 
 # ----------------------------------------------------------------------------- atomic writes
+def h5_file(path, mode="r"):
+    """h5py.File with best-effort locking: HDF5 locks the file when the file system supports
+    flock, and goes on without when it does not (Lustre, NFS), instead of failing to open it.
+    Two runs never share a surface file anyway: the tool's own lock file guards against that."""
+    return h5py.File(path, mode, locking="best-effort")
+
+
 def atomic_write(path, write_fn):
     """Call write_fn(h5py.File) on a temp file beside `path`, fsync it, and rename it over `path`."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -56,7 +63,7 @@ def atomic_write(path, write_fn):
         raise UserError(f"cannot write to folder '{folder}'")
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5_file(tmp, "w") as f:
             write_fn(f)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -78,7 +85,7 @@ def open_h5(path, what):
     if not os.path.isfile(path):
         raise UserError(f"{what} '{path}' does not exist")
     try:
-        return h5py.File(path, "r")
+        return h5_file(path, "r")
     except OSError as e:
         raise UserError(f"{what} '{path}' is not a readable HDF5 file ({str(e).splitlines()[0][:80]})") from None
 
@@ -217,7 +224,7 @@ def write_surface(surf):
     """Atomically (re)write `surf`, keeping any other objects the existing file holds."""
     def write(f):
         if os.path.exists(surf.path):
-            with h5py.File(surf.path, "r") as old:
+            with h5_file(surf.path, "r") as old:
                 for key in old:
                     if key not in surf.values and key not in COORD_KEYS:
                         old.copy(old[key], f, name=key)
