@@ -1,7 +1,9 @@
 """One error type for bad user input, and the wrapper that turns it into one stderr line.
 
 Every command-line entry point ends in `sys.exit(run_cli(main))`: a `UserError` raised anywhere
-below becomes `error: <message>` on stderr and exit code 2, never a traceback.
+below becomes `error: <message>` on stderr and exit code 2, never a traceback. The Python API
+(`landscape.py`) raises the same exception, under its public name `LandscapeError`, with the
+same message.
 """
 import signal
 import sys
@@ -10,8 +12,12 @@ EXIT_USAGE = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
-class UserError(Exception):
-    """Bad input from the user: a flag, a path, a file's contents. The message names the bad value."""
+class LandscapeError(Exception):
+    """Bad input from the user: a flag, an argument, a path, a file's contents, or the user's own
+    model, loss or metric failing. The message names the bad value, in one line."""
+
+
+UserError = LandscapeError  # the name the scripts use
 
 
 class Terminated(BaseException):
@@ -20,6 +26,9 @@ class Terminated(BaseException):
 
 def exit_cleanly_on_sigterm():
     def handler(signum, frame):
+        # Slurm signals the ranks and srun forwards the signal again: a second SIGTERM must not
+        # interrupt the first one's save of the computed points.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated()
     signal.signal(signal.SIGTERM, handler)
 

@@ -1,0 +1,22 @@
+# The reference implementation's command lines (tomgoldstein/loss-landscape, script/1d_linear_interpolation_vgg9.sh),
+# unchanged: they run as they are with this tool. Run from the repository root, with CIFAR-10 in
+# cifar10/data (or append --download to a command) and the checkpoints in cifar10/trained_nets/
+# (the folder names are those of the authors' pre-trained models; see script/README.md).
+# =============================================================================
+# 1d linear interpolation for VGG-9
+# =============================================================================
+mpirun -n 3 python plot_surface.py --x=-0.5:1.5:401 --model vgg9 --dir_type states --mpi --cuda \
+--model_file cifar10/trained_nets/vgg9_sgd_lr=0.1_bs=128_wd=0.0_save_epoch=1/model_300.t7 \
+--model_file2 cifar10/trained_nets/vgg9_sgd_lr=0.1_bs=8192_wd=0.0_save_epoch=1/model_300.t7 \
+
+mpirun -n 3 python plot_surface.py --x=-0.5:1.5:401 --model vgg9 --dir_type states --mpi --cuda \
+--model_file cifar10/trained_nets/vgg9_sgd_lr=0.1_bs=128_wd=0.0005_save_epoch=1/model_300.t7 \
+--model_file2 cifar10/trained_nets/vgg9_sgd_lr=0.1_bs=8192_wd=0.0005_save_epoch=1/model_300.t7 \
+
+mpirun -n 3 python plot_surface.py --x=-0.5:1.5:401 --model vgg9 --dir_type states --mpi --cuda \
+--model_file cifar10/trained_nets/vgg9_adam_lr=0.001_bs=128_wd=0.0_save_epoch=1/model_300.t7 \
+--model_file2 cifar10/trained_nets/vgg9_adam_lr=0.001_bs=8192_wd=0.0_save_epoch=1/model_300.t7 \
+
+mpirun -n 3 python plot_surface.py --x=-0.5:1.5:401 --model vgg9 --dir_type states --mpi --cuda \
+--model_file cifar10/trained_nets/vgg9_adam_lr=0.001_bs=128_wd=0.0005_save_epoch=1/model_300.t7 \
+--model_file2 cifar10/trained_nets/vgg9_adam_lr=0.001_bs=8192_wd=0.0005_save_epoch=1/model_300.t7 \
