@@ -1,28 +1,54 @@
-"""Loss and accuracy of a model over a whole in-memory set, with the reference's semantics.
+"""Loss, accuracy and metrics of a model over whole in-memory sets, at one or many grid points.
 
-- eval mode, so BatchNorm uses its running statistics;
-- the loss is the mean over the whole set: cross-entropy, or (`mse`) the mean squared error between
-  softmax(outputs, dim=1) and one-hot targets over the model's output classes;
-- accuracy is in percent.
+What a point computes (a `Statistics`):
+- the loss: any `criterion(outputs, targets) -> mean over the batch` (every torch.nn loss
+  qualifies). The set's value is the batch means weighted by batch size, as the reference averages.
+  The reference's two names keep their meaning: `crossentropy`, and `mse`, the mean squared error
+  between softmax(outputs) over the classes and one-hot targets (averaged over the classes, as
+  nn.MSELoss does);
+- the accuracy (%), only where it is defined: class scores and integer labels, with the classes on
+  the last dimension (outputs (B, C) or (B, T, C) for targets (B,) or (B, T)) or on dimension 1
+  (outputs (B, C, H, W) for targets (B, H, W)). Elsewhere there is no accuracy map at all;
+- any further metrics {name: fn(outputs, targets) -> mean}, weighted like the loss.
+Models may return a tensor, a tuple or dict (the first entry, or 'logits'), or an object with
+`.logits` (HuggingFace). Inputs may be a tensor, a tuple of tensors (model(*inputs)) or a dict of
+tensors (model(**inputs)); the first dimension is the batch.
 
 Sums are accumulated on the device and read back once per set, so a GPU is never stalled per batch.
 """
 import contextlib
+import math
+import re
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import fast_model
+import user_code
+from errors import LandscapeError
+
 LOSS_NAMES = ("crossentropy", "mse")
 PRECISIONS = ("default", "fp32", "tf32", "bf16")
+METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+RESERVED_METRICS = ("loss", "acc", "err")
+
+
+# ----------------------------------------------------------------------------- the reference's losses
+class SoftmaxMSE(nn.Module):
+    """The reference's `mse`: mean over batch and classes of (softmax(outputs, 1) - onehot(targets))^2."""
+
+    def forward(self, outputs, targets):
+        probs = F.softmax(outputs.float(), dim=1)
+        return (probs - F.one_hot(targets, outputs.shape[1]).to(probs.dtype)).pow(2).mean()
 
 
 def per_point_sums(outputs, targets, loss_name):
-    """outputs (K, B, C): K points (models) on one batch -> summed losses (K,), correct counts (K,).
+    """outputs (K, B, C): K points on one batch -> summed losses (K,), correct counts (K,).
 
-    The one definition of the loss: cross-entropy, or (mse) the squared error between softmax over
-    the classes and one-hot targets, averaged over the C classes as nn.MSELoss does.
+    The reference's two losses in one pass over K points: cross-entropy, or (mse) the squared
+    error between softmax over the classes and one-hot targets, averaged over the C classes.
     """
     k, b, c = outputs.shape
     outputs = outputs.float()
@@ -43,35 +69,287 @@ def batch_loss_sum(outputs, targets, loss_name):
     return loss[0], correct[0]
 
 
-def set_precision(precision, device):
-    """Apply `--precision` globally; returns the autocast context to wrap forward passes in.
+def resolve_loss(spec):
+    """(criterion, name) for a loss given as None, a name, `file.py:fn` (fn() returns it) or a callable."""
+    if spec is None or spec == "crossentropy":
+        return nn.CrossEntropyLoss(), "crossentropy"
+    if spec == "mse":
+        return SoftmaxMSE(), "mse"
+    if isinstance(spec, str):
+        if not user_code.is_user_spec(spec):
+            raise LandscapeError(f"loss '{spec}' must be crossentropy, mse, or path/to/file.py:function")
+        criterion = call_user(user_code.load_callable(spec, "loss"), f"loss function '{spec}'")
+        if not callable(criterion):
+            raise LandscapeError(f"loss function '{spec}' must return a criterion (a callable), "
+                                 f"not {type(criterion).__name__}")
+        return criterion, spec
+    if callable(spec):
+        return spec, describe_callable(spec)
+    raise LandscapeError(f"loss must be a name or a callable criterion(outputs, targets), not {type(spec).__name__}")
+
+
+def resolve_metrics(spec):
+    """{name: fn} from None, a dict, or `file.py:fn` whose fn() returns such a dict."""
+    if spec is None or spec == "":
+        return {}
+    if isinstance(spec, str):
+        spec_fn = user_code.load_callable(spec, "metrics")
+        metrics = call_user(spec_fn, f"metrics function '{spec}'")
+        where = f"metrics function '{spec}'"
+    else:
+        metrics, where = spec, "metrics"
+    if not isinstance(metrics, dict):
+        raise LandscapeError(f"{where} must give a dict {{name: fn(outputs, targets)}}, not {type(metrics).__name__}")
+    for name, fn in metrics.items():
+        if not isinstance(name, str) or not METRIC_NAME.match(name) or name in RESERVED_METRICS:
+            raise LandscapeError(f"{where}: metric name {name!r} must be a word of letters, digits and _ "
+                                 f"(not {', '.join(RESERVED_METRICS)})")
+        if not callable(fn):
+            raise LandscapeError(f"{where}: metric '{name}' is {type(fn).__name__}, not a function")
+    return dict(metrics)
+
+
+def call_user(fn, what, *args):
+    """Call the user's own code; its failure becomes one LandscapeError line naming it."""
+    try:
+        return fn(*args)
+    except LandscapeError:
+        raise
+    except Exception as e:
+        raise LandscapeError(f"{what} raised {type(e).__name__}: {first_line(e)}") from e
+
+
+def first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def describe_callable(fn):
+    """A stable, readable name for a user's criterion (recorded in files, compared on resume)."""
+    if isinstance(fn, nn.Module):
+        return repr(fn).replace("\n", " ")
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+# ----------------------------------------------------------------------------- inputs and outputs
+def take(inputs, start, stop):
+    """Rows start:stop of a tensor, a tuple of tensors or a dict of tensors."""
+    if isinstance(inputs, dict):
+        return {k: v[start:stop] for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(v[start:stop] for v in inputs)
+    return inputs[start:stop]
+
+
+def to_device(inputs, device, transform=None):
+    """Move a tensor / tuple / dict of tensors to `device` (applying `transform` to 4-D float tensors)."""
+    def move(t):
+        t = t.to(device)
+        return transform(t) if transform is not None and t.dim() == 4 and t.is_floating_point() else t
+    if isinstance(inputs, dict):
+        return {k: move(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(move(v) for v in inputs)
+    return move(inputs)
+
+
+def batch_count(inputs):
+    if isinstance(inputs, dict):
+        return len(next(iter(inputs.values())))
+    if isinstance(inputs, (tuple, list)):
+        return len(inputs[0])
+    return len(inputs)
+
+
+def call_args(inputs):
+    """(args, kwargs) to call a model with: x, *x or **x."""
+    if isinstance(inputs, dict):
+        return (), inputs
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+def forward(model, inputs):
+    """model(x), model(*x) or model(**x), and the tensor of scores in what it returns."""
+    args, kwargs = call_args(inputs)
+    return unwrap(model(*args, **kwargs))
+
+
+def unwrap(out):
+    """The scores in a model's output: the tensor itself, `.logits`, dict['logits'] or the first entry."""
+    if torch.is_tensor(out):
+        return out
+    if hasattr(out, "logits") and torch.is_tensor(out.logits):
+        return out.logits
+    if isinstance(out, dict) and out:
+        return unwrap(out["logits"] if "logits" in out else next(iter(out.values())))
+    if isinstance(out, (tuple, list)) and out:
+        return unwrap(out[0])
+    raise LandscapeError(f"the model returned {type(out).__name__}; expected a tensor, a tuple/dict of tensors "
+                         "or an object with .logits")
+
+
+def class_dim(outputs, targets):
+    """The class dimension of `outputs` for integer `targets`, or None where accuracy is undefined."""
+    if not outputs.is_floating_point() or targets.is_floating_point() or targets.dtype == torch.bool:
+        return None
+    if outputs.dim() != targets.dim() + 1 or outputs.shape[-1 if outputs.dim() == 2 else 0] < 1:
+        return None
+    if outputs.shape[:-1] == targets.shape:
+        return outputs.dim() - 1
+    if outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]:
+        return 1
+    return None
+
+
+# ----------------------------------------------------------------------------- what a point computes
+class Statistics:
+    """The values one grid point computes on one set: loss, accuracy (where defined), metrics.
+
+    `batch_sums(outputs, targets)` -> a float64 vector of per-batch sums, accumulated on the device;
+    `means(sums, n, n_targets)` turns the set's sums into the values, in the order of `names`.
+    """
+
+    def __init__(self, criterion, loss_name, metrics=None, accuracy_dim=None):
+        self.criterion, self.loss_name = criterion, loss_name
+        self.metrics = dict(metrics or {})
+        self.accuracy_dim = accuracy_dim
+        self.builtin = loss_name in LOSS_NAMES and accuracy_dim == 1
+        self.names = ["loss"] + (["acc"] if accuracy_dim is not None else []) + list(self.metrics)
+
+    def batch_sums(self, outputs, targets):
+        b = len(targets)
+        if self.builtin and outputs.dim() == 2:  # the reference's losses: one fused pass
+            loss, correct = batch_loss_sum(outputs, targets, self.loss_name)
+            vals = [loss.double(), correct.double()]
+        else:
+            vals = [call_user(self.criterion, f"loss '{self.loss_name}'", outputs, targets).double().reshape(()) * b]
+            if self.accuracy_dim is not None:
+                vals.append((outputs.argmax(dim=self.accuracy_dim) == targets).sum().double())
+        for name, fn in self.metrics.items():
+            vals.append(torch.as_tensor(call_user(fn, f"metric '{name}'", outputs, targets),
+                                        device=outputs.device).double().reshape(()) * b)
+        return torch.stack(vals)
+
+    def means(self, sums, n, n_targets):
+        """Sums over the set -> loss and metrics per sample, accuracy in percent of targets."""
+        out = sums / n
+        if self.accuracy_dim is not None:
+            out[1] = 100.0 * sums[1] / n_targets
+        return out
+
+    def check(self, model, inputs, targets, model_name="the model", data_name="the"):
+        """Run the model, the loss and each metric on two samples: fail early, in one line."""
+        try:
+            with torch.no_grad():
+                out = forward(model, take(inputs, 0, 2))
+        except LandscapeError:
+            raise
+        except Exception as e:
+            raise LandscapeError(f"{model_name} cannot take {data_name} inputs of {describe_inputs(inputs)}: "
+                                 f"{first_line(e)}") from None
+        y = targets[:2]
+        with torch.no_grad():
+            loss = call_user(self.criterion, f"loss '{self.loss_name}'", out, y)
+            check_scalar(loss, f"loss '{self.loss_name}'", out, y)
+            for name, fn in self.metrics.items():
+                check_scalar(call_user(fn, f"metric '{name}'", out, y), f"metric '{name}'", out, y)
+        return out
+
+
+def check_scalar(value, what, outputs, targets):
+    if not (torch.is_tensor(value) or isinstance(value, (float, int))) or torch.as_tensor(value).numel() != 1:
+        shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+        raise LandscapeError(f"{what} returned {shape} for outputs {tuple(outputs.shape)} and targets "
+                             f"{tuple(targets.shape)}; it must return the mean over the batch (a scalar)")
+
+
+def describe_inputs(inputs):
+    if isinstance(inputs, dict):
+        return ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in inputs.items())
+    if isinstance(inputs, (tuple, list)):
+        return ", ".join(str(tuple(v.shape[1:])) for v in inputs)
+    return f"shape {tuple(inputs.shape[1:])}"
+
+
+def make_statistics(model, inputs, targets, loss=None, metrics=None, model_name="the model", data_name="the"):
+    """The Statistics for this model and data: resolves the loss and metrics, checks them on 2 samples."""
+    criterion, loss_name = resolve_loss(loss)
+    metrics = resolve_metrics(metrics)
+    out = Statistics(criterion, loss_name, metrics).check(model, inputs, targets, model_name, data_name)
+    acc_dim = class_dim(out, targets[:2])
+    if loss_name in LOSS_NAMES:
+        classes = int(targets.max()) + 1 if targets.numel() and not targets.is_floating_point() else 0
+        if acc_dim is None or out.shape[acc_dim] < classes:
+            raise LandscapeError(f"{model_name} outputs shape {tuple(out.shape)}, but loss '{loss_name}' needs one "
+                                 f"score per class for {data_name} targets {tuple(targets.shape[1:]) or ''} of "
+                                 f"{classes or targets.dtype} classes")
+    return Statistics(criterion, loss_name, metrics, acc_dim)
+
+
+# ----------------------------------------------------------------------------- precision
+@contextlib.contextmanager
+def arithmetic(precision, device):
+    """Apply `--precision` for the duration of a block, then restore PyTorch's switches.
 
     default: PyTorch's own defaults (TF32 convolutions on GPUs that have it, as the reference ran);
     fp32: TF32 off everywhere; tf32: TF32 on everywhere; bf16: autocast to bfloat16.
     """
     if precision not in PRECISIONS:
-        raise ValueError(precision)
-    if precision in ("fp32", "tf32"):
-        on = precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = on
-        torch.backends.cudnn.allow_tf32 = on
-    if precision == "bf16":
-        return lambda: torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
+        raise LandscapeError(f"precision {precision!r} must be one of {', '.join(PRECISIONS)}")
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        if precision in ("fp32", "tf32"):
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        if precision == "bf16":
+            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+# ----------------------------------------------------------------------------- one set, one or many points
 def evaluate(net, x, y, loss_name="crossentropy", batch_size=128, autocast=contextlib.nullcontext):
-    """Mean loss and accuracy (%) of `net` on (x, y), which already live on the model's device."""
-    net.eval()
-    n = len(y)
-    total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    total_correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    with torch.inference_mode(), autocast():
+    """Mean loss and accuracy (%) of a classifier `net` on (x, y), which already live on its device."""
+    stats = Statistics(*resolve_loss(loss_name), accuracy_dim=1)
+    with autocast():
+        values = evaluate_set(net, x, y, stats, batch_size)
+    return float(values[0]), float(values[1])
+
+
+def evaluate_set(runner, inputs, targets, stats, batch_size):
+    """The statistics of `runner` over a whole set on its device: one host read at the end."""
+    n = len(targets)
+    sums = torch.zeros(len(stats.names), dtype=torch.float64, device=targets.device)
+    with torch.inference_mode():
         for start in range(0, n, batch_size):
-            loss, correct = batch_loss_sum(net(x[start:start + batch_size]), y[start:start + batch_size], loss_name)
-            total_loss += loss
-            total_correct += correct
-    return total_loss.item() / n, 100.0 * total_correct.item() / n
+            out = forward(runner, take(inputs, start, start + batch_size))
+            sums += stats.batch_sums(out, targets[start:start + batch_size])
+    return stats.means(sums, n, targets.numel()).cpu().numpy()
+
+
+def evaluate_stacked(net, params, inputs, targets, stats, batch_size):
+    """Statistics at K points at once: `params` maps names to (K, *shape) tensors.
+
+    One pass over the data evaluates all K models with torch.func.vmap(functional_call), so the
+    per-point overhead (kernel launches, Python) is paid once per batch instead of K times.
+    Returns (K, len(stats.names)).
+    """
+    k = next(iter(params.values())).shape[0]
+    def one(p, xb):
+        args, kwargs = call_args(xb)
+        return unwrap(torch.func.functional_call(net, p, args, kwargs))
+    model_fn = torch.func.vmap(one, in_dims=(0, None))
+    sums = torch.zeros(k, len(stats.names), dtype=torch.float64, device=targets.device)
+    with torch.inference_mode():
+        for start in range(0, len(targets), batch_size):
+            out = model_fn(params, take(inputs, start, start + batch_size))   # (K, B, ...)
+            yb = targets[start:start + batch_size]
+            sums += torch.stack([stats.batch_sums(out[i], yb) for i in range(k)])
+    return torch.stack([stats.means(s, len(targets), targets.numel()) for s in sums]).cpu().numpy()
 
 
 def eval_loss(net, criterion, loader, use_cuda=False):
@@ -90,59 +368,114 @@ def eval_loss(net, criterion, loader, use_cuda=False):
     return total_loss / total, 100.0 * correct / total
 
 
-# ----------------------------------------------------------------------------- many grid points
-def evaluate_stacked(net, params, x, y, loss_name="crossentropy", batch_size=128, autocast=contextlib.nullcontext):
-    """Loss and accuracy for K points at once: `params` maps names to (K, *shape) tensors.
-
-    One pass over the data evaluates all K models with torch.func.vmap(functional_call), so the
-    per-point overhead (kernel launches, Python) is paid once per batch instead of K times.
-    """
-    k = next(iter(params.values())).shape[0]
-    model_fn = torch.func.vmap(lambda p, xb: torch.func.functional_call(net, p, (xb,)), in_dims=(0, None))
-    total_loss = torch.zeros(k, dtype=torch.float64, device=x.device)
-    total_correct = torch.zeros(k, dtype=torch.int64, device=x.device)
-    net.eval()
-    with torch.inference_mode(), autocast():
-        for start in range(0, len(y), batch_size):
-            loss, correct = per_point_sums(model_fn(params, x[start:start + batch_size]),
-                                           y[start:start + batch_size], loss_name)
-            total_loss += loss
-            total_correct += correct
-    n = len(y)
-    return (total_loss / n).cpu().numpy(), (100.0 * total_correct.double() / n).cpu().numpy()
-
-
 class GridEvaluator:
-    """values(coords) -> (len(coords), 2 * len(sets)): [loss, acc] for each (x, y) data set.
+    """values(coords) -> (len(coords), len(sets) * len(stats.names)): each set's statistics at each point.
 
-    `setter` is a net_plotter.PointSetter that moves `net`; `runner` is what runs the forward pass
-    (the net itself, or a fast_model.FastModel whose refresh() follows each move). With
+    `mover` (net_plotter) moves `net` to a grid point; `runner` runs the forward pass (the net, a
+    fast_model.FastModel whose refresh() follows each move, or DataParallel). With
     points_per_pass K > 1, K points share each pass (through `net`, vmapped).
     """
 
-    def __init__(self, net, setter, sets, loss_name, batch_size, autocast, points_per_pass=1, runner=None):
-        self.net, self.setter, self.sets = net, setter, sets
+    def __init__(self, net, mover, sets, stats, batch_size, precision, device, points_per_pass=1, runner=None):
+        self.net, self.mover, self.sets, self.stats = net, mover, sets, stats
         self.runner = runner if runner is not None else net
-        self.loss_name, self.batch_size, self.autocast = loss_name, batch_size, autocast
+        self.batch_size, self.precision, self.device = batch_size, precision, device
         self.k = points_per_pass
 
     def __call__(self, coords):
         coords = np.asarray(coords, dtype=np.float64).reshape(len(coords), -1)
-        out = np.empty((len(coords), 2 * len(self.sets)))
-        if self.k == 1:
-            for i, c in enumerate(coords):
-                self.setter.set(c)
-                if hasattr(self.runner, "refresh"):
-                    self.runner.refresh()
+        width = len(self.stats.names)
+        out = np.empty((len(coords), width * len(self.sets)))
+        with arithmetic(self.precision, self.device):
+            if self.k == 1:
+                for i, c in enumerate(coords):
+                    self.mover.set(c)
+                    if hasattr(self.runner, "refresh"):
+                        self.runner.refresh()
+                    for s, (x, y) in enumerate(self.sets):
+                        out[i, width * s:width * (s + 1)] = evaluate_set(self.runner, x, y, self.stats, self.batch_size)
+                return out
+            self.mover.restore()  # the stacked path leaves the model itself untouched
+            for start in range(0, len(coords), self.k):
+                params = self.mover.stacked(coords[start:start + self.k])
                 for s, (x, y) in enumerate(self.sets):
-                    out[i, 2 * s:2 * s + 2] = evaluate(self.runner, x, y, self.loss_name, self.batch_size,
-                                                       self.autocast)
-            return out
-        self.setter.restore()  # the stacked path leaves the model itself untouched
-        for start in range(0, len(coords), self.k):
-            params = self.setter.stacked(coords[start:start + self.k])
-            for s, (x, y) in enumerate(self.sets):
-                loss, acc = evaluate_stacked(self.net, params, x, y, self.loss_name, self.batch_size, self.autocast)
-                out[start:start + len(loss), 2 * s] = loss
-                out[start:start + len(loss), 2 * s + 1] = acc
+                    vals = evaluate_stacked(self.net, params, x, y, self.stats, self.batch_size)
+                    out[start:start + len(vals), width * s:width * (s + 1)] = vals
         return out
+
+
+def make_grid_evaluator(net, make_mover, sets, stats, device, gpu_ids=(), batch_size="auto", precision="default",
+                        points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print):
+    """Set up the evaluation of grid points on this rank's device: the fast model (BN folding,
+    memory layout, compile), the mover (built after the layout change, which replaces the parameter
+    tensors), the data moved to the device once, and the batch size. Returns a GridEvaluator."""
+    fast = fast_model.prepare(net, device, fold_bn=fold_bn, memory_format=memory_format, compile=compile)
+    mover = make_mover()
+    runner = fast
+    if len(gpu_ids) > 1:
+        runner = torch.nn.DataParallel(fast.graph, device_ids=list(gpu_ids))
+        runner.refresh = fast.refresh
+    dev_sets = [(to_device(x, device, fast.prepare_input), y.to(device)) for x, y in sets]
+    if batch_size in (None, "auto"):
+        batch_size = auto_batch_size(fast, dev_sets[0][0], len(dev_sets[0][1]), device)
+    if compile:
+        with arithmetic(precision, device):
+            args, kwargs = call_args(take(dev_sets[0][0], 0, batch_size))
+            seconds = fast.warm_up(*args, **kwargs)
+        say(f"torch.compile took {seconds:.1f} s")
+    k = 1 if len(gpu_ids) > 1 else points_per_pass
+    return GridEvaluator(net, mover, dev_sets, stats, int(batch_size), precision, device, k, runner=runner)
+
+
+# ----------------------------------------------------------------------------- batch size
+CPU_ACTIVATION_BYTES = 8 << 20      # CPU: largest activation of one batch about this size (stays in cache)
+GPU_MEMORY_SHARE = 0.5              # GPU: use at most this share of the free memory for one batch
+MAX_AUTO_BATCH = 8192
+
+
+def auto_batch_size(runner, inputs, n, device):
+    """The evaluation batch size for `--batch_size auto` (eval mode: it changes only rounding).
+
+    CPU: the batch whose largest activation is about CPU_ACTIVATION_BYTES, measured with forward
+    hooks on two samples, so the working set stays in cache. GPU: the largest batch whose peak
+    memory, measured on a probe batch, fits GPU_MEMORY_SHARE of the free memory.
+    """
+    if torch.device(device).type == "cuda":
+        per_sample = cuda_bytes_per_sample(runner, inputs, device)
+        free, _ = torch.cuda.mem_get_info(device)
+        size = int(free * GPU_MEMORY_SHARE // max(per_sample, 1))
+    else:
+        size = int(CPU_ACTIVATION_BYTES // max(largest_activation_bytes(runner, inputs), 1))
+    size = max(1, min(size, MAX_AUTO_BATCH, n))
+    return 1 << int(math.floor(math.log2(size))) if size < n else size
+
+
+def largest_activation_bytes(runner, inputs):
+    """Bytes per sample of the largest tensor any module outputs (forward hooks, two samples)."""
+    largest = [0]
+
+    def hook(_module, _args, out):
+        if torch.is_tensor(out):
+            largest[0] = max(largest[0], out.numel() * out.element_size())
+
+    model = getattr(runner, "module", runner)
+    handles = [m.register_forward_hook(hook) for m in model.modules()] if isinstance(model, nn.Module) else []
+    try:
+        with torch.inference_mode():
+            forward(runner, take(inputs, 0, 2))
+    finally:
+        for h in handles:
+            h.remove()
+    return largest[0] / min(2, batch_count(inputs))
+
+
+def cuda_bytes_per_sample(runner, inputs, device, probe=64):
+    """Peak CUDA memory per sample of one forward pass on a probe batch."""
+    probe = min(probe, batch_count(inputs))
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    with torch.inference_mode():
+        forward(runner, take(inputs, 0, probe))
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / probe

@@ -92,17 +92,17 @@ class FastModel:
     def prepare_input(self, x):
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
-    def warm_up(self, x):
+    def warm_up(self, *args, **kwargs):
         """Run once (compiling if asked); returns the seconds it took."""
         t0 = time.perf_counter()
         with torch.inference_mode():
-            self.module(x)
-        if x.is_cuda:
+            self.module(*args, **kwargs)
+        if torch.cuda.is_available():
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    def __call__(self, x):
-        return self.module(x)
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
 
     def eval(self):
         self.net.eval()

@@ -16,6 +16,7 @@ Atomic writes: a new file is written next to the target, flushed to disk, then r
 so a process killed at any moment leaves either the old or the new complete file.
 """
 import hashlib
+import json
 import os
 import sys
 import time
@@ -78,6 +79,20 @@ def atomic_write(path, write_fn):
         os.close(dfd)
     except OSError:
         pass
+
+
+def check_writable(path):
+    """Fail early, before any computation, if `path`'s folder cannot take new files."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"output folder '{folder}' does not exist")
+    probe = os.path.join(folder, f".write_probe_{os.getpid()}")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"output folder '{folder}' is not writable ({e.strerror})") from None
 
 
 def open_h5(path, what):
@@ -236,6 +251,88 @@ def write_surface(surf):
             f.create_dataset(key, data=v)
         set_attrs(f, surf.attrs)
     atomic_write(surf.path, write)
+
+
+# ----------------------------------------------------------------------------- provenance and resume checks
+# Attributes that change a surface's values: resuming into a file that recorded another value is
+# refused. (key, what the message calls it)
+SURFACE_CHECKS = (("model_file_sha256", "checkpoint"), ("model_sha256", "model weights"), ("model", "model"),
+                  ("dataset", "dataset"), ("train_size", "training-set size"), ("test_size", "test-set size"),
+                  ("data_sha256", "data"), ("raw_data", "--raw_data"), ("data_split", "--data_split"),
+                  ("split_idx", "--split_idx"), ("trainloader_sha256", "--trainloader file"),
+                  ("testloader_sha256", "--testloader file"), ("loss_name", "loss"), ("metrics", "metrics"),
+                  ("precision", "--precision"), ("dir_type", "--dir_type"), ("params", "--params"),
+                  ("path_type", "--path_type"), ("path_sha256", "path checkpoints"),
+                  ("hessian_params", "Hessian parameters"))
+
+
+def provenance(**fields):
+    """The attributes a new surface file records: what made it (the caller's fields) and when."""
+    return dict(fields, tool=tool_version(), layout="(ny, nx): Z[j, i] is the value at (x[i], y[j])",
+                created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def check_surface(surf, x, y, prov, dir_file):
+    """Refuse to resume into a surface file made for another grid, model, data, loss, precision or
+    direction file: every value it holds would be mixed with values of another surface."""
+    path = surf.path
+    if (surf.y is None) != (y is None):
+        raise UserError(f"surface file '{path}' is {'1D' if surf.y is None else '2D'}, but this run is "
+                        f"{'1D' if y is None else '2D'}")
+    for axis, mine, theirs in (("x", x, surf.x), ("y", y, surf.y)):
+        if mine is not None and (len(mine) != len(theirs) or not np.allclose(mine, theirs, rtol=0, atol=1e-9)):
+            raise UserError(f"surface file '{path}' has a different {axis} grid "
+                            f"([{theirs[0]}, {theirs[-1]}] x {len(theirs)}); use another --surf_file")
+    attrs = surf.attrs
+    if attrs.get("dir_sha256"):
+        if attrs["dir_sha256"] != prov.get("dir_sha256"):
+            raise UserError(f"surface file '{path}' was computed along other directions than '{dir_file}'")
+    elif surf.dir_file and dir_file and os.path.basename(surf.dir_file) != os.path.basename(dir_file):
+        raise UserError(f"surface file '{path}' belongs to direction file '{surf.dir_file}', not '{dir_file}'")
+    for key, what in SURFACE_CHECKS:
+        if key in attrs and key in prov and str(attrs[key]) != str(prov[key]):
+            raise UserError(f"surface file '{path}' was computed with another {what} "
+                            f"({attrs[key]} vs {prov[key]}); use another --surf_file")
+
+
+def points_json(points):
+    """[(label, x, y)] -> the `marked_points` attribute: JSON [{"label", "x", "y"}] (y null in 1D)."""
+    return json.dumps([{"label": label, "x": float(x), "y": None if y is None else float(y)}
+                       for label, x, y in points])
+
+
+class Recorder:
+    """Rank 0: store results in the Surface, show progress, rewrite the file every flush_seconds.
+
+    With `surf.path` empty (an in-memory run of the Python API) nothing is written.
+    """
+
+    def __init__(self, surf, keys, total, done, flush_seconds, show_progress=True):
+        from tqdm import tqdm
+        self.surf, self.keys, self.flush_seconds = surf, keys, flush_seconds
+        self.dirty, self.last_flush = False, time.monotonic()
+        self.bar = tqdm(total=total, initial=done, unit="pt", disable=not show_progress,
+                        mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
+
+    def store(self, indices, values):
+        for j, key in enumerate(self.keys):
+            self.surf.values[key].reshape(-1)[indices] = values[:, j]
+        self.dirty = True
+        self.bar.update(len(indices))
+
+    def tick(self):
+        if self.dirty and time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self):
+        if self.dirty and self.surf.path:
+            self.surf.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            write_surface(self.surf)
+            self.dirty, self.last_flush = False, time.monotonic()
+
+    def close(self):
+        self.flush()
+        self.bar.close()
 
 
 # ----------------------------------------------------------------------------- projection files

@@ -1,64 +1,91 @@
-"""Maps of the Hessian's extreme eigenvalues over a surface grid, or sharpness at one checkpoint.
+"""Maps of the Hessian's extreme eigenvalues over a surface grid, or curvature at one checkpoint.
 
-    mpirun -n 4 python plot_hessian_eigen.py --mpi --cuda --model resnet56 --model_file M \
+    mpirun -n 4 python plot_hessian_eigen.py --mpi --cuda --model resnet56 --model_file M \\
         --x=-1:1:21 --y=-1:1:21 --xnorm filter --xignore biasbn --ynorm filter --yignore biasbn --plot
-    python plot_hessian_eigen.py --dataset digits --model digits_cnn --model_file M --at_center
+    python plot_hessian_eigen.py --dataset digits --model digits_cnn --model_file M --at_center \\
+        [--top_k 5] [--esd] [--out M_hessian.h5]
 
 Grid mode takes plot_surface.py's flags and writes `max_eig`, `min_eig` (and `eig_iters`, the
 Hessian-vector products each point took) into the same surface file, with the same resume, MPI
-splitting, locking and crash safety; --plot draws the |min/max| ratio maps. --at_center prints
-and stores the top eigenvalue, the Hessian trace (Hutchinson, Rademacher vectors, with its
-standard error) and the smallest eigenvalue of the checkpoint itself, in <model_file>_hessian.json.
+splitting, locking and crash safety; a point whose products are NaN or inf (a diverged point) is
+recorded as NaN and never recomputed. --plot draws the |min/max| ratio maps.
+--at_center: the top_k largest eigenvalues (with eigenvectors), the smallest eigenvalue, the trace
+(Hutchinson, Rademacher probes, with its standard error; --trace_rel_se stops it early) and, with
+--esd, the eigenvalue spectral density (stochastic Lanczos quadrature), printed and stored in
+<model_file>_hessian.json and, with --out, in an HDF5 file (datasets eigenvalues (K,),
+eigenvectors (K, P), trace, esd_grid, esd_density; P counts the covered parameters, flattened in
+net.parameters() order).
+
+The Hessian is that of the mean loss over the training set, in eval mode, w.r.t. the parameters
+of dimension > 1 (as the reference), or those matching --params. Arithmetic is exact float32 by
+default (`--precision fp32`: TF32 off, which on GPUs otherwise adds about 1e-3 relative error to
+every product); flags that do nothing here are refused.
 """
 import json
 import sys
-import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-import hess_vec_prod
+import h5_util
+import landscape
 import mpi4pytorch
-import net_plotter
+import options
 import plot_surface
 from errors import UserError, run_cli
 
-
-@dataclass
-class HessianConfig(plot_surface.SurfaceConfig):
-    tol: float = 1e-3
-    max_iter: int = 100
-    at_center: bool = False
-    trace_samples: int = 100
+# plot_surface.py flags that change nothing here: refused when given, rather than ignored
+NO_EFFECT = ("ngpu", "compile", "points_per_pass", "no_fold_bn", "memory_format", "eval_test", "metrics")
 
 
 def build_parser():
-    p = plot_surface.build_parser()
-    p.description = "Compute the Hessian's extreme eigenvalues over a grid (or at one checkpoint)."
-    p.add_argument("--tol", default=1e-3, type=float, help="Lanczos tolerance, relative to the spectral radius")
-    p.add_argument("--max_iter", default=100, type=int, help="most Hessian-vector products per point")
-    p.add_argument("--at_center", action="store_true",
-                   help="only the checkpoint itself: top eigenvalue, trace and smallest eigenvalue")
-    p.add_argument("--trace_samples", default=100, type=int, help="Rademacher vectors for the trace (--at_center)")
+    p = options.surface_parser("Compute the Hessian's extreme eigenvalues over a grid (or curvature at one checkpoint).")
+    p.set_defaults(precision="fp32")
+    a = p.add_argument
+    a("--tol", default=1e-3, type=float, help="Lanczos tolerance: residual of each wanted eigenpair relative to "
+                                              "its own eigenvalue")
+    a("--max_iter", default=100, type=int, help="most Hessian-vector products per point (Lanczos steps)")
+    a("--at_center", action="store_true", help="only the checkpoint itself: eigenvalues, trace (and --esd)")
+    a("--top_k", default=1, type=int, help="--at_center: the number of largest eigenvalues (and eigenvectors)")
+    a("--trace_samples", default=100, type=int, help="--at_center: the most Rademacher probes for the trace")
+    a("--trace_rel_se", default=None, type=float,
+      help="--at_center: stop the trace once its standard error is below this fraction of it")
+    a("--esd", action="store_true", help="--at_center: the eigenvalue spectral density (stochastic Lanczos quadrature)")
+    a("--esd_probes", default=1, type=int, help="--esd: random probe vectors")
+    a("--esd_steps", default=100, type=int, help="--esd: Lanczos steps per probe")
+    a("--out", default="", help="--at_center: also write an HDF5 file with the eigenpairs, trace and density")
+    a("--hvp_cache", default="auto", help="auto | on | off: keep the first-order graph between Hessian-vector "
+                                          "products (auto: when it fits in memory; exact either way)")
     return p
 
 
-def make_eig_compute(cfg, net, directions, data, device, gpu_ids):
-    """Flat grid indices -> (max_eig, min_eig, products) at each point."""
-    net.to(device)
-    setter = net_plotter.PointSetter(net, directions, cfg.dir_type, device)
-    x, y = data.train_x.to(device), data.train_y.to(device)
-    hvp = hess_vec_prod.make_hvp(net, x, y, cfg.loss_name, cfg.batch_size)
-    coords = plot_surface.grid_coords(cfg)
+def check_flags(cfg, parser):
+    refused = [f"--{f}" for f in NO_EFFECT if options.given(cfg, parser, f)]
+    if refused:
+        raise UserError(f"{', '.join(refused)} {'has' if len(refused) == 1 else 'have'} no effect on Hessian "
+                        "eigenvalues; drop it")
+    if cfg.precision == "bf16":
+        raise UserError("--precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
+    if not cfg.tol > 0 or cfg.max_iter < 1 or cfg.trace_samples < 2 or cfg.top_k < 1:
+        raise UserError("--tol must be > 0, --max_iter >= 1, --trace_samples >= 2 and --top_k >= 1")
+    if cfg.trace_rel_se is not None and not cfg.trace_rel_se > 0:
+        raise UserError(f"--trace_rel_se {cfg.trace_rel_se} must be > 0")
+    if cfg.esd_probes < 1 or cfg.esd_steps < 2:
+        raise UserError("--esd_probes must be >= 1 and --esd_steps >= 2")
+    if cfg.hvp_cache not in ("auto", "on", "off"):
+        raise UserError(f"--hvp_cache {cfg.hvp_cache!r} must be auto, on or off")
+    if cfg.out and not cfg.at_center:
+        raise UserError("--out is for --at_center (grid runs write the surface file)")
+    at_center_only = [f for f in ("top_k", "esd", "out", "trace_rel_se") if options.given(cfg, parser, f)]
+    if at_center_only and not cfg.at_center:
+        raise UserError(f"--{at_center_only[0]} needs --at_center")
 
-    def compute(indices):
-        out = np.empty((len(indices), 3))
-        for i, c in enumerate(coords[indices]):
-            setter.set(c)
-            out[i] = hess_vec_prod.lanczos_extremes(hvp, hvp.dim, hvp.device, cfg.tol, cfg.max_iter, cfg.seed)
-        return out
-    return compute
+
+def eig_compute(cfg, net, data, stats, device):
+    """(keys, keys whose sentinel marks a missing point, make_compute) of an eigenvalue map."""
+    make = landscape.eig_job_compute(net, (data.train_x, data.train_y), stats.criterion, device, cfg.batch_size,
+                                     cfg.precision, cfg.tol, cfg.max_iter, cfg.seed, cfg.params)
+    return landscape.EIG_KEYS, ["max_eig", "min_eig"], make
 
 
 def plot_eigs(cfg, surf_file, dir_file):
@@ -70,48 +97,70 @@ def plot_eigs(cfg, surf_file, dir_file):
         plot_1D.plot_1d_eig_ratio(surf_file, cfg.xmin, cfg.xmax, "min_eig", "max_eig", show=cfg.show, fmt=cfg.format)
 
 
-def eig_job(cfg):
-    return plot_surface.Job(["max_eig", "min_eig", "eig_iters"], ["max_eig", "min_eig"], make_eig_compute, plot_eigs)
-
-
-def sharpness(cfg):
-    """Top eigenvalue, trace (mean, standard error) and smallest eigenvalue of one checkpoint."""
-    device, _ = plot_surface.pick_device(cfg, None)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    net, data = plot_surface.load_inputs(cfg)
-    net.to(device)
-    x, y = data.train_x.to(device), data.train_y.to(device)
-    hvp = hess_vec_prod.make_hvp(net, x, y, cfg.loss_name, cfg.batch_size)
-    t0 = time.perf_counter()
-    top, bottom, iters = hess_vec_prod.lanczos_extremes(hvp, hvp.dim, device, cfg.tol, cfg.max_iter, cfg.seed)
-    trace, se = hess_vec_prod.hutchinson_trace(hvp, hvp.dim, device, cfg.trace_samples, cfg.seed)
-    result = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": len(y),
-              "parameters": hvp.dim, "max_eig": top, "min_eig": bottom, "lanczos_products": iters,
-              "trace": trace, "trace_stderr": se, "trace_samples": cfg.trace_samples,
-              "seconds": time.perf_counter() - t0}
+def at_center(cfg, comm, rank, nproc):
+    """Curvature of one checkpoint: printed, in <model_file>_hessian.json and (--out) an HDF5 file."""
+    if rank != 0:
+        return 0
+    device, _ = mpi4pytorch.pick_device(cfg.cuda, 1, None)
+    torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(None))
+    net, data, stats = plot_surface.load_inputs(cfg)
     path = cfg.model_file + "_hessian.json"
-    plot_surface.check_writable(path)
+    for out in (path, cfg.out):
+        if out:
+            h5_util.check_writable(out)
+    r = landscape.hessian(net, (data.train_x, data.train_y), stats.criterion, top_k=cfg.top_k, vectors=bool(cfg.out),
+                          trace_samples=cfg.trace_samples, trace_rel_se=cfg.trace_rel_se, esd=cfg.esd,
+                          esd_probes=cfg.esd_probes, esd_steps=cfg.esd_steps, params=cfg.params, device=device,
+                          batch_size=cfg.batch_size, precision=cfg.precision, tol=cfg.tol, max_iter=cfg.max_iter,
+                          seed=cfg.seed, cache={"on": True, "off": False}.get(cfg.hvp_cache, "auto"))
+    result = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": len(data.train_y),
+              "parameters": r.parameters, "params": cfg.params, "max_eig": float(r.eigenvalues[0]),
+              "eigenvalues": [float(v) for v in r.eigenvalues], "min_eig": r.min_eig,
+              "lanczos_products": r.lanczos_products, "trace": r.trace, "trace_stderr": r.trace_stderr,
+              "trace_samples": r.trace_samples, "precision": cfg.precision, "seconds": r.seconds}
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"{cfg.model_file}: top eigenvalue {top:.5g}, smallest eigenvalue {bottom:.5g} ({iters} products); "
-          f"trace {trace:.5g} +- {se:.2g} ({cfg.trace_samples} samples); written to {path}")
-    return result
+    if cfg.out:
+        write_hessian_file(cfg.out, r, result)
+    tops = ", ".join(f"{v:.5g}" for v in r.eigenvalues)
+    print(f"{cfg.model_file}: top eigenvalue{'s' if cfg.top_k > 1 else ''} {tops}, smallest eigenvalue "
+          f"{r.min_eig:.5g} ({r.lanczos_products} products); trace {r.trace:.5g} +- {r.trace_stderr:.2g} "
+          f"({r.trace_samples} samples); {r.seconds:.1f} s; written to {path}{' and ' + cfg.out if cfg.out else ''}")
+    if cfg.esd and cfg.out:
+        import plot_1D
+        plot_1D.plot_esd(cfg.out, show=cfg.show, fmt=cfg.format)
+    return 0
+
+
+def write_hessian_file(path, r, summary):
+    def write(f):
+        f["eigenvalues"] = np.asarray(r.eigenvalues, dtype=np.float64)
+        if r.eigenvectors is not None:
+            f["eigenvectors"] = np.asarray(r.eigenvectors, dtype=np.float32)
+        f["trace"] = r.trace
+        f["trace_stderr"] = r.trace_stderr
+        f["min_eig"] = r.min_eig
+        if r.esd_grid is not None:
+            f["esd_grid"] = r.esd_grid
+            f["esd_density"] = r.esd_density
+        h5_util.set_attrs(f, {k: json.dumps(v) if isinstance(v, list) else v for k, v in summary.items()
+                              if v is not None})
+        f.attrs["param_names"] = json.dumps(r.param_names)
+        f.attrs["tool"] = h5_util.tool_version()
+    h5_util.atomic_write(path, write)
+
+
+def run(cfg, comm, rank, nproc):
+    if cfg.at_center:
+        return at_center(cfg, comm, rank, nproc)
+    return plot_surface.run(cfg, comm, rank, nproc, compute=eig_compute, plot=plot_eigs)
 
 
 def main(argv=None):
     parser = build_parser()
-    cfg = plot_surface.parse_config(argv, parser, HessianConfig)
-    if cfg.tol <= 0 or cfg.max_iter < 1 or cfg.trace_samples < 2:
-        raise UserError("--tol must be > 0, --max_iter >= 1 and --trace_samples >= 2")
-    if cfg.precision == "bf16":
-        raise UserError("--precision bf16 is too coarse for Hessian-vector products; use default, tf32 or fp32")
-    if cfg.at_center:
-        comm, rank, _ = mpi4pytorch.setup_mpi(cfg.mpi)
-        if rank == 0:
-            sharpness(cfg)
-        return 0
-    return plot_surface.main(argv, parser, HessianConfig, eig_job)
+    cfg = plot_surface.parse_config(argv, parser)
+    check_flags(cfg, parser)
+    return plot_surface.run_main(cfg, run)
 
 
 if __name__ == "__main__":

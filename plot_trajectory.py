@@ -13,6 +13,7 @@ import os
 import sys
 
 import model_loader
+import net_plotter
 import plot_2D
 import projection
 from errors import ArgParser, UserError, run_cli
@@ -33,6 +34,8 @@ def build_parser():
     p.add_argument("--dir_file", default="", help="project onto this direction file instead of the PCA one")
     p.add_argument("--proj_method", default="auto", choices=["auto", "cos", "lstsq"],
                    help="cos for orthogonal directions, lstsq otherwise; auto picks")
+    p.add_argument("--params", default="", help="regular expression: the trajectory of only the parameters whose "
+                                                 "names match it")
     p.add_argument("--format", default="pdf", choices=["pdf", "png", "svg"], help="figure format")
     return p
 
@@ -57,10 +60,12 @@ def main(argv=None):
         raise UserError(f"--model_folder '{a.model_folder}' is not a folder")
     files = checkpoint_files(a)
     net = model_loader.load(a.dataset, a.model, files[-1])
+    net_plotter.entry_mask(net_plotter.direction_space(net, a.dir_type), a.params)  # a regex that matches nothing
     dir_file = a.dir_file or projection.setup_PCA_directions(a, files, net, a.model)
     if a.dir_file and not os.path.exists(a.dir_file):
         raise UserError(f"--dir_file '{a.dir_file}' does not exist")
-    proj_file = projection.project_trajectory(dir_file, net, a.dataset, a.model, files, a.dir_type, a.proj_method)
+    proj_file = projection.project_trajectory(dir_file, net, a.dataset, a.model, files, a.dir_type, a.proj_method,
+                                              a.params)
     plot_2D.plot_trajectory(proj_file, dir_file, fmt=a.format)
     print(f"direction file: {dir_file}\nprojection file: {proj_file}")
     return 0

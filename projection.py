@@ -17,6 +17,7 @@ This is the SVD that PCA computes, so the directions are exactly scikit-learn's 
 signs follow its convention: the entry of largest magnitude is positive).
 Peak memory: the n x n Gram matrix, one model, and one column block of BLOCK_BYTES.
 """
+import hashlib
 import os
 import tempfile
 
@@ -32,22 +33,23 @@ BLOCK_BYTES = 64 << 20
 
 
 # ----------------------------------------------------------------------------- vectors
-def flat_space(space, ignore=""):
-    """The float entries of a direction space as one float64 vector; biasbn zeroes dim <= 1 entries."""
+def flat_space(space, ignore="", mask=None):
+    """The float entries of a direction space (those in `mask`, if given) as one float64 vector;
+    biasbn zeroes entries of dim <= 1."""
     parts = []
-    for _, t in space:
-        if not t.is_floating_point():
+    for k, (_, t) in enumerate(space):
+        if not t.is_floating_point() or (mask is not None and not mask[k]):
             continue
         v = t.detach().double().reshape(-1)
         parts.append(torch.zeros_like(v) if (ignore == "biasbn" and t.dim() <= 1) else v)
     return torch.cat(parts)
 
 
-def unflatten(vec, space):
-    """A flat vector over the float entries -> a direction (one tensor per entry; zeros for integers)."""
+def unflatten(vec, space, mask=None):
+    """A flat vector over the (masked) float entries -> a direction (one tensor per entry; zeros elsewhere)."""
     out, i = [], 0
-    for _, t in space:
-        if t.is_floating_point():
+    for k, (_, t) in enumerate(space):
+        if t.is_floating_point() and (mask is None or mask[k]):
             out.append(torch.as_tensor(vec[i:i + t.numel()], dtype=torch.float32).reshape(t.shape).clone())
             i += t.numel()
         else:
@@ -56,10 +58,10 @@ def unflatten(vec, space):
     return out
 
 
-def direction_vector(direction, space):
-    """A direction (list of tensors) as a flat float64 vector over the float entries of `space`."""
-    return torch.cat([torch.as_tensor(d).double().reshape(-1) for d, (_, t) in zip(direction, space)
-                      if t.is_floating_point()])
+def direction_vector(direction, space, mask=None):
+    """A direction (list of tensors) as a flat float64 vector over the (masked) float entries of `space`."""
+    return torch.cat([torch.as_tensor(d).double().reshape(-1) for k, (d, (_, t)) in enumerate(zip(direction, space))
+                      if t.is_floating_point() and (mask is None or mask[k])])
 
 
 def cal_angle(vec1, vec2):
@@ -69,11 +71,11 @@ def cal_angle(vec1, vec2):
 
 
 # ----------------------------------------------------------------------------- PCA
-def trajectory_rows(model_files, load, final_vec, dir_type, ignore):
+def trajectory_rows(model_files, load, final_vec, dir_type, ignore, mask=None):
     """Yield d_e = w_e - w_final for each checkpoint, one at a time (float64 numpy vectors)."""
     for path in model_files:
         net = load(path)
-        yield (flat_space(net_plotter.direction_space(net, dir_type), ignore) - final_vec).numpy()
+        yield (flat_space(net_plotter.direction_space(net, dir_type), ignore, mask) - final_vec).numpy()
 
 
 def pca_from_rows(rows, n, dim, scratch_dir, block_bytes=BLOCK_BYTES):
@@ -115,16 +117,19 @@ def pca_from_rows(rows, n, dim, scratch_dir, block_bytes=BLOCK_BYTES):
             "explained_variance_ratio_": lam[:2] / total}
 
 
-def name_pca_dir(model_folder, dir_type, ignore, save_epoch):
-    """The reference's PCA folder: <model_folder>/PCA_<dir_type>[_ignore=<ignore>]_save_epoch=<k>/directions.h5."""
+def name_pca_dir(model_folder, dir_type, ignore, save_epoch, params=""):
+    """The reference's PCA folder: <model_folder>/PCA_<dir_type>[_ignore=<ignore>]_save_epoch=<k>/directions.h5
+    (with `_params=<hash of the regex>` appended for a --params subset)."""
     folder = os.path.join(model_folder, f"PCA_{dir_type}" + (f"_ignore={ignore}" if ignore else "")
-                          + f"_save_epoch={save_epoch}")
+                          + f"_save_epoch={save_epoch}"
+                          + (f"_params={hashlib.sha256(params.encode()).hexdigest()[:8]}" if params else ""))
     return folder, os.path.join(folder, "directions.h5")
 
 
 def setup_PCA_directions(args, model_files, net_final, model_name):
     """Create (or reuse) the PCA direction file of a trajectory; returns its path."""
-    folder, dir_file = name_pca_dir(args.model_folder, args.dir_type, args.ignore, args.save_epoch)
+    params = getattr(args, "params", "") or ""
+    folder, dir_file = name_pca_dir(args.model_folder, args.dir_type, args.ignore, args.save_epoch, params)
     if os.path.exists(dir_file):
         info = h5_util.read_direction_info(dir_file)
         with h5_util.open_h5(dir_file, "direction file") as f:
@@ -133,16 +138,18 @@ def setup_PCA_directions(args, model_files, net_final, model_name):
                 return dir_file
     os.makedirs(folder, exist_ok=True)
     space = net_plotter.direction_space(net_final, args.dir_type)
-    final_vec = flat_space(space, args.ignore)
+    mask = net_plotter.entry_mask(space, params)
+    final_vec = flat_space(space, args.ignore, mask)
     load = lambda path: model_loader.load(args.dataset, model_name, path)
-    rows = trajectory_rows(model_files, load, final_vec, args.dir_type, args.ignore)
+    rows = trajectory_rows(model_files, load, final_vec, args.dir_type, args.ignore, mask)
     pca = pca_from_rows(rows, len(model_files), len(final_vec), folder)
     print(f"PCA of {len(model_files)} checkpoints: explained variance ratio {pca['explained_variance_ratio_']}, "
           f"angle between the PCs: cos = {cal_angle(*pca['components_']):.2e}")
-    xdir, ydir = (unflatten(c, space) for c in pca["components_"])
+    xdir, ydir = (unflatten(c, space, mask) for c in pca["components_"])
     if args.ignore == "biasbn":
         net_plotter.ignore_biasbn(xdir)
         net_plotter.ignore_biasbn(ydir)
+    entries, numbers = net_plotter.params_summary(space, mask)
 
     def write(f):
         h5_util.write_list(f, "xdirection", xdir)
@@ -151,7 +158,8 @@ def setup_PCA_directions(args, model_files, net_final, model_name):
             f[key] = pca[key]
         h5_util.set_attrs(f, {"dir_type": args.dir_type, "model": model_name, "ignore": args.ignore,
                               "model_file_sha256": model_loader.file_sha256(model_files[-1]),
-                              "checkpoints": len(model_files), "tool": h5_util.tool_version()})
+                              "checkpoints": len(model_files), "params": params, "params_entries": entries,
+                              "params_numbers": numbers, "tool": h5_util.tool_version()})
     h5_util.atomic_write(dir_file, write)
     return dir_file
 
@@ -174,25 +182,27 @@ def choose_method(dx, dy, proj_method):
 
 
 def project_trajectory(dir_file, net_final, dataset, model_name, model_files, dir_type="weights",
-                       proj_method="auto"):
+                       proj_method="auto", params=""):
     """Project every checkpoint (minus the final model) onto the direction file's plane.
 
     Writes <dir_file>_proj_<method>.h5 with proj_xcoord, proj_ycoord, and returns its path.
     """
     space = net_plotter.direction_space(net_final, dir_type)
+    mask = net_plotter.entry_mask(space, params)
     directions = net_plotter.load_directions(dir_file)
     if len(directions) < 2:
         raise UserError(f"direction file '{dir_file}' has no y direction to project onto")
-    dx, dy = (direction_vector(d, space) for d in directions)
+    dx, dy = (direction_vector(d, space, mask) for d in directions)
     method = choose_method(dx, dy, proj_method)
     proj_file = f"{dir_file}_proj_{method}.h5"
     if os.path.exists(proj_file):
         print(f"the projection file {proj_file} exists; delete it to project again")
         return proj_file
-    final_vec = flat_space(space)
+    final_vec = flat_space(space, mask=mask)
     xs, ys = [], []
     for path in model_files:
-        d = flat_space(net_plotter.direction_space(model_loader.load(dataset, model_name, path), dir_type)) - final_vec
+        net = model_loader.load(dataset, model_name, path)
+        d = flat_space(net_plotter.direction_space(net, dir_type), mask=mask) - final_vec
         x, y = project_2D(d, dx, dy, method)
         print(f"{path}  ({x:.4f}, {y:.4f})")
         xs.append(x)

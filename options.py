@@ -1,0 +1,176 @@
+"""The command-line options of plot_surface.py, which plot_hessian_eigen.py extends: one definition
+feeds the parser, its defaults and its help. `parse(argv, parser)` returns the validated options
+(an argparse Namespace, ranges parsed into xmin/xmax/xnum and ymin/ymax/ynum); nothing restates
+a default anywhere else.
+"""
+import os
+
+import evaluation
+import net_plotter
+from errors import ArgParser, UserError
+from landscape import parse_range
+
+FORMATS = ("pdf", "png", "svg")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+def batch_size_arg(text):
+    """`--batch_size`: a whole number >= 1, or auto."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError(f"--batch_size {text!r} must be a whole number >= 1 or auto") from None
+    if value < 1:
+        raise UserError(f"--batch_size {value} must be >= 1 (or auto)")
+    return value
+
+
+def surface_parser(description="Compute (and plot) the loss surface of a trained model along 1 or 2 directions."):
+    p = ArgParser.make(description)
+    a = p.add_argument
+    a("--mpi", "-m", action="store_true", help="split the grid over MPI ranks (run under mpirun/srun)")
+    a("--cuda", "-c", action="store_true", help="compute on the GPU of each rank's node-local rank")
+    a("--threads", default=0, type=int,
+      help="CPU threads per rank for torch; 0: every core this rank may use, divided among the ranks on its node")
+    a("--ngpu", type=int, default=1, help="GPUs per rank, data parallel (never shared with another rank)")
+    a("--batch_size", default="auto", type=batch_size_arg,
+      help="evaluation batch size; auto: on a GPU the largest that fits half the free memory, on a CPU the "
+           "batch whose largest activation is about 8 MB (the batch size changes only rounding)")
+    # data
+    a("--dataset", default="cifar10", help="cifar10 | digits | path/to/file.py:function | module:function")
+    a("--datapath", default="cifar10/data", metavar="DIR", help="folder holding cifar-10-batches-py")
+    a("--raw_data", action="store_true", help="no data normalisation")
+    a("--data_split", default=1, type=int, help="use a 1/data_split random subset of the training set")
+    a("--split_idx", default=0, type=int, help="index of the split (names the file; the reference's subset)")
+    a("--trainloader", default="", help="training labels file, or a pickled DataLoader with --allow_pickle")
+    a("--testloader", default="", help="test labels file, or a pickled DataLoader with --allow_pickle")
+    a("--allow_pickle", action="store_true", help="allow loading pickled DataLoaders: this runs code from the file")
+    a("--download", action="store_true", help="download CIFAR-10 into --datapath if it is missing")
+    # model and loss
+    a("--model", default="resnet56", help="model name, or path/to/file.py:factory | module:factory")
+    a("--model_folder", default="", help="folder that relative --model_file/2/3 paths are in")
+    a("--model_file", default="", help="the trained model's checkpoint")
+    a("--model_file2", default="", help="use (model_file2 - model_file) as the x direction")
+    a("--model_file3", default="", help="use (model_file3 - model_file) as the y direction")
+    a("--loss_name", "-l", default="crossentropy",
+      help="crossentropy | mse | path/to/file.py:fn (fn() returns a criterion(outputs, targets) -> mean loss)")
+    a("--metrics", default="", help="path/to/file.py:fn: fn() returns {name: fn(outputs, targets) -> mean}; "
+                                    "each becomes a train_<name> (test_<name>) map")
+    # directions
+    a("--dir_file", default="", help="an existing direction file to use")
+    a("--dir_type", default="weights", help="weights | states (states includes BN running_mean/var)")
+    a("--x", default="-1:1:51", help="xmin:xmax:xnum")
+    a("--y", default=None, help="ymin:ymax:ynum (makes the surface 2D)")
+    a("--xnorm", default="", help="x direction normalisation: filter | layer | weight | dfilter | dlayer")
+    a("--ynorm", default="", help="y direction normalisation: filter | layer | weight | dfilter | dlayer")
+    a("--xignore", default="", help="biasbn: zero the x direction in biases and BN parameters")
+    a("--yignore", default="", help="biasbn: zero the y direction in biases and BN parameters")
+    a("--xdir", default="", help="hessian: the x direction is the Hessian's top eigenvector (default: random)")
+    a("--ydir", default="", help="hessian: the y direction is the Hessian's second eigenvector (default: random)")
+    a("--same_dir", action="store_true", help="use the x direction as the y direction too")
+    a("--orthogonalize", action="store_true",
+      help="Gram-Schmidt the y direction against x (and rescale it to |x|), e.g. for a plane through three "
+           "checkpoints; the reference used the directions as they are")
+    a("--params", default="", help="regular expression: only the parameters (state entries) whose names match "
+                                   "it move; the rest stays fixed")
+    a("--path_files", nargs="+", default=None, metavar="F",
+      help="checkpoints F1 F2 ... FN: the loss along a path through them, t = --x in [0, 1]")
+    a("--path_type", default="polychain", help="polychain (checkpoint i at t = i/(N-1)) | bezier (control points)")
+    a("--idx", default=0, type=int, help="index of a repeated experiment (names the direction file)")
+    a("--surf_file", default="", help="surface file name (default: built from the direction file)")
+    a("--seed", default=123, type=int,
+      help="seed of the random directions: as the reference, torch.manual_seed(seed), then the model is built, "
+           "then the draws; 123 gives the reference's directions")
+    a("--regenerate_directions", action="store_true",
+      help="draw each random direction entry from its own seed on the device at every point instead of storing "
+           "the directions: only the model and its origin need to fit")
+    a("--save_directions", default="", metavar="FILE", help="also write the directions, materialised, to FILE")
+    a("--eval_test", action="store_true", help="also compute the test set's maps")
+    a("--precision", default="default", help="default | fp32 | tf32 | bf16 (see README)")
+    a("--points_per_pass", default=1, type=int, help="grid points evaluated together on each data batch")
+    a("--no_fold_bn", action="store_true", help="do not fold BatchNorm into the preceding layers (exact either way)")
+    a("--memory_format", default="auto", help="auto (channels_last for conv nets) | channels_last | contiguous")
+    a("--compile", action="store_true", help="torch.compile the model (pays off on large grids; cost is printed)")
+    a("--flush_seconds", default=5.0, type=float, help="write computed points to the file at least this often")
+    a("--dry_run", action="store_true", help="validate everything, name the files, time one point; compute nothing")
+    # plotting
+    a("--proj_file", default="", help="projection file of a trajectory to draw over the contours")
+    a("--loss_max", default=5, type=float, help="largest loss shown in 1D plots")
+    a("--vmax", default=10, type=float, help="largest contour level")
+    a("--vmin", default=0.1, type=float, help="smallest contour level")
+    a("--vlevel", default=0.5, type=float, help="spacing of contour levels")
+    a("--show", action="store_true", help="show the figures")
+    a("--log", action="store_true", help="log scale for loss values")
+    a("--plot", action="store_true", help="plot the figures after the computation")
+    a("--format", default="pdf", help="figure format: pdf | png | svg")
+    return p
+
+
+def check_choices(cfg):
+    choices = {"dir_type": net_plotter.DIR_TYPES, "xnorm": net_plotter.NORMS, "ynorm": net_plotter.NORMS,
+               "xignore": ("", "biasbn"), "yignore": ("", "biasbn"), "precision": evaluation.PRECISIONS,
+               "format": FORMATS, "memory_format": MEMORY_FORMATS, "xdir": ("", "hessian"), "ydir": ("", "hessian"),
+               "path_type": net_plotter.PATH_TYPES}
+    for flag, allowed in choices.items():
+        if getattr(cfg, flag) not in allowed:
+            raise UserError(f"--{flag} {getattr(cfg, flag)!r} must be one of: "
+                            f"{', '.join(repr(v) if v == '' else v for v in allowed)}")
+    if cfg.loss_name not in evaluation.LOSS_NAMES and ":" not in cfg.loss_name:
+        raise UserError(f"--loss_name {cfg.loss_name!r} must be one of: crossentropy, mse, or path/to/file.py:fn")
+
+
+def check_combinations(cfg):
+    if cfg.model_file3 and cfg.y is None:
+        raise UserError("--model_file3 sets the y direction, so it needs --y")
+    if cfg.path_files:
+        if cfg.y is not None or cfg.model_file2 or cfg.model_file3 or cfg.dir_file:
+            raise UserError("--path_files makes a 1D path: it takes no --y, --model_file2/3 or --dir_file")
+        if len(cfg.path_files) < 2:
+            raise UserError("--path_files needs at least two checkpoints")
+        if not 0 <= cfg.xmin <= cfg.xmax <= 1:
+            raise UserError(f"--x={cfg.x}: a path is parametrised by t in [0, 1]")
+        cfg.model_file = cfg.model_file or cfg.path_files[0]
+    if not cfg.model_file:
+        raise UserError("--model_file is required: the checkpoint whose surroundings are plotted")
+    if cfg.xdir == "hessian" and cfg.model_file2 or cfg.ydir == "hessian" and cfg.model_file3:
+        raise UserError("--xdir/--ydir hessian and --model_file2/3 both set the same direction; give one")
+    if cfg.orthogonalize and cfg.y is None:
+        raise UserError("--orthogonalize needs two directions (--y)")
+    if cfg.regenerate_directions and (cfg.model_file2 or cfg.model_file3 or cfg.xdir or cfg.ydir or cfg.path_files):
+        raise UserError("--regenerate_directions applies to random directions only")
+
+
+def validate(cfg):
+    """Check flag values and combinations; fill in the parsed ranges. Pure: touches no file."""
+    cfg.xmin, cfg.xmax, cfg.xnum = parse_range(cfg.x, "--x")
+    cfg.ymin = cfg.ymax = cfg.ynum = None
+    if cfg.y is not None:
+        cfg.ymin, cfg.ymax, cfg.ynum = parse_range(cfg.y, "--y")
+    check_choices(cfg)
+    check_combinations(cfg)
+    for flag in ("ngpu", "points_per_pass"):
+        if getattr(cfg, flag) < 1:
+            raise UserError(f"--{flag} {getattr(cfg, flag)} must be >= 1")
+    if cfg.threads < 0 or not cfg.flush_seconds > 0:
+        raise UserError("--threads must be >= 0 and --flush_seconds > 0")
+    if cfg.data_split < 1 or not 0 <= cfg.split_idx < cfg.data_split:
+        raise UserError(f"--split_idx {cfg.split_idx} must be in [0, --data_split={cfg.data_split})")
+    net_plotter.compile_params(cfg.params)
+    if cfg.model_folder:
+        for flag in ("model_file", "model_file2", "model_file3"):
+            path = getattr(cfg, flag)
+            if path and not os.path.isabs(path):
+                setattr(cfg, flag, os.path.join(cfg.model_folder, path))
+    cfg.stats = None  # filled by the run on rank 0: points, seconds, sec_per_point, ranks
+    return cfg
+
+
+def parse(argv=None, parser=None):
+    return validate((parser or surface_parser()).parse_args(argv))
+
+
+def given(cfg, parser, flag):
+    """True if `flag` differs from its default (the user asked for something)."""
+    return getattr(cfg, flag) != parser.get_default(flag)
