@@ -74,20 +74,42 @@ class FastModel:
         self.module = torch.compile(self.graph) if compile else self.graph
 
     def refresh(self):
-        """Recompute every folded layer from its original layer and BatchNorm (current values)."""
+        """Recompute every folded layer from its original layer and BatchNorm (current values):
+        s = gamma / sqrt(var + eps), W' = W * s, b' = (b - mean) * s + beta, for all layers at once
+        with a few fused multi-tensor kernels (not several kernels per layer)."""
         if not self.pairs:
             return
+        if not hasattr(self, "_fold"):
+            self._fold = self._fold_lists()
+        f = self._fold
         with torch.no_grad():
-            for name, layer, bn in self.pairs:
-                twin = getattr(self.graph, name)
-                s = 1.0 / torch.sqrt(bn.running_var + bn.eps)
-                if bn.affine:
-                    s = bn.weight * s
-                shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-                twin.weight.copy_(layer.weight * s.view(shape))
-                bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
-                shift = bn.bias if bn.affine else 0.0
-                twin.bias.copy_((bias - bn.running_mean) * s + shift)
+            s = torch._foreach_add(f["var"], f["eps"])
+            torch._foreach_rsqrt_(s)
+            torch._foreach_mul_(s, f["gamma"])
+            torch._foreach_copy_(f["twin_w"], torch._foreach_mul(f["w"], [si.view(v.shape) for si, v in
+                                                                          zip(s, f["shape"])]))
+            shifted = torch._foreach_sub(f["b"], f["mean"])
+            torch._foreach_mul_(shifted, s)
+            torch._foreach_add_(shifted, f["beta"])
+            torch._foreach_copy_(f["twin_b"], shifted)
+
+    def _fold_lists(self):
+        """The live tensors refresh() reads and writes, gathered once (after the model has its device)."""
+        f = {k: [] for k in ("var", "eps", "gamma", "beta", "mean", "w", "b", "twin_w", "twin_b", "shape")}
+        for name, layer, bn in self.pairs:
+            twin = getattr(self.graph, name)
+            ones = torch.ones_like(bn.running_var)
+            f["var"].append(bn.running_var)
+            f["eps"].append(bn.eps)
+            f["gamma"].append(bn.weight if bn.affine else ones)
+            f["beta"].append(bn.bias if bn.affine else torch.zeros_like(ones))
+            f["mean"].append(bn.running_mean)
+            f["w"].append(layer.weight)
+            f["b"].append(layer.bias if layer.bias is not None else torch.zeros_like(ones))
+            f["twin_w"].append(twin.weight)
+            f["twin_b"].append(twin.bias)
+            f["shape"].append(torch.empty((ones.numel(),) + (1,) * (layer.weight.dim() - 1), device="meta"))
+        return f
 
     def prepare_input(self, x):
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
