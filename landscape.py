@@ -663,7 +663,8 @@ def interpolation(model, model2, data, loss=None, x="-0.5:1.5:41", dir_type="sta
 
 
 def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filter", ignore="biasbn", seed=123,
-                  device=None, out=None, *, tol=1e-3, max_iter=100, precision="fp32", batch_size="auto",
+                  device=None, out=None, *, tol=hess_vec_prod.LANCZOS_TOL, max_iter=100, precision="fp32",
+                  batch_size="auto",
                   comm="auto", progress=False, **kwargs):
     """The Hessian's largest and smallest eigenvalues (and the products each took) over a grid:
     values 'max_eig', 'min_eig', 'eig_iters'. Exact fp32 arithmetic by default."""
@@ -739,7 +740,7 @@ class HessianResult:
 
 def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, trace=True, trace_samples=100,
             trace_rel_se=None, esd=False, esd_probes=1, esd_steps=100, params=None, device=None,
-            batch_size="auto", precision="fp32", tol=1e-3, max_iter=100, seed=0, cache="auto"):
+            batch_size="auto", precision="fp32", tol=hess_vec_prod.LANCZOS_TOL, max_iter=100, seed=0, cache="auto"):
     """Top-k eigenvalues (and eigenvectors), the smallest eigenvalue, the trace (Hutchinson) and the
     spectral density of the Hessian of the mean loss at `model`. Exact fp32 arithmetic by default."""
     device = resolve_device(device)

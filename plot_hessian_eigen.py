@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import h5_util
+import hess_vec_prod
 import landscape
 import mpi4pytorch
 import options
@@ -42,8 +43,8 @@ def build_parser():
     p = options.surface_parser("Compute the Hessian's extreme eigenvalues over a grid (or curvature at one checkpoint).")
     p.set_defaults(precision="fp32")
     a = p.add_argument
-    a("--tol", default=1e-3, type=float, help="Lanczos tolerance: residual of each wanted eigenpair relative to "
-                                              "its own eigenvalue")
+    a("--tol", default=hess_vec_prod.LANCZOS_TOL, type=float,
+      help="Lanczos tolerance: the residual of each wanted eigenpair relative to its own eigenvalue")
     a("--max_iter", default=100, type=int, help="most Hessian-vector products per point (Lanczos steps)")
     a("--at_center", action="store_true", help="only the checkpoint itself: eigenvalues, trace (and --esd)")
     a("--top_k", default=1, type=int, help="--at_center: the number of largest eigenvalues (and eigenvectors)")
