@@ -1,7 +1,12 @@
 """Bad input: one line on stderr naming the problem, exit code 2, no traceback, files untouched."""
+import builtins
+import contextlib
+import errno
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -13,7 +18,7 @@ import h5_util
 import plot_1D
 import plot_2D
 import plot_surface
-from conftest import run_script, trainer
+from conftest import REPO, run_script, trainer
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn"]
 
@@ -156,13 +161,74 @@ def test_2d_run_with_a_1d_direction_file(work, capsys):
                               "--surf_file", "new.h5"), "only an x direction")
 
 
+RO_BIND = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+
+
+def readonly_bind_prefix(folder):
+    """A command prefix that runs its command with `folder` read-only: a bind mount in a private mount
+    namespace, which ends with the command and which even root cannot write through. None where this
+    machine allows neither `unshare --mount` (root) nor a user namespace."""
+    for unshare in (["unshare", "--mount"], ["unshare", "--user", "--map-root-user", "--mount"]):
+        prefix = [*unshare, "sh", "-c", RO_BIND, str(folder)]
+        try:
+            probe = subprocess.run(prefix + ["sh", "-c", 'echo > "$0/probe"', str(folder)], capture_output=True,
+                                   text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if probe.returncode != 0 and "Read-only file system" in probe.stderr:
+            return prefix
+    return None
+
+
+@contextlib.contextmanager
+def writes_refused_under(folder):
+    """Last resort (root, no namespaces): in this process, opening a file under `folder` for writing
+    fails with EACCES, and os.access says it is not writable, as for a read-only folder."""
+    inside = lambda path: (os.path.abspath(os.fspath(path)) + os.sep).startswith(os.path.abspath(folder) + os.sep)
+    real_open, real_os_open, real_access = builtins.open, os.open, os.access
+
+    def refuse(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+    def fake_open(path, mode="r", *a, **k):
+        return refuse(path) if inside(path) and set(mode) & set("wax+") else real_open(path, mode, *a, **k)
+
+    def fake_os_open(path, flags, *a, **k):
+        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+        return refuse(path) if inside(path) and writing else real_os_open(path, flags, *a, **k)
+
+    def fake_access(path, mode, *a, **k):
+        return False if inside(path) and mode & os.W_OK else real_access(path, mode, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(builtins, "open", fake_open)
+        mp.setattr(os, "open", fake_os_open)
+        mp.setattr(os, "access", fake_access)
+        yield
+
+
 def test_output_folder_that_cannot_be_written(work, capsys):
     (work / "afile").write_text("x")
     expect_refusal(work, capsys, base("--x=-1:1:3", "--surf_file", "afile/out.h5"), "afile", "does not exist")
-    if os.geteuid() != 0:  # root may write into a read-only-mode folder, so this part needs a normal user
-        os.mkdir(work / "ro")
-        os.chmod(work / "ro", 0o555)
-        expect_refusal(work, capsys, base("--x=-1:1:3", "--surf_file", "ro/out.h5"), "not writable")
+    ro = work / "ro"
+    ro.mkdir()
+    (ro / "kept.txt").write_text("an existing file")
+    args = base("--x=-1:1:3", "--surf_file", "ro/out.h5")  # would also write m.t7_weights.h5 next to m.t7
+    if os.geteuid() != 0:  # a normal user cannot write into a read-only-mode folder
+        ro.chmod(0o555)
+        err = expect_refusal(work, capsys, args, "not writable")
+    elif prefix := readonly_bind_prefix(ro):  # root ignores modes: make the folder read-only for this run
+        before = snapshot(work)
+        r = subprocess.run(prefix + [sys.executable, os.path.join(REPO, "plot_surface.py"), *args],
+                           cwd=work, capture_output=True, text=True, timeout=300)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and "Traceback" not in err, (r.returncode, err)
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and "not writable" in err, err
+        assert snapshot(work) == before  # byte for byte, and nothing new
+    else:
+        with writes_refused_under(ro):
+            err = expect_refusal(work, capsys, args, "not writable")
+    assert str(ro) in err or "'ro'" in err, err  # names the folder
 
 
 def test_model_file3_without_y(work, capsys):

@@ -1,4 +1,19 @@
-"""Every reference zoo model has the reference's state_dict and computes the reference's function."""
+"""Every reference zoo model has the reference's state_dict and computes the reference's function.
+
+The reference logits in tests/data/model_outputs.json were generated with the reference
+implementation's architectures by the recipe given in ../shared/reference/README.md (also in the
+file's `recipe` field), quoted here. They are "the logits that the reference architectures compute,
+in eval mode and float32, on a fixed input under deterministic weights":
+
+- weights: walk the `state_dict` entries in order with one `torch.Generator().manual_seed(0)`.
+  Each floating entry gets `torch.randn(shape, generator=g) * 0.1`; entries whose key ends in
+  `running_var` get `abs()` of that `+ 0.5`; integer entries get zeros.
+- input: `torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))`.
+- `logits[name]` is the 4x10 output, rounded to 7 significant digits.
+
+`deterministic_state` reproduces those weights and the test rebuilds that input, so the same
+architecture must give the same logits (atol 1e-4, as the README states).
+"""
 import json
 import os
 
@@ -13,7 +28,9 @@ OUTPUTS = json.load(open(os.path.join(DATA, "model_outputs.json")))
 
 
 def deterministic_state(entries):
-    """The recipe of model_outputs.json: randn*0.1 in state_dict order, |.|+0.5 for running_var."""
+    """The weights that generated model_outputs.json, by the recipe in ../shared/reference/README.md."""
+    # One generator seeded 0, walked in state_dict order: floating entries randn(shape) * 0.1,
+    # entries ending in running_var abs() of that + 0.5, integer entries zeros.
     g = torch.Generator().manual_seed(0)
     state = {}
     for key, shape, dtype in entries:
@@ -41,7 +58,7 @@ def test_model_matches_manifest_and_reference_logits(name):
 
     net.load_state_dict(deterministic_state(ref["state_dict"]))
     net.eval()
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))  # the recipe's input
     with torch.no_grad():
         logits = net(x)
     torch.testing.assert_close(logits, torch.tensor(OUTPUTS["logits"][name]), atol=1e-4, rtol=0)

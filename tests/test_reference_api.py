@@ -1,7 +1,11 @@
 """The reference's Python helpers that notebooks and scripts call keep working."""
+import copy
+
 import numpy as np
 import pytest
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import dataloader
 import evaluation
@@ -10,14 +14,34 @@ import net_plotter
 import scheduler
 
 
-def test_eval_loss_on_a_loader_equals_evaluate(cnn_ckpt):
+def whole_set(loader):
+    """All of a DataLoader's batches as one (inputs, labels) pair."""
+    xs, ys = zip(*loader)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def float64_loss_and_acc(net, x, y, criterion):
+    """Independent reference: one float64 forward pass over the whole set, then the loss in closed form."""
+    net64 = copy.deepcopy(net).double().eval()
+    with torch.no_grad():
+        out = net64(x.double())  # (N, 10)
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        loss = F.cross_entropy(out, y)
+    else:  # the reference's MSE: mean over samples and classes of (softmax(outputs, 1) - onehot(targets))^2
+        loss = ((F.softmax(out, 1) - F.one_hot(y, out.shape[1]).double()) ** 2).mean()
+    return loss.item(), 100.0 * (out.argmax(1) == y).double().mean().item()
+
+
+@pytest.mark.parametrize("criterion", [nn.CrossEntropyLoss(), nn.MSELoss()], ids=["crossentropy", "mse"])
+def test_eval_loss_on_a_loader_equals_a_float64_pass_over_the_whole_set(cnn_ckpt, criterion):
     net = model_loader.load("digits", "digits_cnn", cnn_ckpt)
-    train, _ = dataloader.load_dataset("digits", batch_size=100)
-    d = dataloader.load_tensors("digits")
-    for criterion, name in ((nn.CrossEntropyLoss(), "crossentropy"), (nn.MSELoss(), "mse")):
-        loss, acc = evaluation.eval_loss(net, criterion, train)
-        ref_loss, ref_acc = evaluation.evaluate(net, d.train_x, d.train_y, name, 1437)
-        assert loss == pytest.approx(ref_loss, rel=1e-5) and acc == pytest.approx(ref_acc)
+    train, _ = dataloader.load_dataset("digits", batch_size=100)  # 1437 images: the last batch has 37
+    x, y = whole_set(train)
+    assert len(y) % 100 != 0  # so the unequal last batch must be weighted by its size
+    ref_loss, ref_acc = float64_loss_and_acc(net, x, y, criterion)
+    loss, acc = evaluation.eval_loss(net, criterion, train)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)  # float32 sums against float64
+    assert acc == pytest.approx(ref_acc, abs=1e-9)
 
 
 def test_get_weights_are_the_live_parameters(cnn_ckpt):
