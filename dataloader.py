@@ -39,7 +39,8 @@ REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 
 @dataclass
 class EvalData:
-    """Train and test sets as CPU tensors: inputs (N, C, H, W) float32, labels (N,) int64."""
+    """Train and test sets as CPU tensors: inputs (N, C, H, W) float32 (or a custom dataset's own inputs,
+    e.g. int64 token ids), targets (N,) int64 labels (or the custom dataset's targets)."""
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -48,7 +49,10 @@ class EvalData:
 
     @property
     def num_classes(self):
-        return int(max(self.train_y.max(), self.test_y.max())) + 1 if len(self.train_y) else 0
+        """Classes of integer labels (0 for other targets, e.g. a regression's)."""
+        if not len(self.train_y) or self.train_y.is_floating_point():
+            return 0
+        return int(max(self.train_y.max(), self.test_y.max() if len(self.test_y) else 0)) + 1
 
 
 # ----------------------------------------------------------------------------- paths
@@ -172,22 +176,25 @@ def load_digits(raw_data=False):
 
 # ----------------------------------------------------------------------------- custom
 def materialize(split, what):
-    """(inputs, labels) tensors, or a Dataset of pairs -> (float inputs, int64 labels)."""
+    """(inputs, targets) tensors, or a Dataset of pairs -> tensors. Float inputs and targets become
+    float32, integer targets int64; integer inputs (token ids) keep their type."""
     if isinstance(split, (tuple, list)) and len(split) == 2 and all(torch.is_tensor(t) for t in split):
         x, y = split
     elif isinstance(split, torch.utils.data.Dataset) or hasattr(split, "__getitem__"):
         try:
             pairs = [split[i] for i in range(len(split))]
             x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
-            y = torch.as_tensor([int(p[1]) for p in pairs])
+            y = torch.stack([torch.as_tensor(p[1]) for p in pairs])
         except Exception as e:
-            raise UserError(f"custom dataset: cannot read the {what} set as (input, label) pairs: {e}") from None
+            raise UserError(f"custom dataset: cannot read the {what} set as (input, target) pairs: {e}") from None
     else:
-        raise UserError(f"custom dataset: the {what} set must be an (inputs, labels) pair of tensors "
+        raise UserError(f"custom dataset: the {what} set must be an (inputs, targets) pair of tensors "
                         f"or a Dataset, not {type(split).__name__}")
     if len(x) != len(y):
-        raise UserError(f"custom dataset: the {what} set has {len(x)} inputs but {len(y)} labels")
-    return x.float(), y.long()
+        raise UserError(f"custom dataset: the {what} set has {len(x)} inputs but {len(y)} targets")
+    x = x.float() if x.is_floating_point() else x
+    y = y.float() if y.is_floating_point() else (y.long() if y.dtype != torch.bool else y)
+    return x, y
 
 
 def load_custom(spec):
