@@ -496,7 +496,7 @@ def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, ma
         net.to(device)
         mover = make_mover()
         x, y = evaluation.to_device(data[0], device), data[1].to(device)
-        bs = resolve_hessian_batch(batch_size, len(y))
+        bs = resolve_hessian_batch(batch_size, net, x, device)
         op = hessian_operator(net, x, y, criterion, bs, params)
 
         def compute(coords):
@@ -512,8 +512,11 @@ def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, ma
     return make
 
 
-def resolve_hessian_batch(batch_size, n):
-    return n if batch_size in (None, "auto") else int(batch_size)
+def resolve_hessian_batch(batch_size, net, inputs, device):
+    """The Hessian's batch size: a number, or (auto) the evaluation's choice for this model and device."""
+    if batch_size in (None, "auto"):
+        return evaluation.auto_batch_size(net, inputs, evaluation.batch_count(inputs), device)
+    return int(batch_size)
 
 
 # ----------------------------------------------------------------------------- the Python API
@@ -621,7 +624,8 @@ def top_eigenvectors(net, data, criterion, device, params, batch_size, k=2, tol=
     dev_net = copy.deepcopy(net).to(device)
     x, y = evaluation.to_device(data[0], device), data[1].to(device)
     with evaluation.arithmetic(precision, device):
-        op = hessian_operator(dev_net, x, y, criterion, resolve_hessian_batch(batch_size, len(y)), params)
+        op = hessian_operator(dev_net, x, y, criterion, resolve_hessian_batch(batch_size, dev_net, x, device),
+                              params)
         r = hess_vec_prod.lanczos(op, top_k=k, tol=tol, max_iter=max_iter, seed=seed, want_min=False,
                                   want_vectors=True)
     if r.eigenvectors is None or not np.isfinite(r.eigenvalues).all():
@@ -739,7 +743,7 @@ class HessianResult:
 
 
 def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, trace=True, trace_samples=100,
-            trace_rel_se=None, esd=False, esd_probes=1, esd_steps=100, params=None, device=None,
+            trace_rel_se=0.02, esd=False, esd_probes=1, esd_steps=100, params=None, device=None,
             batch_size="auto", precision="fp32", tol=hess_vec_prod.LANCZOS_TOL, max_iter=100, seed=0, cache="auto"):
     """Top-k eigenvalues (and eigenvectors), the smallest eigenvalue, the trace (Hutchinson) and the
     spectral density of the Hessian of the mean loss at `model`. Exact fp32 arithmetic by default."""
@@ -760,18 +764,17 @@ def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, tra
     named = hessian_params(net, params or "")
     t0 = time.perf_counter()
     with evaluation.arithmetic(precision, device):
-        op = hess_vec_prod.HessianOperator([p for _, p in named],
-                                           loss_terms(net, x, y, stats.criterion, resolve_hessian_batch(batch_size, len(y))),
-                                           cache=cache)
+        terms = loss_terms(net, x, y, stats.criterion, resolve_hessian_batch(batch_size, net, x, device))
+        op = hess_vec_prod.HessianOperator([p for _, p in named], terms, cache=cache)
         r = hess_vec_prod.lanczos(op, top_k=top_k, tol=tol, max_iter=max_iter, seed=seed, want_min=min_eig,
-                                  want_vectors=vectors)
+                                  want_vectors=vectors, keep_basis=trace)
         res = HessianResult(np.asarray(r.eigenvalues, dtype=np.float64),
                             None if r.eigenvectors is None else r.eigenvectors.cpu().numpy(),
                             float(r.min_eig) if min_eig else float("nan"), r.iterations,
                             parameters=op.dim, param_names=[n for n, _ in named])
-        if trace:
+        if trace:  # deflated by the Lanczos basis: its part of the trace is exact, the rest is sampled
             res.trace, res.trace_stderr, res.trace_samples = hess_vec_prod.trace_estimate(
-                op, max_samples=trace_samples, rel_se=trace_rel_se, seed=seed)
+                op, max_samples=trace_samples, rel_se=trace_rel_se, seed=seed, deflate=r)
         if esd:
             out = hess_vec_prod.esd(op, n_probes=esd_probes, n_steps=min(esd_steps, op.dim), seed=seed)
             res.esd_grid, res.esd_density = np.asarray(out[0]), np.asarray(out[1])

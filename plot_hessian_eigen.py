@@ -10,7 +10,8 @@ Hessian-vector products each point took) into the same surface file, with the sa
 splitting, locking and crash safety; a point whose products are NaN or inf (a diverged point) is
 recorded as NaN and never recomputed. --plot draws the |min/max| ratio maps.
 --at_center: the top_k largest eigenvalues (with eigenvectors), the smallest eigenvalue, the trace
-(Hutchinson, Rademacher probes, with its standard error; --trace_rel_se stops it early) and, with
+(Hutchinson, Rademacher probes deflated by the Lanczos basis, with its standard error, stopped at
+--trace_rel_se of itself) and, with
 --esd, the eigenvalue spectral density (stochastic Lanczos quadrature), printed and stored in
 <model_file>_hessian.json and, with --out, in an HDF5 file (datasets eigenvalues (K,),
 eigenvectors (K, P), trace, esd_grid, esd_density; P counts the covered parameters, flattened in
@@ -49,8 +50,9 @@ def build_parser():
     a("--at_center", action="store_true", help="only the checkpoint itself: eigenvalues, trace (and --esd)")
     a("--top_k", default=1, type=int, help="--at_center: the number of largest eigenvalues (and eigenvectors)")
     a("--trace_samples", default=100, type=int, help="--at_center: the most Rademacher probes for the trace")
-    a("--trace_rel_se", default=None, type=float,
-      help="--at_center: stop the trace once its standard error is below this fraction of it")
+    a("--trace_rel_se", default=0.02, type=float,
+      help="--at_center: stop the trace once its standard error is below this fraction of it (0: always "
+           "--trace_samples probes)")
     a("--esd", action="store_true", help="--at_center: the eigenvalue spectral density (stochastic Lanczos quadrature)")
     a("--esd_probes", default=1, type=int, help="--esd: random probe vectors")
     a("--esd_steps", default=100, type=int, help="--esd: Lanczos steps per probe")
@@ -69,8 +71,8 @@ def check_flags(cfg, parser):
         raise UserError("--precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
     if not cfg.tol > 0 or cfg.max_iter < 1 or cfg.trace_samples < 2 or cfg.top_k < 1:
         raise UserError("--tol must be > 0, --max_iter >= 1, --trace_samples >= 2 and --top_k >= 1")
-    if cfg.trace_rel_se is not None and not cfg.trace_rel_se > 0:
-        raise UserError(f"--trace_rel_se {cfg.trace_rel_se} must be > 0")
+    if not cfg.trace_rel_se >= 0:
+        raise UserError(f"--trace_rel_se {cfg.trace_rel_se} must be >= 0")
     if cfg.esd_probes < 1 or cfg.esd_steps < 2:
         raise UserError("--esd_probes must be >= 1 and --esd_steps >= 2")
     if cfg.hvp_cache not in ("auto", "on", "off"):
@@ -110,7 +112,7 @@ def at_center(cfg, comm, rank, nproc):
         if out:
             h5_util.check_writable(out)
     r = landscape.hessian(net, (data.train_x, data.train_y), stats.criterion, top_k=cfg.top_k, vectors=bool(cfg.out),
-                          trace_samples=cfg.trace_samples, trace_rel_se=cfg.trace_rel_se, esd=cfg.esd,
+                          trace_samples=cfg.trace_samples, trace_rel_se=cfg.trace_rel_se or None, esd=cfg.esd,
                           esd_probes=cfg.esd_probes, esd_steps=cfg.esd_steps, params=cfg.params, device=device,
                           batch_size=cfg.batch_size, precision=cfg.precision, tol=cfg.tol, max_iter=cfg.max_iter,
                           seed=cfg.seed, cache={"on": True, "off": False}.get(cfg.hvp_cache, "auto"))
