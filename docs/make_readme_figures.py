@@ -2,9 +2,11 @@
 
     python docs/make_readme_figures.py [demo_out]
 
-Copies one figure of each kind into docs/images (scaled to 900 px wide), adds an eigenvalue-ratio
-map (plot_hessian_eigen.py on an 11x11 grid around the large-batch minimiser) and a screenshot of
-the interactive viewer taken in headless Chromium.
+Copies one figure of each kind into docs/images (scaled to 900 px wide), runs docs/beyond.sh (the
+"Beyond the reference" commands the README shows) and copies its figures, adds an eigenvalue-ratio
+map (plot_hessian_eigen.py on an 11x11 grid around the large-batch minimiser), a screenshot of the
+interactive viewer taken in headless Chromium, and the language model's contour plot when
+examples/README.md's commands have made it.
 """
 import glob
 import os
@@ -29,6 +31,15 @@ PICKS = {
     "pca_trajectory.png": "pca_trajectory_small.proj.h5.png",
     "pca_contour_trajectory.png": "pca_trajectory_small.proj.h5_train_loss_2dcontour_proj.png",
 }
+BEYOND = {  # made by docs/beyond.sh, the commands the README shows next to them
+    "esd_large.png": "hessian_large.h5_esd.png",
+    "hessian_dirs_large.png": "hessian_dirs_large.h5_train_loss_2dcontour.png",
+    "plane.png": "plane.h5_train_loss_2dcontourf.png",
+    "paths.png": "path_polychain.h5_1d_overlay_train_loss.png",
+    "params_fc.png": "random_1d_large.h5_1d_overlay_train_loss.png",
+    "overlay_1d.png": "random_1d_small.h5_1d_overlay_train_loss.png",
+    "compare_2d.png": "random_2d_small.h5_train_loss_2dcontour_compare.png",
+}
 
 
 def shrink(src, dst, width=900):
@@ -43,9 +54,17 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     for name, src in PICKS.items():
         shrink(os.path.join(demo, src), os.path.join(OUT, name))
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    subprocess.run(["bash", os.path.join(REPO, "docs", "beyond.sh"), os.path.relpath(demo, REPO)], check=True, env=env,
+                   cwd=REPO)
+    for name, src in BEYOND.items():
+        shrink(os.path.join(demo, src), os.path.join(OUT, name), 1000 if "compare" in name else 900)
+    lm = glob.glob(os.path.join(REPO, "examples", "charlm_out", "*x[[]-1.0,1.0,21[]].h5_train_loss_2dcontour.png"))
+    if lm:  # the README's language-model figure, when examples/README.md's commands have been run
+        shrink(lm[0], os.path.join(OUT, "charlm_contour.png"))
     large = glob.glob(os.path.join(demo, "trained_nets", "*bs=1024*", "model_60.t7"))[0]
     surf = os.path.join(demo, "eig_large.h5")
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     subprocess.run([sys.executable, os.path.join(REPO, "plot_hessian_eigen.py"), "--dataset", "digits", "--model",
                     "digits_cnn", "--model_file", large, "--x=-1:1:11", "--y=-1:1:11", "--xnorm", "filter",
                     "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn", "--batch_size", "2048",
