@@ -8,9 +8,14 @@
   few elementwise ops on the weights, nothing on the data).
 - channels_last memory layout for convolutional models, which oneDNN and cuDNN run faster.
 - optional torch.compile of the result.
+- on Linux CPUs, glibc's malloc keeps freed activation buffers (keep_freed_memory): by default a
+  buffer above its mmap threshold goes back to the kernel when freed, and the next batch pays
+  page faults to zero it again; measured on digits_cnn, that made a forward pass 2 to 3 times slower.
 Models that torch.fx cannot trace are used as they are.
 """
 import copy
+import ctypes
+import sys
 import time
 
 import torch
@@ -131,12 +136,33 @@ class FastModel:
         return self
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters
+MMAP_THRESHOLD = 32 << 20                     # glibc's largest: blocks below it come from the heap
+TRIM_THRESHOLD = 1 << 30                      # free heap kept before it is returned to the kernel
+
+
+def keep_freed_memory():
+    """Let glibc's malloc reuse freed activation buffers instead of unmapping and faulting them in
+    again at every batch (up to TRIM_THRESHOLD of free memory stays with the process). Linux only;
+    elsewhere nothing changes. Returns True if applied."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD,
+                                                                                            TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
 def prepare(net, device, fold_bn=True, memory_format="auto", compile=False):
     """Move `net` to `device` in the chosen memory layout and wrap it for fast evaluation.
 
     Call before building the PointSetter: converting the layout replaces the parameter tensors.
     """
     channels_last = memory_format == "channels_last" or (memory_format == "auto" and has_conv(net))
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)

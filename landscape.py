@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 import evaluation
+import fast_model
 import h5_util
 import hess_vec_prod
 import mpi4pytorch
@@ -493,6 +494,8 @@ def hessian_operator(net, inputs, targets, criterion, batch_size, params="", cac
 def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, max_iter, seed, params=""):
     """make_compute for maps of the Hessian's extreme eigenvalues (and the products each took)."""
     def make(make_mover):
+        if torch.device(device).type == "cpu":
+            fast_model.keep_freed_memory()
         net.to(device)
         mover = make_mover()
         x, y = evaluation.to_device(data[0], device), data[1].to(device)
@@ -757,6 +760,8 @@ def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, tra
     if precision == "bf16":
         raise LandscapeError("precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
     net = private_copy(model).to(device)
+    if device.type == "cpu":
+        fast_model.keep_freed_memory()
     x, y = as_tensors(data, "data")
     stats = evaluation.Statistics(*evaluation.resolve_loss(loss))
     stats.check(net, x, y)
