@@ -381,14 +381,14 @@ def test_reference_command_lines_dry_run(tmp_path, reference_tree, monkeypatch, 
 
 
 # ----------------------------------------------------------------------------- a requeued Slurm job resumes
-N = 41  # a 41 x 41 digits_mlp grid: a few seconds on 2 ranks, flushed every 0.3 s
+N = 81  # an 81 x 81 digits_mlp grid at batch 128: a few seconds on 2 ranks, flushed every 0.3 s
 KEYS = ("train_loss", "train_acc")
 
 
 def grid_flags(ckpt, surf):
     return {"DATASET": "digits", "MODEL": "digits_mlp", "MODEL_FILE": ckpt, "XRANGE": f"-1:1:{N}",
             "YRANGE": f"-1:1:{N}", "DEVICE": "", "THREADS": "1",
-            "EXTRA": f"--flush_seconds 0.3 --surf_file {surf}"}
+            "EXTRA": f"--flush_seconds 0.3 --batch_size 128 --surf_file {surf}"}
 
 
 def read_values(path):
@@ -426,7 +426,7 @@ def uninterrupted(tmp_path_factory, mlp_ckpt):
     f = grid_flags(mlp_ckpt, path)
     argv = ["--dataset", "digits", "--model", "digits_mlp", "--model_file", mlp_ckpt, f"--x={f['XRANGE']}",
             f"--y={f['YRANGE']}", "--dir_type", "weights", "--xnorm", "filter", "--xignore", "biasbn",
-            "--ynorm", "filter", "--yignore", "biasbn", "--threads", "1", "--surf_file", path]
+            "--ynorm", "filter", "--yignore", "biasbn", "--threads", "1", "--batch_size", "128", "--surf_file", path]
     before, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
     try:
         assert plot_surface.main(argv) == 0
