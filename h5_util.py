@@ -18,6 +18,7 @@ so a process killed at any moment leaves either the old or the new complete file
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,11 +49,22 @@ def read_list(f, name):
 
 
 # ----------------------------------------------------------------------------- atomic writes
+LOCKS_UNAVAILABLE = re.compile(r"unable to lock file, errno = (37|38|95)\b")  # ENOLCK, ENOSYS, EOPNOTSUPP
+
+
 def h5_file(path, mode="r"):
-    """h5py.File with best-effort locking: HDF5 locks the file when the file system supports
-    flock, and goes on without when it does not (Lustre, NFS), instead of failing to open it.
-    Two runs never share a surface file anyway: the tool's own lock file guards against that."""
-    return h5py.File(path, mode, locking="best-effort")
+    """h5py.File with best-effort locking: HDF5 locks the file where the file system supports
+    flock, and goes on without where it does not, instead of refusing to open it: Lustre mounted
+    without flock answers ENOSYS (which HDF5's best-effort mode ignores), NFS without a lock daemon
+    ENOLCK (which it does not, so the file is opened again without locking). Two runs never share a
+    surface file anyway: the tool's own lock file guards against that, and every write goes to a new
+    file renamed into place, so no reader ever sees a file being written."""
+    try:
+        return h5py.File(path, mode, locking="best-effort")
+    except OSError as e:
+        if not LOCKS_UNAVAILABLE.search(str(e)):
+            raise
+        return h5py.File(path, mode, locking=False)
 
 
 def atomic_write(path, write_fn):
