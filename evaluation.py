@@ -428,7 +428,7 @@ def make_grid_evaluator(net, make_mover, sets, stats, device, gpu_ids=(), batch_
 
 
 # ----------------------------------------------------------------------------- batch size
-CPU_ACTIVATION_BYTES = 8 << 20      # CPU: largest activation of one batch about this size (stays in cache)
+CPU_ACTIVATION_BYTES = 4 << 20      # CPU: largest activation of one batch about this size (stays in cache)
 GPU_MEMORY_SHARE = 0.5              # GPU: use at most this share of the free memory for one batch
 MAX_AUTO_BATCH = 8192
 

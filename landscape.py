@@ -771,6 +771,8 @@ def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, tra
     with evaluation.arithmetic(precision, device):
         terms = loss_terms(net, x, y, stats.criterion, resolve_hessian_batch(batch_size, net, x, device))
         op = hess_vec_prod.HessianOperator([p for _, p in named], terms, cache=cache)
+        if top_k > op.dim:
+            raise LandscapeError(f"top_k={top_k} exceeds the {op.dim} parameters the Hessian covers")
         r = hess_vec_prod.lanczos(op, top_k=top_k, tol=tol, max_iter=max_iter, seed=seed, want_min=min_eig,
                                   want_vectors=vectors, keep_basis=trace)
         res = HessianResult(np.asarray(r.eigenvalues, dtype=np.float64),

@@ -37,7 +37,7 @@ def surface_parser(description="Compute (and plot) the loss surface of a trained
     a("--ngpu", type=int, default=1, help="GPUs per rank, data parallel (never shared with another rank)")
     a("--batch_size", default="auto", type=batch_size_arg,
       help="evaluation batch size; auto: on a GPU the largest that fits half the free memory, on a CPU the "
-           "batch whose largest activation is about 8 MB (the batch size changes only rounding)")
+           "batch whose largest activation is about 4 MB (the batch size changes only rounding)")
     # data
     a("--dataset", default="cifar10", help="cifar10 | digits | path/to/file.py:function | module:function")
     a("--datapath", default="cifar10/data", metavar="DIR", help="folder holding cifar-10-batches-py")
@@ -174,3 +174,14 @@ def parse(argv=None, parser=None):
 def given(cfg, parser, flag):
     """True if `flag` differs from its default (the user asked for something)."""
     return getattr(cfg, flag) != parser.get_default(flag)
+
+
+# DirectionSpec fields and the flags that set them
+SPEC_FLAGS = {"seed": "seed", "xnorm": "xnorm", "xignore": "xignore", "ynorm": "ynorm", "yignore": "yignore",
+              "xdir": "xdir", "ydir": "ydir", "same_dir": "same_dir", "orthogonalize": "orthogonalize",
+              "params": "params", "regenerate": "regenerate_directions"}
+
+
+def direction_flags_set(cfg, parser):
+    """The DirectionSpec fields whose flags the user set: a named --dir_file must agree with those."""
+    return {field for field, flag in SPEC_FLAGS.items() if given(cfg, parser, flag)}

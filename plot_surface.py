@@ -130,23 +130,11 @@ def make_job(cfg, net, data, stats, device, what):
     job = landscape.GridJob(net, x, y, keys, make, missing, model2=lambda: load(cfg.model_file2),
                             model3=lambda: load(cfg.model_file3), build_model=lambda: model_loader.build(cfg.model),
                             hessian=hessian, dir_file=dir_file, dir_given=bool(cfg.dir_file),
-                            compare=flags_set(cfg) if cfg.dir_file else True,
+                            compare=options.direction_flags_set(cfg, build_parser()) if cfg.dir_file else True,
                             model_file2=cfg.model_file2, model_file3=cfg.model_file3,
                             save_directions=cfg.save_directions, **common)
     job.surf_file = name_surface_file(cfg, dir_file)
     return job
-
-
-# DirectionSpec fields and the flags that set them
-SPEC_FLAGS = {"seed": "seed", "xnorm": "xnorm", "xignore": "xignore", "ynorm": "ynorm", "yignore": "yignore",
-              "xdir": "xdir", "ydir": "ydir", "same_dir": "same_dir", "orthogonalize": "orthogonalize",
-              "params": "params", "regenerate": "regenerate_directions"}
-
-
-def flags_set(cfg):
-    """The DirectionSpec fields whose flags the user set: a named --dir_file must agree with those."""
-    parser = build_parser()
-    return {field for field, flag in SPEC_FLAGS.items() if getattr(cfg, flag) != parser.get_default(flag)}
 
 
 # ----------------------------------------------------------------------------- running and plotting
