@@ -32,7 +32,6 @@ entry by entry from their seed on the device (`SeededDirections`), which are nev
 """
 import hashlib
 import math
-import os
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -557,6 +556,10 @@ class PointSetter:
                 if step != 0 and d:
                     torch._foreach_add_(self.targets, d, alpha=float(step))
 
+    def entry(self, k, axis):
+        """The direction `axis` of moving entry k, in the entry's own shape and layout."""
+        return self.dirs[axis][k]
+
     def stacked(self, coords):
         """{name: (K, *shape)} tensors for K points at once: w + x_k dx + y_k dy, for functional_call."""
         coords = torch.as_tensor(np.asarray(coords, dtype=np.float64).reshape(len(coords), -1))
@@ -564,8 +567,8 @@ class PointSetter:
         for k, (name, w) in enumerate(zip(self.names, self.origin)):
             c = coords.to(w.device, w.dtype)
             t = w.unsqueeze(0).expand(len(c), *w.shape).clone()
-            for axis, d in enumerate(self.dirs):
-                t.add_(c[:, axis].view(-1, *([1] * w.dim())) * d[k].unsqueeze(0))
+            for axis in range(coords.shape[1]):
+                t.add_(c[:, axis].view(-1, *([1] * w.dim())) * self.entry(k, axis).view(w.shape).unsqueeze(0))
             out[name] = t
         return out
 
@@ -598,17 +601,6 @@ class SeededSetter(PointSetter):
                 for axis, step in enumerate(coord):
                     if step != 0:
                         t.add_(self.entry(k, axis).view(t.shape), alpha=float(step))
-
-    def stacked(self, coords):
-        coords = torch.as_tensor(np.asarray(coords, dtype=np.float64).reshape(len(coords), -1))
-        out = {}
-        for k, (name, w) in enumerate(zip(self.names, self.origin)):
-            c = coords.to(w.device, w.dtype)
-            t = w.unsqueeze(0).expand(len(c), *w.shape).clone()
-            for axis in range(coords.shape[1]):
-                t.add_(c[:, axis].view(-1, *([1] * w.dim())) * self.entry(k, axis).view(w.shape).unsqueeze(0))
-            out[name] = t
-        return out
 
 
 class PathSetter(PointSetter):

@@ -86,6 +86,16 @@ def fake_cifar(tmp_path_factory):
     return folders
 
 
+def snapshot(folder):
+    """Every file under `folder` with its bytes, to prove nothing was changed or added."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return out
+
+
 def load_net(model, path):
     return model_loader.load("digits", model, path)
 

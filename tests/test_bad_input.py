@@ -18,19 +18,9 @@ import h5_util
 import plot_1D
 import plot_2D
 import plot_surface
-from conftest import REPO, run_script, trainer
+from conftest import REPO, run_script, snapshot, trainer
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn"]
-
-
-def snapshot(folder):
-    """Every file under `folder` with its bytes, to prove nothing was changed or added."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return out
 
 
 SCRIPTS = {"plot_surface.py": plot_surface, "plot_1D.py": plot_1D, "plot_2D.py": plot_2D,

@@ -10,15 +10,7 @@ import torch
 import errors
 import plot_hessian_eigen
 import plot_surface
-
-
-def snapshot(folder):
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return out
+from conftest import snapshot
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import sys
 import h5py
 import pytest
 
-from conftest import REPO, run_script
+from conftest import run_script
 
 SHIM = r"""
 #include <errno.h>

@@ -33,7 +33,7 @@ import model_loader
 import plot_hessian_eigen
 import plot_surface
 import plot_trajectory
-from conftest import run_script, trainer
+from conftest import run_script, snapshot, trainer
 from errors import UserError
 
 
@@ -45,16 +45,6 @@ class RunsCode:
 
     def __reduce__(self):
         return (os.system, (f"touch {shlex.quote(self.marker)}",))
-
-
-def snapshot(folder):
-    """Every file under `folder` with its bytes, to prove nothing was changed or added."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return out
 
 
 @pytest.fixture
