@@ -220,6 +220,15 @@ def obtain_directions(job):
         return None, None, False, None, [(lbl, t, None) for lbl, t in zip(names, ts)]
     spec = job.spec
     space = space_of(job)
+    if job.explicit is not None:
+        dirs = check_explicit(job.explicit, space, spec.ndim)
+        if job.dir_file and os.path.exists(job.dir_file):
+            stored = net_plotter.load_directions(job.dir_file, spec.ndim)
+            if h5_util.directions_sha256(stored) != h5_util.directions_sha256(dirs):
+                raise LandscapeError(f"direction file '{job.dir_file}' holds other directions than the ones given; "
+                                     "use another dir_file or out")
+            return dirs, None, False, None, []
+        return dirs, None, True, None, []
     if job.dir_file and os.path.exists(job.dir_file):
         warning = net_plotter.check_direction_file(job.dir_file, spec, space, job.net_name, job.model_hash,
                                                    compare=job.compare)
@@ -231,8 +240,6 @@ def obtain_directions(job):
         return net_plotter.load_directions(job.dir_file, spec.ndim), None, False, warning, points
     if job.dir_given:
         raise LandscapeError(f"direction file '{job.dir_file}' does not exist")
-    if job.explicit is not None:
-        return check_explicit(job.explicit, space, spec.ndim), None, True, None, []
     if spec.regenerate:
         return None, net_plotter.SeededDirections(spec, torch.device(job.device).type), True, None, []
     dirs, points = net_plotter.make_directions(spec, job.net, job.model2, job.model3, job.build_model, job.hessian)

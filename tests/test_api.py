@@ -280,3 +280,16 @@ def test_regenerated_directions_under_mpi_equal_one_rank(tmp_path, cnn_ckpt):
                        capture_output=True, text=True, env=mpi_env(), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     np.testing.assert_array_equal(np.load(out), one["train_loss"])
+
+
+def test_explicit_directions_never_mix_with_a_stored_file(tmp_path):
+    net, data = regression_task()
+    g = torch.Generator().manual_seed(0)
+    a = [[torch.randn(p.shape, generator=g) for p in net.parameters()]]
+    b = [[torch.randn(p.shape, generator=g) for p in net.parameters()]]
+    out = str(tmp_path / "e.h5")
+    first = landscape.surface(net, data, loss=nn.MSELoss(), x="-1:1:3", directions=a, out=out, device="cpu")
+    again = landscape.surface(net, data, loss=nn.MSELoss(), x="-1:1:3", directions=a, out=out, device="cpu")
+    np.testing.assert_array_equal(again["train_loss"], first["train_loss"])
+    with pytest.raises(LandscapeError, match="holds other directions"):
+        landscape.surface(net, data, loss=nn.MSELoss(), x="-1:1:3", directions=b, out=out, device="cpu")
