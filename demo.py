@@ -28,10 +28,11 @@ import numpy as np
 REPO = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, REPO)
 
+from landscape.plots import viewer  # noqa: E402
+
 import h5_util  # noqa: E402
 import plot_1D  # noqa: E402
 import plot_2D  # noqa: E402
-import viewer  # noqa: E402
 from cifar10 import main as trainer  # noqa: E402
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn"]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs into .venv and run it. Usage: ./run_tests.sh [pytest args]
+# Install the project (editable) with its test tools and every optional extra into .venv, then run the
+# whole test suite. Usage: ./run_tests.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}

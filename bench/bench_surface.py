@@ -45,7 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import dataloader  # noqa: E402
-import evaluation  # noqa: E402
+from landscape import evaluation  # noqa: E402
 import model_loader  # noqa: E402
 import mpi4pytorch  # noqa: E402
 import plot_surface  # noqa: E402

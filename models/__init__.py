@@ -1,9 +1,5 @@
-"""The model zoo: every architecture name of the reference implementation, plus the digits models.
+"""The reference's `models` package, kept as a front door; the zoo is landscape/zoo/models/.
 
 `ZOO[name]()` builds a fresh, randomly initialised model. Names are the `--model` values.
 """
-from . import densenet, digits, resnet, vgg
-
-ZOO = {}
-for _family in (vgg, densenet, resnet, digits):
-    ZOO.update(_family.zoo())
+from landscape.zoo.models import ZOO, densenet, digits, resnet, vgg  # noqa: F401

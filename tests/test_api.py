@@ -190,7 +190,7 @@ def test_bad_arguments_raise_one_landscape_error(kwargs, words):
 
 def test_the_api_error_is_the_clis_error(mlp_ckpt, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    import errors
+    from landscape import errors
     rc = errors.run_cli(plot_surface.main, ["--dataset", "digits", "--model", "digits_mlp", "--model_file", mlp_ckpt,
                                             "--x=-1:1:3", "--params", "^nothing$"])
     cli = capsys.readouterr().err.strip()
@@ -207,7 +207,7 @@ import landscape, model_loader, dataloader
 net = model_loader.load("digits", "digits_cnn", {ckpt!r})
 d = dataloader.load_tensors("digits")
 res = landscape.surface(net, (d.train_x, d.train_y), x="-1:1:5", y="-1:1:3", device="cpu", out={out!r})
-np.save({out!r} + f".rank{{landscape.auto_comm('auto').Get_rank()}}.npy", res["train_loss"])
+np.save({out!r} + f".rank{{landscape.api.auto_comm('auto').Get_rank()}}.npy", res["train_loss"])
 '''
 
 
@@ -264,7 +264,7 @@ net = model_loader.load("digits", "digits_cnn", {ckpt!r})
 d = dataloader.load_tensors("digits")
 res = landscape.surface(net, (d.train_x[:400], d.train_y[:400]), x="-1:1:5", y="-1:1:3", regenerate=True,
                         device="cpu")
-if landscape.auto_comm('auto').Get_rank() == 0:
+if landscape.api.auto_comm('auto').Get_rank() == 0:
     np.save({out!r}, res["train_loss"])
 '''
 

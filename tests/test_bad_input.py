@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import errors
+from landscape import errors
 import h5_util
 import plot_1D
 import plot_2D

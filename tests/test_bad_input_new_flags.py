@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 
-import errors
+from landscape import errors
 import plot_hessian_eigen
 import plot_surface
 from conftest import snapshot

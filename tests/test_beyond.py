@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import dataloader
-import errors
+from landscape import errors
 import h5_util
 import plot_surface
 from conftest import load_net, run_script

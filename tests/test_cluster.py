@@ -20,7 +20,7 @@ import model_loader
 import mpi4pytorch as m
 import plot_surface
 from conftest import REPO, mpi_env, mpiexec
-from errors import UserError
+from landscape.errors import UserError
 
 SCRIPT_DIR = os.path.join(REPO, "script")
 REFERENCE_SCRIPTS = sorted(glob.glob(os.path.join(SCRIPT_DIR, "[12]d_*.sh")))
@@ -76,7 +76,7 @@ MPI_PROBE = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 import mpi4pytorch as m
-from errors import UserError
+from landscape.errors import UserError
 
 class Cards:  # a node with 4 GPUs; with per_rank, each rank sees its own single one
     def __init__(self, rank, per_rank=False, broken=None):

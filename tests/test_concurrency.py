@@ -9,7 +9,7 @@ import time
 
 import h5py
 
-import surface_lock
+from landscape.grid import lock as surface_lock
 from conftest import REPO, run_script
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn"]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import dataloader
 import h5_util
-import user_code
+from landscape import user_code
 from conftest import run_script
 
 TINY = '''

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import dataloader
-from errors import UserError
+from landscape.errors import UserError
 
 
 def raw_batch(folder, name):

@@ -15,7 +15,7 @@ import dataloader
 import h5_util
 import landscape
 import model_loader
-import user_code
+from landscape import user_code
 from conftest import REPO, run_script
 
 LM = os.path.join(REPO, "examples", "charlm.py")

@@ -8,7 +8,7 @@ import sysconfig
 import pytest
 import torch
 
-import fast_model
+from landscape.evaluation import fast_model
 import models
 import net_plotter
 from conftest import REPO

@@ -47,7 +47,7 @@ import pytest
 import torch
 
 import dataloader
-import evaluation
+from landscape import evaluation
 import landscape
 import model_loader
 import plot_hessian_eigen

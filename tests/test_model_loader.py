@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import model_loader
-from errors import UserError
+from landscape.errors import UserError
 
 
 def test_trainer_checkpoint_loads_and_computes_the_same_function(cnn_ckpt):

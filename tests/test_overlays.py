@@ -9,12 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
-import errors
+from landscape import errors
 import plot_1D
 import plot_2D
 import plot_util
-import viewer
-from errors import UserError
+from landscape.plots import viewer
+from landscape.errors import UserError
 
 X1 = np.linspace(-1, 1, 11)
 

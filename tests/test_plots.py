@@ -12,7 +12,7 @@ import h52vtp
 import plot_1D
 import plot_2D
 import plot_util
-import viewer
+from landscape.plots import viewer
 from conftest import run_script
 
 X = np.linspace(-1, 1, 9)

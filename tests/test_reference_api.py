@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dataloader
-import evaluation
+from landscape import evaluation
 import model_loader
 import net_plotter
 import scheduler

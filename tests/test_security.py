@@ -28,13 +28,13 @@ import numpy as np
 import pytest
 import torch
 
-import errors
+from landscape import errors
 import model_loader
 import plot_hessian_eigen
 import plot_surface
 import plot_trajectory
 from conftest import run_script, snapshot, trainer
-from errors import UserError
+from landscape.errors import UserError
 
 
 class RunsCode:

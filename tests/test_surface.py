@@ -12,7 +12,7 @@ import h5_util
 import net_plotter
 import plot_surface
 from conftest import load_net, run_script
-from errors import UserError
+from landscape.errors import UserError
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn"]
 

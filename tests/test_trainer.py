@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import train, trainer
-from errors import UserError
+from landscape.errors import UserError
 
 
 def test_folder_name_matches_the_reference():

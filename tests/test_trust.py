@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import dataloader
-import errors
+from landscape import errors
 import plot_hessian_eigen
 import plot_surface
 from conftest import run_script
@@ -119,7 +119,7 @@ def factory():
 def test_tied_weights_move_once_along_states_directions(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tied.py").write_text(TIED)
-    import user_code
+    from landscape import user_code
     net = user_code.load_callable("tied.py:factory", "model")()
     assert list(net.state_dict()) == ["a.weight", "b.weight", "out.weight", "out.bias"]
     torch.save({"state_dict": net.state_dict()}, "tied.t7")

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 
-from errors import UserError
+from landscape.errors import UserError
 
 HEARTBEAT = 10.0
 STALE_AFTER = 60.0

@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import fast_model
-import user_code
-from errors import LandscapeError
+from landscape import user_code
+from landscape.errors import LandscapeError
+from landscape.evaluation import fast_model
 
 LOSS_NAMES = ("crossentropy", "mse")
 PRECISIONS = ("default", "fp32", "tf32", "bf16")
@@ -479,3 +479,20 @@ def cuda_bytes_per_sample(runner, inputs, device, probe=64):
         forward(runner, take(inputs, 0, probe))
     torch.cuda.synchronize(device)
     return (torch.cuda.max_memory_allocated(device) - base) / probe
+
+
+# ----------------------------------------------------------------------------- grid jobs' loss maps
+def loss_keys(set_names, stats):
+    return [f"{s}_{n}" for s in set_names for n in stats.names]
+
+
+def loss_job_compute(net, sets, stats, device, gpu_ids=(), batch_size="auto", precision="default",
+                     points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print):
+    """make_compute for loss (and accuracy, metrics) maps; `sets`: [(name, inputs, targets)] on the CPU."""
+    def make(make_mover):
+        return make_grid_evaluator(net, make_mover, [(x, y) for _, x, y in sets], stats, device, gpu_ids,
+                                              batch_size, precision, points_per_pass, fold_bn, memory_format,
+                                              compile, say)
+    return make
+
+

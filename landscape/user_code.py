@@ -8,7 +8,7 @@ import importlib.util
 import os
 import sys
 
-from errors import UserError
+from landscape.errors import UserError
 
 
 def is_user_spec(name):

@@ -2,7 +2,7 @@
 
 Every command-line entry point ends in `sys.exit(run_cli(main))`: a `UserError` raised anywhere
 below becomes `error: <message>` on stderr and exit code 2, never a traceback. The Python API
-(`landscape.py`) raises the same exception, under its public name `LandscapeError`, with the
+(`landscape.api`) raises the same exception, under its public name `LandscapeError`, with the
 same message.
 """
 import signal
@@ -62,5 +62,7 @@ class ArgParser:
                 print(f"error: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
                 sys.exit(EXIT_USAGE)
 
-        return _Parser(description=description, prog=prog,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        from landscape import __version__
+        parser = _Parser(description=description, prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser.add_argument("--version", action="version", version=f"%(prog)s (loss-landscape) {__version__}")
+        return parser

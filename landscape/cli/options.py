@@ -5,10 +5,10 @@ a default anywhere else.
 """
 import os
 
-import evaluation
-import net_plotter
-from errors import ArgParser, UserError
-from landscape import parse_range
+from landscape import directions as net_plotter
+from landscape import evaluation
+from landscape.errors import ArgParser, UserError
+from landscape.grid.job import parse_range
 
 FORMATS = ("pdf", "png", "svg")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")

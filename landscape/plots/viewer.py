@@ -17,8 +17,8 @@ import os
 
 import numpy as np
 
-import h5_util
-from plot_util import computed, exists, has_map, load_surface, marked_points, surface_labels
+from landscape.io import h5 as h5_util
+from landscape.plots.util import computed, exists, has_map, load_surface, marked_points, surface_labels
 
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{title}</title>

@@ -1,0 +1,29 @@
+"""loss-landscape: loss landscapes, curvature and trajectories of trained neural networks.
+
+    import landscape
+    res = landscape.surface(model, (inputs, targets), x="-1:1:51", y="-1:1:51")   # res.values["train_loss"]
+    h = landscape.hessian(model, (inputs, targets), top_k=5)                          # h.eigenvalues, h.trace
+
+This namespace is the Python API (landscape/api.py). The parts of the package (README, "Layout"):
+directions (directions and moving the weights), evaluation (losses, metrics, fast evaluation),
+grid (the grid job, its scheduling and lock), curvature, io (the HDF5 files), parallel (MPI and
+launchers), plots, zoo (the model zoo, the data, the trainer) and cli (the commands).
+"""
+__version__ = "2.0.0"
+
+from landscape.api import (  # noqa: E402
+                           HessianResult,
+                           LandscapeError,
+                           PCAResult,
+                           Result,
+                           eigen_surface,
+                           hessian,
+                           interpolation,
+                           parse_range,
+                           path,
+                           pca,
+                           surface,
+)
+
+__all__ = ["surface", "interpolation", "path", "eigen_surface", "hessian", "pca", "Result", "HessianResult",
+           "PCAResult", "LandscapeError", "parse_range", "__version__"]

@@ -1,0 +1,171 @@
+"""Maps of the Hessian's extreme eigenvalues over a surface grid, or curvature at one checkpoint.
+
+    mpirun -n 4 python plot_hessian_eigen.py --mpi --cuda --model resnet56 --model_file M \\
+        --x=-1:1:21 --y=-1:1:21 --xnorm filter --xignore biasbn --ynorm filter --yignore biasbn --plot
+    python plot_hessian_eigen.py --dataset digits --model digits_cnn --model_file M --at_center \\
+        [--top_k 5] [--esd] [--out M_hessian.h5]
+
+Grid mode takes plot_surface.py's flags and writes `max_eig`, `min_eig` (and `eig_iters`, the
+Hessian-vector products each point took) into the same surface file, with the same resume, MPI
+splitting, locking and crash safety; a point whose products are NaN or inf (a diverged point) is
+recorded as NaN and never recomputed. --plot draws the |min/max| ratio maps.
+--at_center: the top_k largest eigenvalues (with eigenvectors), the smallest eigenvalue, the trace
+(Hutchinson, Rademacher probes deflated by the Lanczos basis, with its standard error, stopped at
+--trace_rel_se of itself) and, with
+--esd, the eigenvalue spectral density (stochastic Lanczos quadrature), printed and stored in
+<model_file>_hessian.json and, with --out, in an HDF5 file (datasets eigenvalues (K,),
+eigenvectors (K, P), trace, esd_grid, esd_density; P counts the covered parameters, flattened in
+net.parameters() order).
+
+The Hessian is that of the mean loss over the training set, in eval mode, w.r.t. the parameters
+of dimension > 1 (as the reference), or those matching --params. Arithmetic is exact float32 by
+default (`--precision fp32`: TF32 off, which on GPUs otherwise adds about 1e-3 relative error to
+every product); flags that do nothing here are refused.
+"""
+import json
+import sys
+
+import numpy as np
+import torch
+
+from landscape import api
+from landscape.cli import options, plot_surface
+from landscape.curvature import hvp as hess_vec_prod
+from landscape.curvature import model as curvature
+from landscape.errors import UserError, run_cli
+from landscape.io import h5 as h5_util
+from landscape.parallel import mpi as mpi4pytorch
+
+# plot_surface.py flags that change nothing here: refused when given, rather than ignored
+NO_EFFECT = ("ngpu", "compile", "points_per_pass", "no_fold_bn", "memory_format", "eval_test", "metrics")
+
+
+def build_parser():
+    p = options.surface_parser("Compute the Hessian's extreme eigenvalues over a grid (or curvature at one checkpoint).")
+    p.set_defaults(precision="fp32")
+    a = p.add_argument
+    a("--tol", default=hess_vec_prod.LANCZOS_TOL, type=float,
+      help="Lanczos tolerance: the residual of each wanted eigenpair relative to its own eigenvalue")
+    a("--max_iter", default=100, type=int, help="most Hessian-vector products per point (Lanczos steps)")
+    a("--at_center", action="store_true", help="only the checkpoint itself: eigenvalues, trace (and --esd)")
+    a("--top_k", default=1, type=int, help="--at_center: the number of largest eigenvalues (and eigenvectors)")
+    a("--trace_samples", default=100, type=int, help="--at_center: the most Rademacher probes for the trace")
+    a("--trace_rel_se", default=0.02, type=float,
+      help="--at_center: stop the trace once its standard error is below this fraction of it (0: always "
+           "--trace_samples probes)")
+    a("--esd", action="store_true", help="--at_center: the eigenvalue spectral density (stochastic Lanczos quadrature)")
+    a("--esd_probes", default=1, type=int, help="--esd: random probe vectors")
+    a("--esd_steps", default=100, type=int, help="--esd: Lanczos steps per probe")
+    a("--out", default="", help="--at_center: also write an HDF5 file with the eigenpairs, trace and density")
+    a("--hvp_cache", default="auto", help="auto | on | off: keep the first-order graph between Hessian-vector "
+                                          "products (auto: when it fits in memory; exact either way)")
+    return p
+
+
+def check_flags(cfg, parser):
+    refused = [f"--{f}" for f in NO_EFFECT if options.given(cfg, parser, f)]
+    if refused:
+        raise UserError(f"{', '.join(refused)} {'has' if len(refused) == 1 else 'have'} no effect on Hessian "
+                        "eigenvalues; drop it")
+    if cfg.precision == "bf16":
+        raise UserError("--precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
+    if not cfg.tol > 0 or cfg.max_iter < 1 or cfg.trace_samples < 2 or cfg.top_k < 1:
+        raise UserError("--tol must be > 0, --max_iter >= 1, --trace_samples >= 2 and --top_k >= 1")
+    if not cfg.trace_rel_se >= 0:
+        raise UserError(f"--trace_rel_se {cfg.trace_rel_se} must be >= 0")
+    if cfg.esd_probes < 1 or cfg.esd_steps < 2:
+        raise UserError("--esd_probes must be >= 1 and --esd_steps >= 2")
+    if cfg.hvp_cache not in ("auto", "on", "off"):
+        raise UserError(f"--hvp_cache {cfg.hvp_cache!r} must be auto, on or off")
+    if cfg.out and not cfg.at_center:
+        raise UserError("--out is for --at_center (grid runs write the surface file)")
+    at_center_only = [f for f in ("top_k", "esd", "out", "trace_rel_se") if options.given(cfg, parser, f)]
+    if at_center_only and not cfg.at_center:
+        raise UserError(f"--{at_center_only[0]} needs --at_center")
+
+
+def eig_compute(cfg, net, data, stats, device):
+    """(keys, keys whose sentinel marks a missing point, make_compute) of an eigenvalue map."""
+    make = curvature.eig_job_compute(net, (data.train_x, data.train_y), stats.criterion, device, cfg.batch_size,
+                                     cfg.precision, cfg.tol, cfg.max_iter, cfg.seed, cfg.params)
+    return curvature.EIG_KEYS, ["max_eig", "min_eig"], make
+
+
+def plot_eigs(cfg, surf_file, dir_file):
+    from landscape.plots import plot_1d as plot_1D
+    from landscape.plots import plot_2d as plot_2D
+    if cfg.y is not None:
+        plot_2D.plot_2d_eig_ratio(surf_file, "min_eig", "max_eig", cfg.show, fmt=cfg.format)
+    else:
+        plot_1D.plot_1d_eig_ratio(surf_file, cfg.xmin, cfg.xmax, "min_eig", "max_eig", show=cfg.show, fmt=cfg.format)
+
+
+def at_center(cfg, comm, rank, nproc):
+    """Curvature of one checkpoint: printed, in <model_file>_hessian.json and (--out) an HDF5 file."""
+    if rank != 0:
+        return 0
+    device, _ = mpi4pytorch.pick_device(cfg.cuda, 1, None)
+    torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(None))
+    net, data, stats = plot_surface.load_inputs(cfg)
+    path = cfg.model_file + "_hessian.json"
+    for out in (path, cfg.out):
+        if out:
+            h5_util.check_writable(out)
+    r = api.hessian(net, (data.train_x, data.train_y), stats.criterion, top_k=cfg.top_k, vectors=bool(cfg.out),
+                          trace_samples=cfg.trace_samples, trace_rel_se=cfg.trace_rel_se or None, esd=cfg.esd,
+                          esd_probes=cfg.esd_probes, esd_steps=cfg.esd_steps, params=cfg.params, device=device,
+                          batch_size=cfg.batch_size, precision=cfg.precision, tol=cfg.tol, max_iter=cfg.max_iter,
+                          seed=cfg.seed, cache={"on": True, "off": False}.get(cfg.hvp_cache, "auto"))
+    result = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": len(data.train_y),
+              "parameters": r.parameters, "params": cfg.params, "max_eig": float(r.eigenvalues[0]),
+              "eigenvalues": [float(v) for v in r.eigenvalues], "min_eig": r.min_eig,
+              "lanczos_products": r.lanczos_products, "trace": r.trace, "trace_stderr": r.trace_stderr,
+              "trace_samples": r.trace_samples, "precision": cfg.precision, "seconds": r.seconds,
+              "tool": h5_util.tool_version()}
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    if cfg.out:
+        write_hessian_file(cfg.out, r, result)
+    tops = ", ".join(f"{v:.5g}" for v in r.eigenvalues)
+    print(f"{cfg.model_file}: top eigenvalue{'s' if cfg.top_k > 1 else ''} {tops}, smallest eigenvalue "
+          f"{r.min_eig:.5g} ({r.lanczos_products} products); trace {r.trace:.5g} +- {r.trace_stderr:.2g} "
+          f"({r.trace_samples} samples); {r.seconds:.1f} s; written to {path}{' and ' + cfg.out if cfg.out else ''}")
+    if cfg.esd and cfg.out:
+        from landscape.plots import plot_1d as plot_1D
+        plot_1D.plot_esd(cfg.out, show=cfg.show, fmt=cfg.format)
+    return 0
+
+
+def write_hessian_file(path, r, summary):
+    def write(f):
+        f["eigenvalues"] = np.asarray(r.eigenvalues, dtype=np.float64)
+        if r.eigenvectors is not None:
+            f["eigenvectors"] = np.asarray(r.eigenvectors, dtype=np.float32)
+        f["trace"] = r.trace
+        f["trace_stderr"] = r.trace_stderr
+        f["min_eig"] = r.min_eig
+        if r.esd_grid is not None:
+            f["esd_grid"] = r.esd_grid
+            f["esd_density"] = r.esd_density
+        h5_util.set_attrs(f, {k: json.dumps(v) if isinstance(v, list) else v for k, v in summary.items()
+                              if v is not None})
+        f.attrs["param_names"] = json.dumps(r.param_names)
+        f.attrs["tool"] = h5_util.tool_version()
+    h5_util.atomic_write(path, write)
+
+
+def run(cfg, comm, rank, nproc):
+    if cfg.at_center:
+        return at_center(cfg, comm, rank, nproc)
+    return plot_surface.run(cfg, comm, rank, nproc, compute=eig_compute, plot=plot_eigs)
+
+
+def main(argv=None):
+    parser = build_parser()
+    cfg = plot_surface.parse_config(argv, parser)
+    check_flags(cfg, parser)
+    return plot_surface.run_main(cfg, run)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,657 @@
+"""Directions in parameter space, and moving a model to a grid point (or along a path).
+
+A direction is a list of tensors, one per entry of the space it lives in:
+- `weights`: the model's parameters, in `net.parameters()` order;
+- `states`: the model's state_dict, in order, including BatchNorm running_mean/var. Integer entries
+  (num_batches_tracked) get zero directions and are never perturbed. A tensor that appears under
+  two names (tied weights) moves once: its later entries are zero.
+
+Random directions are Gaussian per tensor, then normalised against the weights w they perturb
+(Li et al. 2018, Sec. 4). For each entry d of dimension > 1:
+- filter:  each filter d_i (slice along dim 0: one output feature map, or one neuron) is rescaled
+           to ||d_i|| = ||w_i||  (d_i <- d_i * ||w_i|| / (||d_i|| + 1e-10));
+- layer:   d <- d * ||w|| / ||d||;
+- weight:  d <- d * w (elementwise);
+- dfilter: d_i <- d_i / (||d_i|| + 1e-10)  (unit-norm filters);
+- dlayer:  d <- d / ||d||;
+- '' (none): d is left as drawn.
+Entries of dimension <= 1 (biases, BN parameters and statistics) are zeroed with `ignore=biasbn`;
+otherwise they are set to the weights themselves, w (the reference's semantics: moving by x*d
+scales those entries by (1 + x)).
+
+The draws are the reference's own: `torch.manual_seed(seed)`, then the model's construction (its
+initialisation consumes random numbers), then `torch.randn(shape)` per entry from the global
+generator, x before y; a target model (--model_file2/3) is built where the reference built it.
+So the default seed, 123, gives exactly the reference's directions. The global generator is
+forked for this, so the caller's random state is left as it was.
+
+Other directions: the difference of two checkpoints (`target`), the Hessian's top eigenvectors
+(`hessian`), optionally Gram-Schmidt orthogonalised (`orthogonalize`), and directions regenerated
+entry by entry from their seed on the device (`SeededDirections`), which are never stored whole.
+`params` (a regular expression searched in the entry names) keeps only the matching entries.
+"""
+import hashlib
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass
+from os.path import commonprefix
+
+import numpy as np
+import torch
+
+from landscape.errors import LandscapeError
+from landscape.io import h5 as h5_util
+
+NORMS = ("", "filter", "layer", "weight", "dfilter", "dlayer")
+DIR_TYPES = ("weights", "states")
+DIR_KINDS = ("random", "target", "hessian")
+PATH_TYPES = ("polychain", "bezier")
+
+
+# ----------------------------------------------------------------------------- the space a direction lives in
+def get_weights(net):
+    """The parameters, as a list of tensors (the reference's helper)."""
+    return [p.data for p in net.parameters()]
+
+
+def direction_space(net, dir_type):
+    """[(name, tensor)] the direction covers: parameters (weights) or the whole state_dict (states).
+
+    The tensors share storage with the model, so writing into them moves the model.
+    """
+    if dir_type == "weights":
+        return [(n, p.data) for n, p in net.named_parameters()]
+    if dir_type == "states":
+        return list(net.state_dict().items())
+    raise LandscapeError(f"--dir_type '{dir_type}' must be weights or states")
+
+
+def entry_mask(space, params=""):
+    """[bool] per entry: float, first occurrence of its storage, and (if given) name matching `params`."""
+    pattern = compile_params(params)
+    seen, mask = set(), []
+    for name, t in space:
+        key = (t.data_ptr(), tuple(t.shape), t.dtype) if t.numel() else (name,)
+        mask.append(t.is_floating_point() and key not in seen and (pattern is None or bool(pattern.search(name))))
+        seen.add(key)
+    if pattern is not None and not any(mask):
+        names = [n for n, _ in space]
+        raise LandscapeError(f"--params {params!r} matches none of the model's {len(names)} entry names "
+                             f"(they look like {', '.join(names[:3])})")
+    return mask
+
+
+def compile_params(params):
+    if not params:
+        return None
+    try:
+        return re.compile(params)
+    except re.error as e:
+        raise LandscapeError(f"--params {params!r} is not a valid regular expression ({e})") from None
+
+
+def params_summary(space, mask):
+    """What a --params subset covers, for the files: (entries, numbers)."""
+    return sum(mask), int(sum(t.numel() for (_, t), m in zip(space, mask) if m))
+
+
+# ----------------------------------------------------------------------------- normalisation
+def normalize_direction(d, w, norm):
+    """Rescale one direction tensor `d` in place against its weights `w` (see the module docstring)."""
+    if norm == "filter":
+        scale = w.flatten(1).norm(dim=1) / (d.flatten(1).norm(dim=1) + 1e-10)   # (filters,)
+        d.mul_(scale.view(-1, *([1] * (d.dim() - 1))))
+    elif norm == "layer":
+        d.mul_(w.norm() / d.norm())
+    elif norm == "weight":
+        d.mul_(w)
+    elif norm == "dfilter":
+        d.div_(d.flatten(1).norm(dim=1).view(-1, *([1] * (d.dim() - 1))) + 1e-10)
+    elif norm == "dlayer":
+        d.div_(d.norm())
+    elif norm != "":
+        raise LandscapeError(f"unknown normalisation '{norm}'; choose one of: filter, layer, weight, dfilter, dlayer")
+
+
+def normalize_entry(d, w, norm, ignore):
+    """The reference's rule for one entry: normalise if dim > 1, else zero (biasbn) or copy w."""
+    if not w.is_floating_point():
+        d.zero_()
+    elif d.dim() <= 1:
+        d.zero_() if ignore == "biasbn" else d.copy_(w)
+    else:
+        normalize_direction(d, w.float(), norm)
+
+
+def normalize_directions(direction, space, norm, ignore):
+    """Normalise every entry of dim > 1; zero (ignore=biasbn) or copy the weights into the rest."""
+    for d, (_, w) in zip(direction, space):
+        normalize_entry(d, w, norm, ignore)
+
+
+def ignore_biasbn(direction):
+    """Zero every entry of dimension <= 1, in place."""
+    for d in direction:
+        if d.dim() <= 1:
+            d.zero_()
+
+
+# ----------------------------------------------------------------------------- how directions are made
+@dataclass
+class DirectionSpec:
+    """Every choice that changes the directions; recorded in the direction file and checked on reuse."""
+    dir_type: str = "weights"
+    ndim: int = 1                 # 2 for a surface
+    seed: int = 123
+    xnorm: str = ""
+    xignore: str = ""
+    ynorm: str = ""
+    yignore: str = ""
+    same_dir: bool = False
+    xdir: str = "random"          # random | target (model2 - model) | hessian (top eigenvector)
+    ydir: str = "random"          # random | target (model3 - model) | hessian (2nd eigenvector)
+    orthogonalize: bool = False   # Gram-Schmidt y against x, y rescaled to |x|
+    params: str = ""              # regex: only matching entries move
+    regenerate: bool = False      # SeededDirections: drawn on the device, entry by entry, never stored
+
+    def check(self):
+        for axis in ("x", "y")[:self.ndim]:
+            norm, ignore, kind = getattr(self, axis + "norm"), getattr(self, axis + "ignore"), getattr(self, axis + "dir")
+            if norm not in NORMS:
+                raise LandscapeError(f"--{axis}norm {norm!r} must be one of: '', {', '.join(NORMS[1:])}")
+            if ignore not in ("", "biasbn"):
+                raise LandscapeError(f"--{axis}ignore {ignore!r} must be '' or biasbn")
+            if kind not in DIR_KINDS:
+                raise LandscapeError(f"--{axis}dir {kind!r} must be one of: {', '.join(DIR_KINDS)}")
+        if self.dir_type not in DIR_TYPES:
+            raise LandscapeError(f"--dir_type {self.dir_type!r} must be one of: {', '.join(DIR_TYPES)}")
+        if self.regenerate and (self.xdir != "random" or (self.ndim == 2 and self.ydir != "random" and not self.same_dir)):
+            raise LandscapeError("--regenerate_directions applies to random directions only (not to "
+                                 "--model_file2/3 or hessian directions)")
+        if self.orthogonalize and self.ndim != 2:
+            raise LandscapeError("--orthogonalize needs two directions (--y)")
+        compile_params(self.params)
+        return self
+
+    def kinds(self):
+        return [self.xdir] + ([self.ydir] if self.ndim == 2 else [])
+
+    def attrs(self):
+        a = asdict(self)
+        a["draws"] = ("per-entry generators on the device (SeededDirections)" if self.regenerate else
+                      "the reference's: manual_seed(seed), build the model, randn per entry, x then y")
+        return a
+
+
+def directions_from_config(cfg):
+    """The DirectionSpec of a parsed command line (or any object with the same attributes)."""
+    y = getattr(cfg, "y", None) is not None
+    return DirectionSpec(
+        dir_type=cfg.dir_type, ndim=2 if y else 1, seed=cfg.seed, xnorm=cfg.xnorm, xignore=cfg.xignore,
+        ynorm=cfg.ynorm, yignore=cfg.yignore, same_dir=bool(cfg.same_dir),
+        xdir="target" if cfg.model_file2 else (getattr(cfg, "xdir", "") or "random"),
+        ydir="target" if cfg.model_file3 else (getattr(cfg, "ydir", "") or "random"),
+        orthogonalize=bool(getattr(cfg, "orthogonalize", False)), params=getattr(cfg, "params", "") or "",
+        regenerate=bool(getattr(cfg, "regenerate_directions", False)))
+
+
+# ----------------------------------------------------------------------------- creating directions
+def random_direction(space, norm, ignore, generator=None):
+    """A Gaussian direction over `space` (float32, CPU), normalised. Draws one tensor per entry, in
+    order, from `generator` (default: torch's global generator, as the reference)."""
+    direction = [torch.randn(w.shape, generator=generator, dtype=torch.float32) for _, w in space]
+    normalize_directions(direction, space, norm, ignore)
+    return direction
+
+
+def target_direction(space, space2):
+    """model2 - model1, entry by entry (integer entries: zero)."""
+    if len(space) != len(space2) or any(tuple(a.shape) != tuple(b.shape) for (_, a), (_, b) in zip(space, space2)):
+        raise LandscapeError("the two models do not have the same architecture (their entries differ in number "
+                             "or shape)")
+    return [(w2.float() - w.float()) if w.is_floating_point() else torch.zeros(w.shape)
+            for (_, w), (_, w2) in zip(space, space2)]
+
+
+def make_directions(spec, net, model2=None, model3=None, build_model=None, hessian=None):
+    """The x (and y) directions `spec` asks for, as lists of float32 CPU tensors.
+
+    model2/model3: callables returning the target models; build_model: builds a fresh model, called
+    right after seeding as the reference did; hessian: callable returning the top eigenvectors as
+    [(flat vector, eigenvalue)] over the Hessian's parameters.
+    Returns (directions, marked points [(label, x, y)]).
+    """
+    spec.check()
+    space = direction_space(net, spec.dir_type)
+    mask = entry_mask(space, spec.params)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        if build_model is not None:
+            build_model()  # the reference built the model after seeding: its initialisation draws first
+        eig = hessian() if "hessian" in spec.kinds() else None
+        dirs = []
+        for axis, kind in zip("xy", spec.kinds()):
+            if axis == "y" and spec.same_dir:
+                dirs.append(dirs[0])
+            elif kind == "target":
+                dirs.append(target_direction(space, direction_space((model2 if axis == "x" else model3)(), spec.dir_type)))
+            elif kind == "hessian":
+                dirs.append(unflatten_eigenvector(eig[0 if axis == "x" else 1][0], space, mask,
+                                                  getattr(spec, axis + "norm"), bool(spec.params)))
+            else:
+                dirs.append(random_direction(space, getattr(spec, axis + "norm"), getattr(spec, axis + "ignore")))
+                warn_unnormalized(getattr(spec, axis + "norm"), axis)
+    for d in dirs:
+        for k, m in enumerate(mask):
+            if not m:
+                d[k] = torch.zeros_like(d[k])  # other subsets, tied duplicates and integers never move
+    points = marked_points(spec, dirs)
+    if spec.orthogonalize:
+        dirs[1], points = orthogonalize(dirs[0], dirs[1], spec)
+    return dirs, points
+
+
+def unflatten_eigenvector(vector, space, mask, norm, subset):
+    """A flat vector over the Hessian's parameters (masked entries of dim > 1, or all masked entries
+    when a --params subset is given) -> a direction over `space`; `norm` rescales entries of dim > 1."""
+    covered = hessian_entries(space, mask, subset)
+    out, i = [], 0
+    for k, (_, w) in enumerate(space):
+        d = torch.zeros(w.shape, dtype=torch.float32)
+        if covered[k]:
+            d.copy_(vector[i:i + w.numel()].reshape(w.shape).float().cpu())
+            i += w.numel()
+            if w.dim() > 1 and norm:
+                normalize_direction(d, w.float(), norm)
+        out.append(d)
+    if i != len(vector):
+        raise LandscapeError(f"the Hessian's eigenvector has {len(vector)} entries, the direction space {i}")
+    return out
+
+
+def hessian_entries(space, mask, subset):
+    """Which entries the Hessian covers: with a --params subset (`subset` True), every matching float
+    entry; else, as the reference, the entries of dimension > 1."""
+    return [m and (subset or t.dim() > 1) for m, (_, t) in zip(mask, space)]
+
+
+def flat(direction):
+    return torch.cat([d.reshape(-1).double() for d in direction])
+
+
+def marked_points(spec, dirs):
+    """Where the checkpoints sit on the grid: the model at 0, --model_file2 at x=1, --model_file3 at y=1."""
+    if "target" not in spec.kinds():
+        return []
+    points = [("model_file", 0.0, 0.0 if spec.ndim == 2 else None)]
+    if spec.xdir == "target":
+        points.append(("model_file2", 1.0, 0.0 if spec.ndim == 2 else None))
+    if spec.ndim == 2 and spec.ydir == "target" and not spec.same_dir:
+        points.append(("model_file3", 0.0, 1.0))
+    return points
+
+
+def orthogonalize(xdir, ydir, spec):
+    """Gram-Schmidt: y' = y - (y.x / x.x) x, rescaled to |x|, so the plane's axes are orthogonal and
+    equally scaled (the reference used y as it is, which skews the plot). Returns (y', points):
+    a point at m + a x + b y before is at (a + b (y.x)/(x.x), b |y - (y.x/x.x) x| / |x|) after."""
+    x, y = flat(xdir), flat(ydir)
+    xx = float(x @ x)
+    if xx == 0 or float(y @ y) == 0:
+        raise LandscapeError("--orthogonalize needs two non-zero directions")
+    a = float(y @ x) / xx
+    rest = y - a * x
+    if float(rest.norm()) <= 1e-12 * float(y.norm()):
+        raise LandscapeError("--orthogonalize: the two directions are parallel, they span no plane")
+    scale = math.sqrt(xx) / float(rest.norm())
+    out, i = [], 0
+    for d in ydir:
+        n = d.numel()
+        out.append((rest[i:i + n] * scale).reshape(d.shape).float())
+        i += n
+    points = [("model_file", 0.0, 0.0)]
+    if spec.xdir == "target":
+        points.append(("model_file2", 1.0, 0.0))
+    if spec.ydir == "target":
+        points.append(("model_file3", a, 1.0 / scale))
+    return out, points
+
+
+def create_directions(cfg, net, load_model, build_model=None):
+    """The x (and y) directions a parsed command line asks for (the directions only)."""
+    spec = directions_from_config(cfg)
+    return make_directions(spec, net, model2=lambda: load_model(cfg.model_file2),
+                           model3=lambda: load_model(cfg.model_file3), build_model=build_model)[0]
+
+
+def warn_unnormalized(norm, axis):
+    if norm == "":
+        print(f"warning: the {axis} direction is not normalised (--{axis}norm ''); its scale is arbitrary "
+              f"and the plot is likely meaningless (losses may be NaN). Use --{axis}norm filter.",
+              file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- directions regenerated from their seed
+class SeededDirections:
+    """Random directions that are never stored whole: entry i of axis a is drawn, when needed, from its
+    own generator seeded with hash(seed, a, i), on the device type recorded at creation, and
+    normalised against the origin's entry. Only the model and its origin need to fit in memory.
+
+    The same (seed, entry, device type) always gives the same tensor, so every rank, and a resumed
+    run, sees the same directions. (These draws differ from the default mode's, which follow the
+    reference's single global stream.)
+    """
+
+    def __init__(self, spec, device_type):
+        self.spec, self.device_type = spec, device_type
+
+    def entry_seed(self, axis, i):
+        digest = hashlib.sha256(f"{self.spec.seed}/{axis}/{i}".encode()).digest()
+        return int.from_bytes(digest[:7], "little")
+
+    def draw(self, axis, i, w):
+        """Entry i of direction `axis` (0 or 1), normalised against `w`, on w's device."""
+        if self.spec.same_dir:
+            axis = 0
+        norm, ignore = (self.spec.xnorm, self.spec.xignore) if axis == 0 else (self.spec.ynorm, self.spec.yignore)
+        gen = torch.Generator(device=self.device_type).manual_seed(self.entry_seed(axis, i))
+        d = torch.randn(w.shape, generator=gen, device=self.device_type, dtype=torch.float32).to(w.device)
+        normalize_entry(d, w, norm, ignore)
+        return d
+
+    def materialize(self, space, mask):
+        """The equivalent stored directions (for --save_directions), as CPU tensors."""
+        return [[self.draw(a, i, w).cpu() if m else torch.zeros(w.shape) for i, ((_, w), m) in
+                 enumerate(zip(space, mask))] for a in range(self.spec.ndim)]
+
+    def attrs(self):
+        return {"regenerated": 1, "regenerated_device_type": self.device_type,
+                "regenerated_scheme": "entry i of axis a: torch.Generator(device).manual_seed(int.from_bytes("
+                                      "sha256(f'{seed}/{a}/{i}')[:7], 'little')), randn(shape), normalised"}
+
+
+# ----------------------------------------------------------------------------- file names
+def _split_path(path):
+    """(folder, file name) split at the last '/', as the reference splits; folder '' if there is none."""
+    i = path.rfind("/")
+    return (path[:i], path[i + 1:]) if i >= 0 else ("", path)
+
+
+def name_direction_file(cfg):
+    """The reference's direction-file name, e.g. <model_file>_weights_xignore=biasbn_xnorm=filter.h5.
+
+    Identical to the reference's for paths with folders; two of its bugs are fixed: a --model_file3
+    in the same folder as --model_file no longer glues a path into the name, and files in different
+    folders with no common folder no longer lose the first character of the second folder. Choices
+    the reference did not have are appended only when used (_xdir=hessian, _ortho, _params=<hash>,
+    _regen, _seed=<s> for a seed other than 123), so the reference's names stay as they were.
+    """
+    if cfg.dir_file:
+        return cfg.dir_file
+    file1, file2, file3 = cfg.model_file, cfg.model_file2, cfg.model_file3
+    dir1, base1 = _split_path(file1)
+    name = file1
+    if file2:
+        dir2, base2 = _split_path(file2)
+        if dir1 == dir2:
+            name = file1 + "_" + base2
+        else:
+            prefix = commonprefix([file1, file2])
+            prefix = prefix[:prefix.rfind("/")] if "/" in prefix else None
+            rel2 = file2[len(prefix) + 1:file2.rfind("/")] if prefix is not None else dir2
+            name = dir1 + "_" + base1 + "_" + rel2 + "_" + base2
+    name += "_" + cfg.dir_type
+    if getattr(cfg, "xdir", "") == "hessian" and not file2:
+        name += "_xdir=hessian"
+    if cfg.xignore:
+        name += "_xignore=" + cfg.xignore
+    if cfg.xnorm:
+        name += "_xnorm=" + cfg.xnorm
+    if cfg.y:
+        if file3:
+            dir3, base3 = _split_path(file3)
+            name += "_" + base3 if dir3 == dir1 else "_" + dir3.replace("/", "_") + "_" + base3
+        else:
+            if getattr(cfg, "ydir", "") == "hessian":
+                name += "_ydir=hessian"
+            if cfg.yignore:
+                name += "_yignore=" + cfg.yignore
+            if cfg.ynorm:
+                name += "_ynorm=" + cfg.ynorm
+            if cfg.same_dir:
+                name += "_same_dir"
+        if getattr(cfg, "orthogonalize", False):
+            name += "_ortho"
+    if getattr(cfg, "params", ""):
+        name += "_params=" + hashlib.sha256(cfg.params.encode()).hexdigest()[:8]
+    if getattr(cfg, "regenerate_directions", False):
+        name += "_regen"
+    if cfg.seed != 123 and "random" in directions_from_config(cfg).kinds():
+        name += f"_seed={cfg.seed}"
+    if cfg.idx > 0:
+        name += "_idx=" + str(cfg.idx)
+    return name + ".h5"
+
+
+# ----------------------------------------------------------------------------- direction files
+def direction_attrs(spec, net_name, model_hash, model_file2="", model_file3="", points=()):
+    """What made a direction file, so a later run can refuse one made for something else."""
+    a = {f"spec_{k}": v for k, v in spec.attrs().items()}
+    a.update({"dir_type": spec.dir_type, "model": net_name, "model_file_sha256": model_hash, "seed": spec.seed,
+              "xnorm": spec.xnorm, "xignore": spec.xignore, "ynorm": spec.ynorm, "yignore": spec.yignore,
+              "model_file2": model_file2, "model_file3": model_file3,
+              "marked_points": h5_util.points_json(points)})
+    return a
+
+
+# DirectionSpec fields compared when a direction file is reused, and what the message calls them
+COMPARED = (("seed", "--seed"), ("xdir", "the x direction"), ("xnorm", "--xnorm"), ("xignore", "--xignore"),
+            ("ydir", "the y direction"), ("ynorm", "--ynorm"), ("yignore", "--yignore"), ("same_dir", "--same_dir"),
+            ("orthogonalize", "--orthogonalize"), ("params", "--params"), ("regenerate", "--regenerate_directions"))
+
+
+def relevant_fields(spec):
+    """The DirectionSpec fields that change this spec's directions (a target ignores --xnorm, ...)."""
+    kinds = spec.kinds()
+    fields = {"xdir", "params", "regenerate"}
+    if "random" in kinds:
+        fields.add("seed")
+    if kinds[0] != "target":
+        fields |= {"xnorm"} | ({"xignore"} if kinds[0] == "random" else set())
+    if spec.ndim == 2:
+        fields |= {"ydir", "same_dir", "orthogonalize"}
+        if kinds[1] != "target" and not spec.same_dir:
+            fields |= {"ynorm"} | ({"yignore"} if kinds[1] == "random" else set())
+    return fields
+
+
+def recorded_value(attrs, field, like):
+    """A DirectionSpec field as recorded in a file (spec_<field>, or the older top-level name), or None."""
+    value = attrs.get("spec_" + field, attrs.get(field))
+    if value is None:
+        return None
+    if isinstance(like, bool):
+        return bool(int(value)) if not isinstance(value, str) else value.lower() in ("1", "true")
+    if isinstance(like, int):
+        return int(value)
+    return str(value)
+
+
+def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=True):
+    """Refuse a direction file made for another model, direction type, dimensionality, seed,
+    normalisation, ignore rule or subset. `compare`: True compares every choice that changes the
+    directions; a set of DirectionSpec fields compares only those (for a --dir_file the user named,
+    the flags the user set: the file defines the rest).
+
+    Returns a warning to print once every other check has passed (or None).
+    """
+    info = h5_util.read_direction_info(dir_file)
+    attrs = info["attrs"]
+    if spec.ndim == 2 and not info["has_y"]:
+        raise LandscapeError(f"direction file '{dir_file}' holds only an x direction, but --y asks for a 2D surface")
+    recorded = attrs.get("dir_type")
+    if recorded and recorded != spec.dir_type:
+        raise LandscapeError(f"direction file '{dir_file}' was made with --dir_type {recorded}, not {spec.dir_type}")
+    recorded_model = attrs.get("model")
+    if recorded_model and recorded_model != net_name:
+        raise LandscapeError(f"direction file '{dir_file}' was made for model '{recorded_model}', not '{net_name}'")
+    if compare:
+        fields = relevant_fields(spec) & (compare if isinstance(compare, (set, frozenset)) else set(relevant_fields(spec)))
+        for field, what in COMPARED:
+            mine = getattr(spec, field)
+            theirs = recorded_value(attrs, field, mine)
+            if field in fields and theirs is not None and theirs != mine:
+                raise LandscapeError(f"direction file '{dir_file}' was made with {what} {theirs!r}, not {mine!r}; "
+                                     "use another --dir_file, or delete it to make new directions")
+    if not attrs.get("regenerated"):
+        shapes = info["shapes"]
+        want = [tuple(w.shape) for _, w in space]
+        if len(shapes) != len(want) or any(tuple(a) != b and not (len(b) == 0 and tuple(a) in ((), (1,)))
+                                           for a, b in zip(shapes, want)):
+            other = "states" if spec.dir_type == "weights" else "weights"
+            hint = f" (was it made with --dir_type {other}?)" if len(shapes) != len(want) else ""
+            raise LandscapeError(f"direction file '{dir_file}' does not fit model '{net_name}' with --dir_type "
+                                 f"{spec.dir_type}: it has {len(shapes)} entries, the model has {len(want)}{hint}")
+    recorded_hash = attrs.get("model_file_sha256")
+    if recorded_hash and model_hash and recorded_hash != model_hash:
+        return (f"warning: direction file '{dir_file}' was made from a different checkpoint than this model; "
+                "its normalisation follows that checkpoint's weights")
+    return None
+
+
+def load_directions(dir_file, ndim=None):
+    """[xdirection] or [xdirection, ydirection] as lists of float32 tensors; `ndim` keeps the first n."""
+    directions = h5_util.read_direction_file(dir_file)
+    return directions[:ndim] if ndim else directions
+
+
+# ----------------------------------------------------------------------------- moving the model
+class PointSetter:
+    """Set a model to w + x*dx (+ y*dy) in place, on the model's device, with no host copies.
+
+    Only the entries some direction moves are touched: the origin w and the directions of those
+    entries are kept on the device once, and each point costs a few fused multi-tensor kernels.
+    A tensor listed twice (tied weights) moves once; integer entries never move.
+    """
+
+    def __init__(self, net, directions, dir_type, device=None):
+        space = direction_space(net, dir_type)
+        mask = entry_mask(space)
+        dirs = [[torch.as_tensor(d[i]) for d in directions] for i in range(len(space))]
+        keep = [i for i, m in enumerate(mask) if m and any(bool(torch.count_nonzero(d)) for d in dirs[i])]
+        self.names = [space[i][0] for i in keep]
+        self.targets = [space[i][1] for i in keep]
+        self.origin = [t.detach().clone() for t in self.targets]
+        # directions in the targets' own layout (e.g. channels_last), so the fused updates stay simple
+        self.dirs = [[torch.empty_like(self.targets[k]).copy_(dirs[i][a].reshape(self.targets[k].shape))
+                      for k, i in enumerate(keep)] for a in range(len(directions))]
+
+    def set(self, coord):
+        """Move the model to grid coordinate `coord` (a scalar or an (x, y) pair)."""
+        coord = np.atleast_1d(coord)
+        with torch.no_grad():
+            torch._foreach_copy_(self.targets, self.origin)
+            for step, d in zip(coord, self.dirs):
+                if step != 0 and d:
+                    torch._foreach_add_(self.targets, d, alpha=float(step))
+
+    def entry(self, k, axis):
+        """The direction `axis` of moving entry k, in the entry's own shape and layout."""
+        return self.dirs[axis][k]
+
+    def stacked(self, coords):
+        """{name: (K, *shape)} tensors for K points at once: w + x_k dx + y_k dy, for functional_call."""
+        coords = torch.as_tensor(np.asarray(coords, dtype=np.float64).reshape(len(coords), -1))
+        out = {}
+        for k, (name, w) in enumerate(zip(self.names, self.origin)):
+            c = coords.to(w.device, w.dtype)
+            t = w.unsqueeze(0).expand(len(c), *w.shape).clone()
+            for axis in range(coords.shape[1]):
+                t.add_(c[:, axis].view(-1, *([1] * w.dim())) * self.entry(k, axis).view(w.shape).unsqueeze(0))
+            out[name] = t
+        return out
+
+    def restore(self):
+        with torch.no_grad():
+            torch._foreach_copy_(self.targets, self.origin)
+
+
+class SeededSetter(PointSetter):
+    """PointSetter for SeededDirections: each entry's direction is drawn again at every point, so
+    beside the model only its origin is kept (the masked, moving entries)."""
+
+    def __init__(self, net, seeded, dir_type, params=""):
+        space = direction_space(net, dir_type)
+        mask = entry_mask(space, params)
+        self.seeded = seeded
+        self.index = [i for i, m in enumerate(mask) if m]
+        self.names = [space[i][0] for i in self.index]
+        self.targets = [space[i][1] for i in self.index]
+        self.origin = [t.detach().clone() for t in self.targets]
+
+    def entry(self, k, axis):
+        return self.seeded.draw(axis, self.index[k], self.origin[k])
+
+    def set(self, coord):
+        coord = np.atleast_1d(coord)
+        with torch.no_grad():
+            for k, (t, w) in enumerate(zip(self.targets, self.origin)):
+                t.copy_(w)
+                for axis, step in enumerate(coord):
+                    if step != 0:
+                        t.add_(self.entry(k, axis).view(t.shape), alpha=float(step))
+
+
+class PathSetter(PointSetter):
+    """Move a model along a path through N checkpoints, t in [0, 1]:
+    - polychain: the polygonal chain, checkpoint i at t = i / (N - 1);
+    - bezier: the Bezier curve with the checkpoints as control points,
+      w(t) = sum_i C(N-1, i) t^i (1 - t)^(N-1-i) w_i (for N = 3, the quadratic curve bent by w_2).
+    """
+
+    def __init__(self, net, spaces, dir_type, path_type, device=None):
+        if path_type not in PATH_TYPES:
+            raise LandscapeError(f"--path_type {path_type!r} must be polychain or bezier")
+        if len(spaces) < 2:
+            raise LandscapeError("a path needs at least two checkpoints (--path_files F1 F2 ...)")
+        space = direction_space(net, dir_type)
+        for other in spaces:
+            target_direction(space, other)  # same architecture, or one line saying it is not
+        mask = entry_mask(space)
+        keep = [i for i, m in enumerate(mask) if m]
+        self.names = [space[i][0] for i in keep]
+        self.targets = [space[i][1] for i in keep]
+        self.origin = [t.detach().clone() for t in self.targets]
+        self.points = [[torch.empty_like(self.targets[k]).copy_(s[i][1].reshape(self.targets[k].shape))
+                        for k, i in enumerate(keep)] for s in spaces]
+        self.path_type = path_type
+
+    def coefficients(self, t):
+        """Weights of the N checkpoints at t."""
+        n = len(self.points) - 1
+        if self.path_type == "bezier":
+            return [math.comb(n, i) * t ** i * (1 - t) ** (n - i) for i in range(n + 1)]
+        seg = min(int(math.floor(t * n)), n - 1)
+        u = t * n - seg
+        c = [0.0] * (n + 1)
+        c[seg], c[seg + 1] = 1.0 - u, u
+        return c
+
+    def set(self, coord):
+        c = self.coefficients(float(np.atleast_1d(coord)[0]))
+        first = next(i for i, ci in enumerate(c) if ci != 0)
+        with torch.no_grad():
+            torch._foreach_copy_(self.targets, self.points[first])
+            if c[first] != 1.0:
+                torch._foreach_mul_(self.targets, c[first])
+            for i in range(first + 1, len(c)):
+                if c[i] != 0:
+                    torch._foreach_add_(self.targets, self.points[i], alpha=c[i])
+
+    def stacked(self, coords):
+        cs = [self.coefficients(float(t)) for t in np.asarray(coords, dtype=np.float64).reshape(len(coords), -1)[:, 0]]
+        out = {}
+        for k, name in enumerate(self.names):
+            out[name] = torch.stack([sum(ci * p[k] for ci, p in zip(c, self.points) if ci != 0) for c in cs])
+        return out

@@ -1,0 +1,381 @@
+"""The grid job: what moves the model, what each point computes, and where the results go.
+
+A `GridJob` says what moves the model (directions or a path), what each point computes and where
+results go; `run_job` prepares the files on rank 0 under the surface's lock (direction file, surface
+file, resume checks; a refused run writes nothing), computes the missing points on every rank
+(scheduler.py) and records them on rank 0 (io.h5.Recorder: atomic rewrites every flush_seconds, and
+on the way out whatever happens). The scripts and the Python API (landscape.api) both build jobs.
+"""
+import copy
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from landscape import directions as net_plotter
+from landscape import evaluation
+from landscape.errors import LandscapeError
+from landscape.grid import scheduler
+from landscape.grid.lock import SurfaceLock
+from landscape.io import h5 as h5_util
+from landscape.parallel import mpi as mpi4pytorch
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Result:
+    """A computed surface: x (nx,), y (ny,) or None, and value maps (nx,) or (ny, nx), Z[j, i] at (x[i], y[j])."""
+    x: np.ndarray
+    y: np.ndarray
+    values: dict
+    path: str = ""            # the surface file ('' when kept in memory)
+    dir_file: str = ""
+    attrs: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)   # points computed, seconds, seconds per point, ranks
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+
+# ----------------------------------------------------------------------------- grids
+def parse_range(text, flag="--x"):
+    """'min:max:num' -> (min, max, num), with num an integer >= 1 and min <= max, all finite."""
+    parts = str(text).split(":")
+    if len(parts) != 3:
+        raise LandscapeError(f"{flag}={text!r} must be min:max:num, e.g. -1:1:51")
+    try:
+        lo, hi, num = (float(p) for p in parts)
+    except ValueError:
+        raise LandscapeError(f"{flag}={text!r}: min, max and num must be numbers, e.g. -1:1:51") from None
+    if not all(math.isfinite(v) for v in (lo, hi, num)):
+        raise LandscapeError(f"{flag}={text!r}: min, max and num must be finite")
+    if num != int(num) or num < 1:
+        raise LandscapeError(f"{flag}={text!r}: num must be a whole number >= 1")
+    if lo > hi:
+        raise LandscapeError(f"{flag}={text!r}: min must not exceed max")
+    return lo, hi, int(num)
+
+
+def axis(spec, flag):
+    """A grid axis from 'min:max:num', a (min, max, num) tuple, or an array of coordinates."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        lo, hi, num = parse_range(spec, flag)
+        return np.linspace(lo, hi, num=num)
+    if isinstance(spec, tuple) and len(spec) == 3:
+        lo, hi, num = parse_range(":".join(str(v) for v in spec), flag)
+        return np.linspace(lo, hi, num=num)
+    a = np.asarray(spec, dtype=np.float64).ravel()
+    if a.size == 0 or not np.isfinite(a).all():
+        raise LandscapeError(f"{flag}: coordinates must be a non-empty list of finite numbers")
+    return a
+
+
+def grid_coords(x, y):
+    """(points, ndim) coordinates in the surface's flat order: index j*nx + i is (x[i], y[j])."""
+    return h5_util.new_surface("", x, y, "", {}).coords()
+
+
+# ----------------------------------------------------------------------------- the grid job
+@dataclass
+class GridJob:
+    """One grid run: what moves the model, what each point computes, and where the results go."""
+    net: nn.Module                   # the model at the origin (CPU, eval mode); the run moves it
+    x: np.ndarray
+    y: np.ndarray                    # None for 1D
+    keys: list                       # the value maps this run writes
+    make_compute: object             # make_compute(make_mover) -> (coords (n, ndim) -> values (n, len(keys)))
+    missing_keys: list = None        # maps whose sentinel marks a point as not computed (default: keys)
+    spec: net_plotter.DirectionSpec = None
+    explicit: list = None            # directions given as tensors
+    path: list = None                # checkpoints' direction spaces, for a path
+    path_type: str = "polychain"
+    model2: object = None            # callables returning the target models
+    model3: object = None
+    build_model: object = None       # builds a fresh model right after seeding (the reference's draws)
+    hessian: object = None           # () -> [(eigenvector, eigenvalue)] for hessian directions
+    dir_file: str = ""               # '' keeps the directions in memory
+    dir_given: bool = False          # the user named the direction file: it defines the directions,
+    compare: object = True           # ... except these DirectionSpec fields (a set), which must match
+    surf_file: str = ""              # '' keeps the surface in memory
+    prov: dict = field(default_factory=dict)
+    net_name: str = ""
+    model_hash: str = ""
+    model_file2: str = ""
+    model_file3: str = ""
+    save_directions: str = ""        # also write the directions (materialised) to this file
+    device: object = "cpu"
+    flush_seconds: float = 5.0
+    progress: bool = True
+    quiet: bool = False              # no printed lines (the API's default)
+
+    def __post_init__(self):
+        self.missing_keys = self.missing_keys or self.keys
+
+
+@dataclass
+class Plan:
+    """What rank 0 decided before computing; nothing is written while making it."""
+    directions: list                 # float32 CPU tensors, or None (seeded directions, or a path)
+    seeded: object                   # net_plotter.SeededDirections, or None
+    new_dirs: bool
+    warning: str
+    points: list                     # marked points [(label, x, y)]
+    surf: h5_util.Surface
+
+
+def space_of(job):
+    return net_plotter.direction_space(job.net, job.spec.dir_type if job.spec else "weights")
+
+
+def obtain_directions(job):
+    """(directions, seeded, is_new, warning, points): an existing direction file, checked, or new ones."""
+    if job.path is not None:
+        n = len(job.path)
+        ts = [i / (n - 1) for i in range(n)] if job.path_type == "polychain" else [0.0, 1.0]
+        names = [f"checkpoint {i + 1}" for i in range(n)] if job.path_type == "polychain" else ["checkpoint 1",
+                                                                                                 f"checkpoint {n}"]
+        return None, None, False, None, [(lbl, t, None) for lbl, t in zip(names, ts)]
+    spec = job.spec
+    space = space_of(job)
+    if job.explicit is not None:
+        dirs = check_explicit(job.explicit, space, spec.ndim)
+        if job.dir_file and os.path.exists(job.dir_file):
+            stored = net_plotter.load_directions(job.dir_file, spec.ndim)
+            if h5_util.directions_sha256(stored) != h5_util.directions_sha256(dirs):
+                raise LandscapeError(f"direction file '{job.dir_file}' holds other directions than the ones given; "
+                                     "use another dir_file or out")
+            return dirs, None, False, None, []
+        return dirs, None, True, None, []
+    if job.dir_file and os.path.exists(job.dir_file):
+        warning = net_plotter.check_direction_file(job.dir_file, spec, space, job.net_name, job.model_hash,
+                                                   compare=job.compare)
+        attrs = h5_util.read_direction_info(job.dir_file)["attrs"]
+        points = [(p["label"], p["x"], p.get("y")) for p in json.loads(attrs.get("marked_points") or "[]")]
+        if attrs.get("regenerated"):
+            seeded = net_plotter.SeededDirections(spec_from_attrs(attrs, spec), attrs["regenerated_device_type"])
+            return None, seeded, False, warning, points
+        return net_plotter.load_directions(job.dir_file, spec.ndim), None, False, warning, points
+    if job.dir_given:
+        raise LandscapeError(f"direction file '{job.dir_file}' does not exist")
+    if spec.regenerate:
+        return None, net_plotter.SeededDirections(spec, torch.device(job.device).type), True, None, []
+    dirs, points = net_plotter.make_directions(spec, job.net, job.model2, job.model3, job.build_model, job.hessian)
+    return dirs, None, True, None, points
+
+
+def spec_from_attrs(attrs, spec):
+    """The DirectionSpec a (regenerated) direction file records, over `spec`'s defaults."""
+    out = copy.copy(spec)
+    for f in ("seed", "xnorm", "xignore", "ynorm", "yignore", "same_dir", "params", "dir_type"):
+        v = net_plotter.recorded_value(attrs, f, getattr(spec, f))
+        if v is not None:
+            setattr(out, f, v)
+    return out
+
+
+def check_explicit(directions, space, ndim):
+    """Directions given as tensors: a list (x[, y]) of lists in the space's order or of {name: tensor}."""
+    if not isinstance(directions, (list, tuple)) or len(directions) < ndim:
+        raise LandscapeError(f"directions must be a list of {ndim} direction(s), each a list of tensors or a dict")
+    out = []
+    for a, d in enumerate(directions[:ndim]):
+        if isinstance(d, dict):
+            unknown = [k for k in d if k not in dict(space)]
+            if unknown:
+                raise LandscapeError(f"direction {a}: no model entry is named {unknown[0]!r}")
+            d = [torch.as_tensor(d[n]) if n in d else torch.zeros(t.shape) for n, t in space]
+        if len(d) != len(space):
+            raise LandscapeError(f"direction {a} has {len(d)} tensors, the model has {len(space)} entries")
+        for (name, t), v in zip(space, d):
+            if tuple(torch.as_tensor(v).shape) != tuple(t.shape):
+                raise LandscapeError(f"direction {a}, entry '{name}': shape {tuple(torch.as_tensor(v).shape)}, "
+                                     f"the model's is {tuple(t.shape)}")
+        out.append([torch.as_tensor(v).detach().float().cpu().clone() for v in d])
+    return out
+
+
+def directions_fingerprint(plan):
+    if plan.seeded is not None:
+        recipe = dict(plan.seeded.spec.attrs(), **plan.seeded.attrs())
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+    return h5_util.directions_sha256(plan.directions) if plan.directions is not None else ""
+
+
+def plan_job(job):
+    """Check the output folders, the directions and the surface file against this run; write nothing."""
+    if job.surf_file:
+        h5_util.check_writable(job.surf_file)
+    if job.dir_file and not os.path.exists(job.dir_file):
+        h5_util.check_writable(job.dir_file)
+    if job.save_directions:
+        h5_util.check_writable(job.save_directions)
+    directions, seeded, new_dirs, warning, points = obtain_directions(job)
+    plan = Plan(directions, seeded, new_dirs, warning, points, None)
+    prov = dict(job.prov, dir_sha256=directions_fingerprint(plan), marked_points=h5_util.points_json(points))
+    if job.surf_file and os.path.exists(job.surf_file):
+        surf = h5_util.read_surface(job.surf_file)
+        h5_util.check_surface(surf, job.x, job.y, prov, job.dir_file)
+        surf.attrs.update({k: v for k, v in prov.items() if k not in surf.attrs})
+        surf.attrs["last_command"] = prov.get("command", "")
+    else:
+        surf = h5_util.new_surface(job.surf_file, job.x, job.y, job.dir_file, prov)
+    plan.surf = surf
+    return plan
+
+
+def write_plan(job, plan):
+    """Rank 0, every check passed: write the new direction file, then the surface file."""
+    spec = job.spec
+    if plan.new_dirs and job.dir_file:
+        attrs = net_plotter.direction_attrs(spec, job.net_name, job.model_hash, job.model_file2, job.model_file3,
+                                            plan.points)
+        if plan.seeded is not None:
+            attrs.update(plan.seeded.attrs())
+            h5_util.write_direction_file(job.dir_file, [[]] * spec.ndim, attrs)
+        else:
+            h5_util.write_direction_file(job.dir_file, plan.directions, attrs)
+    if job.save_directions and (plan.seeded is not None or plan.directions is not None):
+        space = space_of(job)
+        dirs = plan.seeded.materialize(space, net_plotter.entry_mask(space, spec.params)) \
+            if plan.seeded is not None else plan.directions
+        attrs = net_plotter.direction_attrs(spec, job.net_name, job.model_hash, job.model_file2, job.model_file3,
+                                            plan.points)
+        attrs.update({"spec_regenerate": False, "materialised_from": job.dir_file or "seeded directions"})
+        h5_util.write_direction_file(job.save_directions, dirs, attrs)
+    for key in job.keys:
+        plan.surf.ensure(key)  # the maps this run fills, all "not computed" if new
+    if job.surf_file:
+        h5_util.write_surface(plan.surf)
+
+
+def make_mover(job, shared):
+    """What moves the model to a grid point: a PointSetter, a SeededSetter or a PathSetter."""
+    if job.path is not None:
+        return net_plotter.PathSetter(job.net, job.path, job.spec.dir_type if job.spec else "weights", job.path_type)
+    if shared["seeded"] is not None:
+        return net_plotter.SeededSetter(job.net, shared["seeded"], job.spec.dir_type, job.spec.params)
+    return net_plotter.PointSetter(job.net, shared["directions"], job.spec.dir_type)
+
+
+def share_plan(job, plan, comm, rank):
+    """Every rank's view of the directions: rank 0's plan, read back from the file or broadcast."""
+    mine = None
+    if rank == 0:
+        in_file = bool(job.dir_file) and plan.seeded is None and plan.directions is not None
+        mine = {"dir_file": job.dir_file if in_file else "", "seeded": plan.seeded,
+                "directions": None if in_file or comm is None else plan.directions}
+    shared = mine if comm is None else comm.bcast(mine, root=0)
+    if rank == 0:
+        shared = dict(shared, directions=plan.directions)
+    elif shared["dir_file"]:
+        shared["directions"] = net_plotter.load_directions(shared["dir_file"], job.spec.ndim)
+    return shared
+
+
+def run_job(job, comm=None):
+    """Every rank: plan (rank 0, under the lock), compute the missing points, record them (rank 0)."""
+    rank, nproc = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+    lock = SurfaceLock(job.surf_file) if job.surf_file else None
+    say = (lambda *a, **k: None) if job.quiet or rank != 0 else (lambda *a, **k: print(*a, flush=True, **k))
+    try:
+        def prepare():
+            if lock is not None:
+                h5_util.check_writable(job.surf_file)  # a missing folder is named as such, not as a lock failure
+                lock.acquire()
+            plan = plan_job(job)
+            if plan.warning:
+                print(plan.warning, file=sys.stderr)
+            write_plan(job, plan)
+            return plan
+        plan = mpi4pytorch.agree(comm, prepare if rank == 0 else (lambda: None))
+        shared = share_plan(job, plan, comm, rank)
+        if rank == 0 and shared["directions"] is not None and len(shared["directions"]) == 2:
+            say(f"cosine similarity of the x and y directions: {cosine(shared['directions']):.4f}")
+        compute_coords = job.make_compute(lambda: make_mover(job, shared))
+        coords = grid_coords(job.x, job.y)
+        compute = lambda idx: compute_coords(coords[idx])
+        stats = {}
+        t0 = time.perf_counter()
+        try:
+            if rank == 0:
+                surf = plan.surf
+                missing = np.flatnonzero(surf.missing(job.missing_keys))
+                total = int(np.prod(surf.shape))
+                say(f"{job.surf_file or 'surface'}: {total - len(missing)} of {total} points done, computing "
+                    f"{len(missing)} on {nproc} rank(s) ({job.device})")
+                rec = h5_util.Recorder(surf, job.keys, total, total - len(missing), job.flush_seconds,
+                                       show_progress=job.progress and not job.quiet)
+                try:
+                    scheduler.run_root(comm, nproc, missing, compute, rec.store, rec.tick)
+                finally:
+                    rec.close()  # whatever happened (Ctrl-C, SIGTERM, a crash), keep every computed point
+                stats = report(len(missing), time.perf_counter() - t0, nproc, job.surf_file, say)
+            else:
+                scheduler.run_worker(comm, compute)
+        except Exception as e:
+            if nproc > 1:  # one rank failed mid-run: never leave the others waiting in a collective
+                print(f"error on rank {rank}: {evaluation.first_line(e)}", file=sys.stderr, flush=True)
+                mpi4pytorch.abort(comm)
+            raise
+    finally:
+        if lock is not None:
+            lock.release()
+    result = None
+    if rank == 0:
+        s = plan.surf
+        result = Result(s.x.copy(), None if s.y is None else s.y.copy(), {k: v.copy() for k, v in s.values.items()},
+                        job.surf_file, job.dir_file, dict(s.attrs), stats)
+    return result if comm is None else comm.bcast(result, root=0)
+
+
+def cosine(directions):
+    a = torch.cat([d.flatten() for d in directions[0]]).double()
+    b = torch.cat([d.flatten() for d in directions[1]]).double()
+    return float(a @ b / (a.norm() * b.norm() + 1e-30))
+
+
+def report(n_done, seconds, nproc, surf_file, say=print):
+    """Print the summary line; return the figures (the benchmark reads them)."""
+    if n_done == 0:
+        say(f"nothing to compute: every point is done; surface file: {surf_file}")
+        return {"points": 0, "seconds": seconds, "sec_per_point": float("nan"), "ranks": nproc}
+    per_point = seconds / n_done
+    each = f"{per_point * 1e3:.3g} ms" if per_point < 1 else f"{per_point:.3g} s"
+    say(f"computed {n_done} points in {seconds:.1f} s ({n_done / max(seconds, 1e-9):.1f} points/s, {each}/point) "
+        f"on {nproc} rank(s); surface file: {surf_file or '(in memory)'}")
+    return {"points": n_done, "seconds": seconds, "sec_per_point": per_point, "ranks": nproc}
+
+
+def dry_run(job, nproc=1):
+    """Validate, name the files, time one point, estimate the total; write nothing."""
+    plan = plan_job(job)
+    if job.dir_file:
+        print(f"direction file: {job.dir_file} ({'would be created' if plan.new_dirs else 'exists, fits the model'})")
+    total = int(np.prod(plan.surf.shape))
+    missing = int(plan.surf.missing(job.missing_keys).sum())
+    done = f"exists: {total - missing} of {total} points done" if os.path.exists(job.surf_file) else "would be created"
+    print(f"surface file:   {job.surf_file} ({done})")
+    if plan.warning:
+        print(plan.warning, file=sys.stderr)
+    shared = {"directions": plan.directions, "seeded": plan.seeded}
+    compute = job.make_compute(lambda: make_mover(job, shared))
+    coords = grid_coords(job.x, job.y)
+    center = coords[[int(np.argmin(np.abs(coords).sum(1)))]]
+    compute(center)  # warm-up
+    t0 = time.perf_counter()
+    compute(center)
+    sec = time.perf_counter() - t0
+    print(f"one point takes {sec:.3f} s here; {missing} points on {nproc} rank(s): about "
+          f"{missing * sec / nproc / 60:.1f} min. Nothing was computed or written.")
+    return sec
+
+

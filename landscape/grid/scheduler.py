@@ -1,0 +1,162 @@
+"""Which grid point is computed by which rank, and when.
+
+Rank 0 keeps the queue of missing points. Every rank, rank 0 included, computes chunks of points;
+the other ranks ask rank 0 for their next chunk when they return a finished one (dynamic
+scheduling), so fast and slow ranks finish together. Each worker holds one chunk in reserve, so it
+never idles while rank 0 is busy with a point of its own. Chunks are sized from the worker's own
+time per point (about CHUNK_SECONDS of work each), shrinking near the end of the queue.
+
+Results travel to rank 0 with each request: O(chunk) messages, never a whole-array reduce.
+"""
+import math
+import time
+from collections import deque
+
+import numpy as np
+
+TAG_REQUEST, TAG_WORK, TAG_BYE = 11, 12, 13
+CHUNK_SECONDS = 0.25
+MAX_CHUNK = 4096
+
+
+# ----------------------------------------------------------------------------- pure helpers
+def get_unplotted_indices(vals, xcoordinates, ycoordinates=None, missing=-1.0):
+    """(flat indices of points still at `missing`, their coordinates): the reference's helper, exact test."""
+    inds = np.flatnonzero(np.asarray(vals).ravel() == missing)
+    if ycoordinates is None:
+        return inds, np.asarray(xcoordinates).ravel()[inds]
+    xx, yy = np.meshgrid(xcoordinates, ycoordinates)
+    return inds, np.c_[xx.ravel()[inds], yy.ravel()[inds]]
+
+
+def split_inds(num_inds, nproc):
+    """Contiguous, near-equal slices of range(num_inds), one per rank (the reference's static split)."""
+    chunk, rem = divmod(num_inds, nproc)
+    return [range(r * chunk + min(r, rem), (r + 1) * chunk + min(r + 1, rem)) for r in range(nproc)]
+
+
+def chunk_size(want, remaining, nproc, multiple):
+    """Points to hand out: what the rank asks for, at most half a fair share of what is left,
+    at least one pass of `multiple` points, rounded up to a multiple of it."""
+    fair = math.ceil(remaining / (2 * nproc))
+    size = max(multiple, min(want, fair, MAX_CHUNK))
+    return min(remaining, math.ceil(size / multiple) * multiple)
+
+
+class RateMeter:
+    """Seconds per point (moving average) -> the chunk size that takes about CHUNK_SECONDS."""
+
+    def __init__(self, multiple=1):
+        self.multiple = multiple
+        self.sec_per_point = None
+
+    def record(self, seconds, points):
+        s = seconds / max(points, 1)
+        self.sec_per_point = s if self.sec_per_point is None else 0.7 * self.sec_per_point + 0.3 * s
+
+    def want(self):
+        if self.sec_per_point is None:
+            return self.multiple
+        return max(self.multiple, int(CHUNK_SECONDS / max(self.sec_per_point, 1e-6)))
+
+
+# ----------------------------------------------------------------------------- the loops
+class Outbox:
+    """Non-blocking sends. A blocking send of a message above MPI's eager limit waits for the
+    matching receive, so rank 0 replying to a worker while that worker sends its next request
+    would deadlock; with isend both sides go on and the messages complete in the background."""
+
+    def __init__(self, comm):
+        self.comm, self.pending = comm, []
+
+    def post(self, obj, dest, tag):
+        self.pending.append(self.comm.isend(obj, dest=dest, tag=tag))
+        self.pending = [r for r in self.pending if not r.Test()]  # forget the completed ones
+
+    def flush(self):
+        for r in self.pending:
+            r.wait()
+        self.pending = []
+
+
+def timed(compute, meter, chunk):
+    t0 = time.perf_counter()
+    values = compute(chunk)
+    meter.record(time.perf_counter() - t0, len(chunk))
+    return values
+
+
+def run_root(comm, nproc, pending, compute, store, tick, multiple=1):
+    """Rank 0: hand out chunks of `pending` flat indices, compute its own, store every result.
+
+    compute(indices) -> values (len, nvalues); store(indices, values) records results (rank 0 only);
+    tick() runs between chunks (periodic file writes). Returns when every point is stored and
+    every worker has said goodbye.
+    """
+    queue = deque(int(i) for i in pending)
+    meter = RateMeter(multiple)
+    byes = 0
+
+    def take(want):
+        n = chunk_size(want, len(queue), nproc, multiple) if queue else 0
+        return np.array([queue.popleft() for _ in range(n)], dtype=np.int64)
+
+    sends = Outbox(comm)
+
+    def serve(block):
+        nonlocal byes
+        if comm is None:
+            return
+        from mpi4py import MPI
+        status = MPI.Status()
+        while block or comm.Iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
+            msg = comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
+            block = False
+            if status.Get_tag() == TAG_BYE:
+                byes += 1
+                continue
+            idx, vals, want = msg
+            if len(idx):
+                store(idx, vals)
+            sends.post(take(want), status.Get_source(), TAG_WORK)
+
+    while queue:
+        serve(block=False)
+        chunk = take(meter.want())
+        if len(chunk):
+            store(chunk, timed(compute, meter, chunk))
+        tick()
+    while byes < nproc - 1:
+        serve(block=True)
+        tick()
+    sends.flush()
+
+
+def run_worker(comm, compute, multiple=1):
+    """Ranks > 0: ask for chunks, compute them, send results back with the next request."""
+    meter = RateMeter(multiple)
+    outstanding = 0
+    empty = np.zeros(0, dtype=np.int64)
+
+    sends = Outbox(comm)
+
+    def request(idx, vals):
+        nonlocal outstanding
+        sends.post((idx, vals, meter.want()), 0, TAG_REQUEST)
+        outstanding += 1
+
+    request(empty, None)
+    request(empty, None)  # one chunk to work on, one in reserve
+    queue = deque()
+    while True:
+        while outstanding and (not queue or comm.Iprobe(source=0, tag=TAG_WORK)):
+            chunk = comm.recv(source=0, tag=TAG_WORK)
+            outstanding -= 1
+            if len(chunk):
+                queue.append(chunk)
+        if not queue:
+            break
+        chunk = queue.popleft()
+        request(chunk, timed(compute, meter, chunk))  # deliver results; rank 0 answers [] once it is out of work
+    sends.post(None, 0, TAG_BYE)
+    sends.flush()

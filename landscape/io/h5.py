@@ -1,0 +1,371 @@
+"""All HDF5 I/O: direction files, surface files, projection files. Every write is atomic.
+
+Direction file (as the reference): groups `xdirection` and, for 2D, `ydirection`, each holding
+datasets '0'..'n-1' in parameter (or state_dict) order. Attributes record what made it.
+
+Surface file (as the reference): datasets `dir_file` (string), `xcoordinates` (nx,),
+`ycoordinates` (ny,), and value maps `train_loss`, `train_acc` [, `test_loss`, `test_acc`,
+`max_eig`, `min_eig`]. A 2D map has shape (ny, nx), Z[j, i] being the value at (x[i], y[j]) --
+what matplotlib's contour(X, Y, Z) expects with X, Y = meshgrid(x, y). For square grids that is
+exactly the reference's layout; the reference stored non-square maps as (nx, ny) arrays whose
+flat buffer is in (ny, nx) order, and `read_surface` reads those correctly too.
+Points not yet computed hold -1 (losses, accuracies) or the pair max_eig=-1, min_eig=+1 (a pair no
+real Hessian has, since max >= min). Every other value, 0, NaN and inf included, is a result.
+
+Atomic writes: a new file is written next to the target, flushed to disk, then renamed over it,
+so a process killed at any moment leaves either the old or the new complete file.
+"""
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+import torch
+
+from landscape import __version__
+from landscape.errors import UserError
+
+MISSING = -1.0
+EIG_MISSING = {"max_eig": -1.0, "min_eig": 1.0}
+COORD_KEYS = ("dir_file", "xcoordinates", "ycoordinates")
+
+
+# ----------------------------------------------------------------------------- the reference's helpers
+def write_list(f, name, direction):
+    """Write a list of arrays/tensors as datasets '0'..'n-1' of group `name`."""
+    grp = f.create_group(name)
+    for i, d in enumerate(direction):
+        grp.create_dataset(str(i), data=d.numpy() if isinstance(d, torch.Tensor) else np.asarray(d))
+
+
+def read_list(f, name):
+    """Read group `name` back as a list of numpy arrays, in index order."""
+    grp = f[name]
+    return [np.asarray(grp[str(i)][()]) for i in range(len(grp))]
+
+
+# ----------------------------------------------------------------------------- atomic writes
+LOCKS_UNAVAILABLE = re.compile(r"unable to lock file, errno = (37|38|95)\b")  # ENOLCK, ENOSYS, EOPNOTSUPP
+
+
+def h5_file(path, mode="r"):
+    """h5py.File with best-effort locking: HDF5 locks the file where the file system supports
+    flock, and goes on without where it does not, instead of refusing to open it: Lustre mounted
+    without flock answers ENOSYS (which HDF5's best-effort mode ignores), NFS without a lock daemon
+    ENOLCK (which it does not, so the file is opened again without locking). Two runs never share a
+    surface file anyway: the tool's own lock file guards against that, and every write goes to a new
+    file renamed into place, so no reader ever sees a file being written."""
+    try:
+        return h5py.File(path, mode, locking="best-effort")
+    except OSError as e:
+        if not LOCKS_UNAVAILABLE.search(str(e)):
+            raise
+        return h5py.File(path, mode, locking=False)
+
+
+def atomic_write(path, write_fn):
+    """Call write_fn(h5py.File) on a temp file beside `path`, fsync it, and rename it over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write to folder '{folder}'")
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with h5_file(tmp, "w") as f:
+            write_fn(f)
+            f.attrs["landscape_version"] = __version__   # the version that last wrote it (`tool`: that made it)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+    except OSError:
+        pass
+
+
+def check_writable(path):
+    """Fail early, before any computation, if `path`'s folder cannot take new files."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"output folder '{folder}' does not exist")
+    probe = os.path.join(folder, f".write_probe_{os.getpid()}")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"output folder '{folder}' is not writable ({e.strerror})") from None
+
+
+def open_h5(path, what):
+    """Open an existing HDF5 file read-only, with a one-line error if it is missing or unreadable."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} '{path}' does not exist")
+    try:
+        return h5_file(path, "r")
+    except OSError as e:
+        raise UserError(f"{what} '{path}' is not a readable HDF5 file ({str(e).splitlines()[0][:80]})") from None
+
+
+def set_attrs(obj, attrs):
+    for k, v in attrs.items():
+        obj.attrs[k] = "" if v is None else v
+
+
+def read_attrs(obj):
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in obj.attrs.items()}
+
+
+# ----------------------------------------------------------------------------- direction files
+def write_direction_file(path, directions, attrs):
+    def write(f):
+        write_list(f, "xdirection", directions[0])
+        if len(directions) > 1:
+            write_list(f, "ydirection", directions[1])
+        set_attrs(f, dict(attrs, created=time.strftime("%Y-%m-%dT%H:%M:%S"), tool=tool_version()))
+    atomic_write(path, write)
+
+
+def read_direction_info(path):
+    """{'has_y', 'shapes' of xdirection entries, 'attrs'} without loading the arrays."""
+    with open_h5(path, "direction file") as f:
+        if "xdirection" not in f:
+            raise UserError(f"'{path}' is not a direction file (it has no 'xdirection' group)")
+        grp = f["xdirection"]
+        try:
+            shapes = [grp[str(i)].shape for i in range(len(grp))]
+        except KeyError:
+            raise UserError(f"direction file '{path}' is incomplete (missing entries in 'xdirection')") from None
+        return {"has_y": "ydirection" in f, "shapes": shapes, "attrs": read_attrs(f)}
+
+
+def read_direction_file(path):
+    """[xdir] or [xdir, ydir], each a list of float32 CPU tensors."""
+    with open_h5(path, "direction file") as f:
+        names = ["xdirection"] + (["ydirection"] if "ydirection" in f else [])
+        try:
+            return [[torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in read_list(f, n)] for n in names]
+        except (KeyError, OSError) as e:
+            raise UserError(f"direction file '{path}' is damaged ({e})") from None
+
+
+def directions_sha256(directions):
+    """A fingerprint of direction contents, stable across file names and copies."""
+    h = hashlib.sha256()
+    for direction in directions:
+        for d in direction:
+            a = np.ascontiguousarray(d.numpy() if isinstance(d, torch.Tensor) else d, dtype=np.float32)
+            h.update(str(a.shape).encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- surface files
+@dataclass
+class Surface:
+    """A surface file in memory. values[k] has shape (nx,) or (ny, nx)."""
+    path: str
+    x: np.ndarray
+    y: np.ndarray = None
+    dir_file: str = ""
+    values: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def shape(self):
+        return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
+
+    def coords(self):
+        """(points, ndim) coordinates in flat order: index j*nx + i is (x[i], y[j])."""
+        if self.y is None:
+            return self.x.reshape(-1, 1)
+        xx, yy = np.meshgrid(self.x, self.y)
+        return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+    def ensure(self, key):
+        """Create an all-missing map for `key` if it does not exist yet."""
+        if key not in self.values:
+            self.values[key] = np.full(self.shape, EIG_MISSING.get(key, MISSING), dtype=np.float64)
+
+    def missing(self, keys):
+        """Flat boolean mask of points where any of `keys` is not computed yet."""
+        mask = np.zeros(int(np.prod(self.shape)), dtype=bool)
+        for k in keys:
+            self.ensure(k)
+        if any(k in EIG_MISSING for k in keys):
+            mask |= (self.values["max_eig"].ravel() == -1.0) & (self.values["min_eig"].ravel() == 1.0)
+        for k in keys:
+            if k not in EIG_MISSING:
+                mask |= self.values[k].ravel() == MISSING
+        return mask
+
+
+def new_surface(path, x, y, dir_file, attrs):
+    return Surface(path, np.asarray(x, dtype=np.float64), None if y is None else np.asarray(y, dtype=np.float64),
+                   dir_file, {}, dict(attrs))
+
+
+def _read_map(f, key, nx, ny, path):
+    a = np.asarray(f[key][()], dtype=np.float64)
+    if ny is None:
+        if a.shape != (nx,):
+            raise UserError(f"'{key}' in '{path}' has shape {a.shape}, but the grid has {nx} points")
+        return a
+    if a.shape == (ny, nx):
+        return a
+    if a.shape == (nx, ny):  # the reference's non-square layout: (nx, ny) array, (ny, nx) buffer
+        return a.reshape(ny, nx)
+    raise UserError(f"'{key}' in '{path}' has shape {a.shape}, which fits neither ({ny}, {nx}) nor ({nx}, {ny})")
+
+
+def read_surface(path, keys=None):
+    """Read a surface file (ours or the reference's) into a Surface. `keys`: maps to load (default all)."""
+    with open_h5(path, "surface file") as f:
+        if "xcoordinates" not in f:
+            raise UserError(f"'{path}' is not a surface file (it has no 'xcoordinates')")
+        x = np.asarray(f["xcoordinates"][()], dtype=np.float64).ravel()
+        y = np.asarray(f["ycoordinates"][()], dtype=np.float64).ravel() if "ycoordinates" in f else None
+        dir_file = f["dir_file"][()] if "dir_file" in f else b""
+        dir_file = dir_file.decode() if isinstance(dir_file, bytes) else str(dir_file)
+        surf = Surface(path, x, y, dir_file, {}, read_attrs(f))
+        for key in f:
+            if key in COORD_KEYS or not isinstance(f[key], h5py.Dataset) or (keys and key not in keys):
+                continue
+            grid = (len(x),) if y is None else (len(y), len(x))
+            if sorted(f[key].shape) == sorted(grid):  # a value map; anything else is kept as it is
+                surf.values[key] = _read_map(f, key, len(x), None if y is None else len(y), path)
+        return surf
+
+
+def write_surface(surf):
+    """Atomically (re)write `surf`, keeping any other objects the existing file holds."""
+    def write(f):
+        if os.path.exists(surf.path):
+            with h5_file(surf.path, "r") as old:
+                for key in old:
+                    if key not in surf.values and key not in COORD_KEYS:
+                        old.copy(old[key], f, name=key)
+        f["dir_file"] = surf.dir_file
+        f["xcoordinates"] = surf.x
+        if surf.y is not None:
+            f["ycoordinates"] = surf.y
+        for key, v in surf.values.items():
+            f.create_dataset(key, data=v)
+        set_attrs(f, surf.attrs)
+    atomic_write(surf.path, write)
+
+
+# ----------------------------------------------------------------------------- provenance and resume checks
+# Attributes that change a surface's values: resuming into a file that recorded another value is
+# refused. (key, what the message calls it)
+SURFACE_CHECKS = (("model_file_sha256", "checkpoint"), ("model_sha256", "model weights"), ("model", "model"),
+                  ("dataset", "dataset"), ("train_size", "training-set size"), ("test_size", "test-set size"),
+                  ("data_sha256", "data"), ("raw_data", "--raw_data"), ("data_split", "--data_split"),
+                  ("split_idx", "--split_idx"), ("trainloader_sha256", "--trainloader file"),
+                  ("testloader_sha256", "--testloader file"), ("loss_name", "loss"), ("metrics", "metrics"),
+                  ("precision", "--precision"), ("dir_type", "--dir_type"), ("params", "--params"),
+                  ("path_type", "--path_type"), ("path_sha256", "path checkpoints"),
+                  ("hessian_params", "Hessian parameters"))
+
+
+def provenance(**fields):
+    """The attributes a new surface file records: what made it (the caller's fields) and when."""
+    return dict(fields, tool=tool_version(), layout="(ny, nx): Z[j, i] is the value at (x[i], y[j])",
+                created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def check_surface(surf, x, y, prov, dir_file):
+    """Refuse to resume into a surface file made for another grid, model, data, loss, precision or
+    direction file: every value it holds would be mixed with values of another surface."""
+    path = surf.path
+    if (surf.y is None) != (y is None):
+        raise UserError(f"surface file '{path}' is {'1D' if surf.y is None else '2D'}, but this run is "
+                        f"{'1D' if y is None else '2D'}")
+    for axis, mine, theirs in (("x", x, surf.x), ("y", y, surf.y)):
+        if mine is not None and (len(mine) != len(theirs) or not np.allclose(mine, theirs, rtol=0, atol=1e-9)):
+            raise UserError(f"surface file '{path}' has a different {axis} grid "
+                            f"([{theirs[0]}, {theirs[-1]}] x {len(theirs)}); use another --surf_file")
+    attrs = surf.attrs
+    if attrs.get("dir_sha256"):
+        if attrs["dir_sha256"] != prov.get("dir_sha256"):
+            raise UserError(f"surface file '{path}' was computed along other directions than '{dir_file}'")
+    elif surf.dir_file and dir_file and os.path.basename(surf.dir_file) != os.path.basename(dir_file):
+        raise UserError(f"surface file '{path}' belongs to direction file '{surf.dir_file}', not '{dir_file}'")
+    for key, what in SURFACE_CHECKS:
+        if key in attrs and key in prov and str(attrs[key]) != str(prov[key]):
+            raise UserError(f"surface file '{path}' was computed with another {what} "
+                            f"({attrs[key]} vs {prov[key]}); use another --surf_file")
+
+
+def points_json(points):
+    """[(label, x, y)] -> the `marked_points` attribute: JSON [{"label", "x", "y"}] (y null in 1D)."""
+    return json.dumps([{"label": label, "x": float(x), "y": None if y is None else float(y)}
+                       for label, x, y in points])
+
+
+class Recorder:
+    """Rank 0: store results in the Surface, show progress, rewrite the file every flush_seconds.
+
+    With `surf.path` empty (an in-memory run of the Python API) nothing is written.
+    """
+
+    def __init__(self, surf, keys, total, done, flush_seconds, show_progress=True):
+        from tqdm import tqdm
+        self.surf, self.keys, self.flush_seconds = surf, keys, flush_seconds
+        self.dirty, self.last_flush = False, time.monotonic()
+        self.bar = tqdm(total=total, initial=done, unit="pt", disable=not show_progress,
+                        mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
+
+    def store(self, indices, values):
+        for j, key in enumerate(self.keys):
+            self.surf.values[key].reshape(-1)[indices] = values[:, j]
+        self.dirty = True
+        self.bar.update(len(indices))
+
+    def tick(self):
+        if self.dirty and time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self):
+        if self.dirty and self.surf.path:
+            self.surf.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            write_surface(self.surf)
+            self.dirty, self.last_flush = False, time.monotonic()
+
+    def close(self):
+        self.flush()
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------- projection files
+def write_projection_file(path, xcoord, ycoord, attrs=None):
+    def write(f):
+        f["proj_xcoord"] = np.asarray(xcoord, dtype=np.float64)
+        f["proj_ycoord"] = np.asarray(ycoord, dtype=np.float64)
+        set_attrs(f, attrs or {})
+    atomic_write(path, write)
+
+
+def read_projection_file(path):
+    with open_h5(path, "projection file") as f:
+        if "proj_xcoord" not in f or "proj_ycoord" not in f:
+            raise UserError(f"'{path}' is not a projection file (no proj_xcoord/proj_ycoord)")
+        return np.asarray(f["proj_xcoord"][()]), np.asarray(f["proj_ycoord"][()])
+
+
+def tool_version():
+    """What wrote a file: this tool's version, with Python's, PyTorch's and h5py's."""
+    return f"loss-landscape {__version__} (python {sys.version.split()[0]}, torch {torch.__version__}, h5py {h5py.__version__})"
+

@@ -1,0 +1,355 @@
+"""1D plots of surface files: loss and accuracy along x (the reference's outputs), overlays of
+several files, any stored map, and the Hessian's eigenvalue spectral density.
+
+    python plot_1D.py --surf_file S.h5 [--log] [--xmin -1 --xmax 1] [--loss_max 5] [--format png]
+    python plot_1D.py --surf_file S.h5 --surf_name train_mae          (any map the file holds)
+    python plot_1D.py --surf_file A.h5 B.h5 --labels SGD SAM          (overlay files on one set of axes)
+    python plot_1D.py --prefix P --idx_min 1 --idx_max 10             (overlay P_1.h5 .. P_10.h5)
+    python plot_1D.py --esd_file H.h5                                 (eigenvalue spectral density)
+
+One file, --surf_name train_loss (the default): writes <surf>_1d_loss_acc[_log],
+<surf>_1d_train_loss[_log] and <surf>_1d_train_err; a file without train_acc (a regression or
+language model) gets the loss figures only, with no accuracy axis and no train_err figure. When
+the file has min_eig/max_eig, also <surf>_1d_eig_abs_ratio and <surf>_1d_eig_ratio.
+One file, another --surf_name NAME: writes <surf>_1d_<NAME>[_log].
+Several files: writes <first surf>_1d_overlay_<NAME>[_log], one colour per file (labels default to
+the file names): loss-like maps on the left axis, solid; the matching accuracy (train_acc for
+train_*, test_acc for test_*) dashed on the right axis when the files have it.
+--esd_file H.h5: reads esd_grid, esd_density (and eigenvalues, if present) and writes <H>_esd.
+Points not computed are gaps in the curves, never zeros or -1. A file's marked_points attribute
+is drawn as labelled vertical dotted lines.
+"""
+import sys
+
+import numpy as np
+
+from landscape.errors import ArgParser, UserError, run_cli
+from landscape.io import h5 as h5_util
+from landscape.plots.util import (
+    computed,
+    eig_ratio,
+    has_map,
+    load_surface,
+    marked_points,
+    new_figure,
+    output_name,
+    save_figure,
+    show_all,
+    surface_labels,
+)
+
+
+def x_limits(x, xmin, xmax):
+    """The reference's convention: the defaults -1 and 1 mean 'the data's own range'."""
+    return (xmin if xmin != -1.0 else float(np.nanmin(x))), (xmax if xmax != 1.0 else float(np.nanmax(x)))
+
+
+def loss_limits(loss, loss_max, log):
+    if not log:
+        return 0, loss_max
+    positive = loss[np.isfinite(loss) & (loss > 0)]
+    return (float(positive.min()) * 0.8 if positive.size else 1e-3), loss_max
+
+
+def accuracy_partner(surf_name):
+    """The accuracy map drawn beside a loss-like map: train_acc for train_*, test_acc for test_*."""
+    prefix = surf_name.split("_", 1)[0]
+    if prefix not in ("train", "test") or surf_name.endswith(("_acc", "_err")):
+        return None
+    return prefix + "_acc"
+
+
+def value_limits(values, surf_name, loss_max, log):
+    """y limits: losses up to --loss_max (the reference's), percentages 0..100, anything else its data's."""
+    if surf_name.endswith("loss"):
+        return loss_limits(values, loss_max, log)
+    if surf_name.endswith(("_acc", "_err")) and not log:
+        return 0, 100
+    return None
+
+
+def draw_loss_acc(ax1, ax2, x, surf, log):
+    """Loss (blue, left axis) and accuracy (red, right axis, when the file has it and ax2 is given);
+    test curves dashed when present."""
+    plot = ax1.semilogy if log else ax1.plot
+    plot(x, computed(surf, "train_loss"), "b-", label="Training loss", linewidth=1)
+    if "test_loss" in surf.values:
+        plot(x, computed(surf, "test_loss"), "b--", label="Test loss", linewidth=1)
+    if ax2 is None:
+        return
+    if "train_acc" in surf.values:
+        ax2.plot(x, computed(surf, "train_acc"), "r-", label="Training accuracy", linewidth=1)
+    if "test_acc" in surf.values:
+        ax2.plot(x, computed(surf, "test_acc"), "r--", label="Test accuracy", linewidth=1)
+
+
+def style_loss_acc(ax1, ax2, xlim, ylim):
+    ax1.set_xlim(*xlim)
+    ax1.set_ylabel("Loss", color="b", fontsize="xx-large")
+    ax1.tick_params("y", colors="b", labelsize="x-large")
+    ax1.tick_params("x", labelsize="x-large")
+    ax1.set_ylim(*ylim)
+    if ax2 is not None:
+        ax2.set_ylabel("Accuracy", color="r", fontsize="xx-large")
+        ax2.tick_params("y", colors="r", labelsize="x-large")
+        ax2.set_ylim(0, 100)
+
+
+def draw_marked_points(ax, points, color="0.25", prefix=""):
+    """Each marked point as a vertical dotted line at its x, labelled at the top of the axes."""
+    for p in points:
+        ax.axvline(p["x"], color=color, linestyle=":", linewidth=1.2, zorder=1.5)
+        ax.text(p["x"], 0.98, f"{prefix}{p['label']}", transform=ax.get_xaxis_transform(), rotation=90, ha="right",
+                va="top", fontsize="medium", color=color, clip_on=True,
+                bbox=dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none", alpha=0.75))
+
+
+def check_1d(surf, surf_name="train_loss"):
+    if surf.y is not None:
+        raise UserError(f"'{surf.path}' is a 2D surface; use plot_2D.py")
+    if not has_map(surf, surf_name):
+        computed(surf, surf_name)  # raises, listing the maps the file holds
+
+
+def plot_1d_loss_err(surf_file, xmin=-1.0, xmax=1.0, loss_max=5, log=False, show=False, fmt="pdf",
+                     surf_name="train_loss"):
+    """The reference's three 1D figures (train_loss), or the one figure of another map; plus the
+    eigenvalue ratio when the file has eigenvalues."""
+    surf = load_surface(surf_file)
+    check_1d(surf, surf_name)
+    if surf_name != "train_loss":
+        out = [plot_1d_map(surf, surf_name, xmin, xmax, loss_max, log, show, fmt)]
+        show_all(show)
+        return out
+    x, loss, points = surf.x, computed(surf, "train_loss"), marked_points(surf)
+    has_acc = "train_acc" in surf.values
+    xlim, ylim, tag = x_limits(x, xmin, xmax), loss_limits(loss, loss_max, log), "_log" if log else ""
+    out = []
+
+    fig = new_figure(show)
+    ax1 = fig.add_subplot()
+    ax2 = ax1.twinx() if has_acc else None
+    draw_loss_acc(ax1, ax2, x, surf, log)
+    style_loss_acc(ax1, ax2, xlim, ylim)
+    draw_marked_points(ax2 if ax2 is not None else ax1, points)  # on the top axes, so no curve hides a label
+    out.append(save_figure(fig, output_name(surf_file, "_1d_loss_acc" + tag, fmt), fmt))
+
+    fig = new_figure(show)
+    ax = fig.add_subplot()
+    (ax.semilogy if log else ax.plot)(x, loss)
+    ax.set(xlim=xlim, ylim=ylim)
+    ax.set_ylabel("Training Loss", fontsize="xx-large")
+    draw_marked_points(ax, points)
+    out.append(save_figure(fig, output_name(surf_file, "_1d_train_loss" + tag, fmt), fmt))
+
+    if has_acc:
+        fig = new_figure(show)
+        ax = fig.add_subplot()
+        ax.plot(x, computed(surf, "train_err"))
+        ax.set(xlim=xlim, ylim=(0, 100))
+        ax.set_ylabel("Training Error", fontsize="xx-large")
+        draw_marked_points(ax, points)
+        out.append(save_figure(fig, output_name(surf_file, "_1d_train_err", fmt), fmt))
+
+    if "min_eig" in surf.values and "max_eig" in surf.values:
+        out += plot_1d_eig_ratio(surf_file, xmin, xmax, show=False, fmt=fmt)
+    note_missing(loss)
+    show_all(show)
+    return out
+
+
+def plot_1d_map(surf, surf_name, xmin=-1.0, xmax=1.0, loss_max=5, log=False, show=False, fmt="pdf"):
+    """One figure of one stored map (test_loss, train_mae, a custom metric ...): <surf>_1d_<name>[_log]."""
+    values = computed(surf, surf_name)
+    fig = new_figure(show)
+    ax = fig.add_subplot()
+    (ax.semilogy if log else ax.plot)(surf.x, values)
+    ax.set_xlim(*x_limits(surf.x, xmin, xmax))
+    ylim = value_limits(values, surf_name, loss_max, log)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(surf_name, fontsize="xx-large")
+    draw_marked_points(ax, marked_points(surf))
+    note_missing(values)
+    return save_figure(fig, output_name(surf.path, f"_1d_{surf_name}" + ("_log" if log else ""), fmt), fmt)
+
+
+def note_missing(values):
+    missing = int(np.isnan(values).sum())
+    if missing:
+        print(f"note: {missing} of {values.size} points are not computed (or not finite) and show as gaps")
+
+
+def load_1d_surfaces(surf_files, surf_name):
+    surfs = [load_surface(f) for f in surf_files]
+    for surf in surfs:
+        check_1d(surf, surf_name)
+    return surfs
+
+
+def draw_overlay(fig, surfs, labels, surf_name="train_loss", xmin=-1.0, xmax=1.0, loss_max=5, log=False):
+    """Every surface's `surf_name` on the left axis (solid), its accuracy on the right (dashed), one colour each;
+    the legend, below the axes, names each colour."""
+    ax1 = fig.add_subplot()
+    partner = accuracy_partner(surf_name)
+    with_acc = [partner is not None and partner in s.values for s in surfs]
+    ax2 = ax1.twinx() if any(with_acc) else None
+    colours = [f"C{i % 10}" for i in range(len(surfs))]
+    plot = ax1.semilogy if log else ax1.plot
+    for surf, label, colour, acc in zip(surfs, labels, colours, with_acc):
+        plot(surf.x, computed(surf, surf_name), "-", color=colour, linewidth=1.3, label=label)
+        if acc:
+            ax2.plot(surf.x, computed(surf, partner), "--", color=colour, linewidth=1.1)
+    allx = np.concatenate([s.x for s in surfs])
+    ax1.set_xlim(*x_limits(allx, xmin, xmax))
+    ylim = value_limits(np.concatenate([computed(s, surf_name) for s in surfs]), surf_name, loss_max, log)
+    if ylim is not None:
+        ax1.set_ylim(*ylim)
+    ax1.set_ylabel(f"{surf_name}{', solid' if ax2 is not None else ''}", fontsize="xx-large")
+    ax1.tick_params(labelsize="x-large")
+    if ax2 is not None:
+        ax2.set_ylim(0, 100)
+        ax2.set_ylabel(f"{partner} (%), dashed", fontsize="x-large")
+        ax2.tick_params(labelsize="x-large")
+    draw_overlay_marks(ax2 if ax2 is not None else ax1, surfs, labels, colours)
+    ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=min(len(surfs), 4), frameon=False,
+               fontsize="large")  # one entry per file: its colour
+    return ax1, ax2
+
+
+def draw_overlay_marks(ax, surfs, labels, colours):
+    """Marked points: those every file marks in gray, the others in their file's colour, named after it."""
+    marks = [[(p["label"], p["x"]) for p in marked_points(s)] for s in surfs]
+    shared = set.intersection(*map(set, marks)) if len(surfs) > 1 else set()
+    draw_marked_points(ax, [{"label": m[0], "x": m[1]} for m in sorted(shared, key=lambda m: m[1])])
+    for own, label, colour in zip(marks, labels, colours):
+        draw_marked_points(ax, [{"label": m[0], "x": m[1]} for m in own if m not in shared], colour, f"{label}: ")
+
+
+def plot_1d_overlay(surf_files, labels=None, surf_name="train_loss", xmin=-1.0, xmax=1.0, loss_max=5, log=False,
+                    show=False, fmt="pdf"):
+    """Several 1D surface files on one set of axes: <first>_1d_overlay_<surf_name>[_log].<fmt>."""
+    labels = surface_labels(surf_files, labels)
+    surfs = load_1d_surfaces(surf_files, surf_name)
+    fig = new_figure(show, figsize=(7, 5))
+    draw_overlay(fig, surfs, labels, surf_name, xmin, xmax, loss_max, log)
+    tag = "_log" if log else ""
+    path = save_figure(fig, f"{surf_files[0]}_1d_overlay_{surf_name}{tag}.{fmt}", fmt)
+    show_all(show)
+    return [path]
+
+
+def plot_1d_loss_err_repeat(prefix, idx_min=1, idx_max=10, xmin=-1.0, xmax=1.0, loss_max=5, show=False, fmt="pdf"):
+    """Overlay the curves of <prefix>_<idx>.h5 for idx_min..idx_max (repeated random directions)."""
+    if idx_min > idx_max:
+        raise UserError(f"--idx_min {idx_min} > --idx_max {idx_max}: no files to overlay")
+    surfs = load_1d_surfaces([f"{prefix}_{idx}.h5" for idx in range(idx_min, idx_max + 1)], "train_loss")
+    fig = new_figure(show)
+    ax1 = fig.add_subplot()
+    ax2 = ax1.twinx() if any("train_acc" in s.values for s in surfs) else None
+    for surf in surfs:
+        draw_loss_acc(ax1, ax2, surf.x, surf, False)
+    allx = np.concatenate([s.x for s in surfs])
+    style_loss_acc(ax1, ax2, x_limits(allx, xmin, xmax), (0, loss_max))
+    path = save_figure(fig, f"{prefix}_1d_loss_err_repeat.{fmt}", fmt)
+    show_all(show)
+    return [path]
+
+
+def plot_1d_eig_ratio(surf_file, xmin=-1.0, xmax=1.0, val_1="min_eig", val_2="max_eig", ymax=1, show=False, fmt="pdf"):
+    """|min_eig / max_eig| and min_eig / max_eig along x: how non-convex the surface is there."""
+    surf = load_surface(surf_file)
+    abs_ratio, ratio = eig_ratio(surf, val_1, val_2)
+    out = []
+    for values, suffix, lim in ((abs_ratio, "_1d_eig_abs_ratio", (0, ymax)), (ratio, "_1d_eig_ratio", (-ymax, ymax))):
+        fig = new_figure(show)
+        ax = fig.add_subplot()
+        ax.plot(surf.x, values)
+        ax.set(xlim=x_limits(surf.x, xmin, xmax), ylim=lim)
+        ax.set_ylabel(f"{'|' if 'abs' in suffix else ''}{val_1} / {val_2}{'|' if 'abs' in suffix else ''}",
+                      fontsize="x-large")
+        draw_marked_points(ax, marked_points(surf))
+        out.append(save_figure(fig, output_name(surf_file, suffix, fmt), fmt))
+    return out
+
+
+# ----------------------------------------------------------------------------- eigenvalue spectral density
+def read_esd(h5_path):
+    """(grid (G,), density (G,), top eigenvalues (K,) or None) from a Hessian file."""
+    with h5_util.open_h5(h5_path, "Hessian file") as f:
+        missing = [k for k in ("esd_grid", "esd_density") if k not in f]
+        if missing:
+            raise UserError(f"Hessian file '{h5_path}' has no {' or '.join(missing)} dataset; "
+                            f"it holds: {', '.join(sorted(f)) or 'nothing'}")
+        grid = np.asarray(f["esd_grid"][()], dtype=np.float64).ravel()
+        density = np.asarray(f["esd_density"][()], dtype=np.float64).ravel()
+        eigs = np.asarray(f["eigenvalues"][()], dtype=np.float64).ravel() if "eigenvalues" in f else None
+    if grid.size < 2 or grid.shape != density.shape:
+        raise UserError(f"Hessian file '{h5_path}': esd_grid {grid.shape} and esd_density {density.shape} "
+                        f"must be two 1D arrays of the same length (at least 2)")
+    return grid, density, eigs
+
+
+def draw_esd(ax, grid, density, eigs=None):
+    """Density vs eigenvalue on a log density axis (as PyHessian plots it); eigenvalues as a rug."""
+    positive = density[np.isfinite(density) & (density > 0)]
+    floor = positive.max() * 1e-8 if positive.size else 1e-12  # log axis: zero density sits at the floor
+    ax.semilogy(grid, np.where(np.isfinite(density), np.maximum(density, floor), np.nan), color="tab:blue",
+                linewidth=1.2, label="spectral density")
+    ax.set_ylim(floor, max(positive.max() * 3, floor * 10) if positive.size else 1.0)
+    if eigs is not None and eigs.size:
+        ax.vlines(eigs, 0, 0.06, transform=ax.get_xaxis_transform(), color="tab:red", linewidth=1.2,
+                  label=f"top {eigs.size} eigenvalue{'s' if eigs.size > 1 else ''}")
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_xlabel("Eigenvalue", fontsize="x-large")
+    ax.set_ylabel("Density (log scale)", fontsize="x-large")
+
+
+def plot_esd(h5_path, show=False, fmt="pdf"):
+    """The Hessian's eigenvalue spectral density from `h5_path`: writes <h5_path>_esd.<fmt>."""
+    grid, density, eigs = read_esd(h5_path)
+    fig = new_figure(show)
+    draw_esd(fig.add_subplot(), grid, density, eigs)
+    path = save_figure(fig, output_name(h5_path, "_esd", fmt), fmt)
+    show_all(show)
+    return [path]
+
+
+def build_parser():
+    p = ArgParser.make("Plot 1D loss and error curves from surface files.")
+    p.add_argument("--surf_file", "-f", nargs="+", default=[],
+                   help="the .h5 surface file; several files are overlaid on one set of axes")
+    p.add_argument("--labels", nargs="+", default=None, help="one legend label per surface file (default: file names)")
+    p.add_argument("--surf_name", default="train_loss",
+                   help="the map to plot: train_loss, test_loss, train_acc, train_err, train_<metric>, ...")
+    p.add_argument("--log", action="store_true", help="log scale for the loss")
+    p.add_argument("--xmin", default=-1, type=float, help="x axis minimum (-1: the data's)")
+    p.add_argument("--xmax", default=1, type=float, help="x axis maximum (1: the data's)")
+    p.add_argument("--loss_max", default=5, type=float, help="loss axis maximum")
+    p.add_argument("--show", action="store_true", help="show the figures")
+    p.add_argument("--prefix", default="", help="overlay <prefix>_<idx>.h5 files")
+    p.add_argument("--idx_min", default=1, type=int, help="first idx to overlay")
+    p.add_argument("--idx_max", default=10, type=int, help="last idx to overlay")
+    p.add_argument("--esd_file", default="", help="plot the eigenvalue spectral density of this Hessian file")
+    p.add_argument("--format", default="pdf", choices=["pdf", "png", "svg"], help="figure format")
+    return p
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    if a.esd_file:
+        plot_esd(a.esd_file, a.show, a.format)
+    if a.prefix:
+        plot_1d_loss_err_repeat(a.prefix, a.idx_min, a.idx_max, a.xmin, a.xmax, a.loss_max, a.show, a.format)
+    elif len(a.surf_file) > 1:
+        plot_1d_overlay(a.surf_file, a.labels, a.surf_name, a.xmin, a.xmax, a.loss_max, a.log, a.show, a.format)
+    elif a.surf_file:
+        surface_labels(a.surf_file, a.labels)  # a count mismatch is an error even for one file
+        plot_1d_loss_err(a.surf_file[0], a.xmin, a.xmax, a.loss_max, a.log, a.show, a.format, surf_name=a.surf_name)
+    elif not a.esd_file:
+        raise UserError("give --surf_file (or --prefix for repeated runs, or --esd_file)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

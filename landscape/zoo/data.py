@@ -1,0 +1,282 @@
+"""Datasets as tensors: CIFAR-10 read straight from its pickles, the embedded 8x8 digits, custom data.
+
+The evaluation set is materialised once as (inputs, labels) tensors, so the surface engine moves it
+to the device once and slices batches from it; no DataLoader workers, no per-point host copies.
+
+- CIFAR-10: the standard `cifar-10-batches-py` folder (data_batch_1..5, test_batch). Normalised as in
+  the reference: mean (125.3, 123.0, 113.9)/255, std (63.0, 62.1, 66.7)/255; `raw_data` keeps [0, 1].
+- digits: the 1,797 8x8 images inside scikit-learn; a fixed split (permutation of RandomState(0)):
+  the first 1,437 train, the last 360 test. Pixels 0..16 are scaled to [0, 1], then standardised
+  with DIGITS_MEAN/DIGITS_STD (the whole set's pixel mean/std) unless `raw_data`.
+- custom: `path/to/file.py:function` or `module:function` returning (train, test), each an
+  (inputs, labels) pair of tensors or a torch Dataset of such pairs. That is the user's own code.
+"""
+import hashlib
+import os
+import pickle
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from landscape import user_code
+from landscape.errors import UserError
+
+CIFAR_MEAN = [x / 255.0 for x in (125.3, 123.0, 113.9)]
+CIFAR_STD = [x / 255.0 for x in (63.0, 62.1, 66.7)]
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+CIFAR_TEST_FILE = "test_batch"
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+DIGITS_MEAN, DIGITS_STD = 0.3053, 0.3760  # pixel mean/std of all 1,797 digits after /16
+DIGITS_NUM_TRAIN = 1437
+CLONE_ROOT = None  # the repository root, when a command runs through a clone's front door (plot_surface.py, ...)
+
+
+@dataclass
+class EvalData:
+    """Train and test sets as CPU tensors: inputs (N, C, H, W) float32 (or a custom dataset's own inputs,
+    e.g. int64 token ids), targets (N,) int64 labels (or the custom dataset's targets)."""
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def num_classes(self):
+        """Classes of integer labels (0 for other targets, e.g. a regression's)."""
+        if not len(self.train_y) or self.train_y.is_floating_point():
+            return 0
+        return int(max(self.train_y.max(), self.test_y.max() if len(self.test_y) else 0)) + 1
+
+
+# ----------------------------------------------------------------------------- paths
+def resolve_datapath(datapath):
+    """Relative paths are taken from the working directory; run through a clone's front door, a path
+    missing there is then tried in the clone (as the reference, run from its folder, found cifar10/data)."""
+    if os.path.isabs(datapath) or os.path.exists(datapath) or CLONE_ROOT is None:
+        return datapath
+    return os.path.join(CLONE_ROOT, datapath)
+
+
+def cifar_folder(datapath):
+    """The `cifar-10-batches-py` folder under `datapath` (or `datapath` itself if it is that folder)."""
+    if os.path.basename(os.path.normpath(datapath)) == CIFAR_FOLDER:
+        return datapath
+    return os.path.join(datapath, CIFAR_FOLDER)
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only numpy arrays and plain containers: a CIFAR batch needs nothing else."""
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _as_str_keys(d):
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def read_cifar_batch(path):
+    """One batch file -> (uint8 images (n, 3, 32, 32), int64 labels (n,)). Accepts bytes or str keys."""
+    try:
+        with open(path, "rb") as f:
+            batch = _as_str_keys(_ArrayUnpickler(f, encoding="bytes").load())
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+        data = data.reshape(len(data), 3, 32, 32)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated, not a pickle, wrong keys or shapes: all mean a corrupt file
+        raise UserError(f"cannot read CIFAR-10 file '{path}': corrupt or not a CIFAR-10 batch "
+                        f"({type(e).__name__}: {str(e)[:100]})") from None
+    if len(labels) != len(data):
+        raise UserError(f"CIFAR-10 file '{path}' has {len(data)} images but {len(labels)} labels")
+    return torch.from_numpy(data), torch.from_numpy(labels)
+
+
+def read_cifar10(folder):
+    """Read all five training batches and the test batch as uint8 tensors."""
+    missing = [f for f in CIFAR_TRAIN_FILES + [CIFAR_TEST_FILE] if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise UserError(f"CIFAR-10 not found: put data_batch_1..5 and test_batch in '{folder}' "
+                        f"(missing {missing[0]}), or rerun with --download")
+    parts = [read_cifar_batch(os.path.join(folder, f)) for f in CIFAR_TRAIN_FILES]
+    test_x, test_y = read_cifar_batch(os.path.join(folder, CIFAR_TEST_FILE))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), test_x, test_y
+
+
+def normalize_cifar(x_uint8, raw_data):
+    """uint8 (N, 3, 32, 32) -> float32 in [0, 1], then (x - mean) / std per channel unless raw_data."""
+    x = x_uint8.float().div_(255)
+    if not raw_data:
+        mean = torch.tensor(CIFAR_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(CIFAR_STD, dtype=torch.float32).view(1, 3, 1, 1)
+        x.sub_(mean).div_(std)
+    return x
+
+
+def download_cifar10(datapath):
+    """Fetch the official archive, check its md5, unpack it under datapath."""
+    os.makedirs(datapath, exist_ok=True)
+    archive = os.path.join(datapath, os.path.basename(CIFAR_URL))
+    if not (os.path.isfile(archive) and md5_of(archive) == CIFAR_MD5):
+        print(f"downloading {CIFAR_URL} to {archive}")
+        try:
+            urllib.request.urlretrieve(CIFAR_URL, archive + ".part")
+        except OSError as e:
+            raise UserError(f"cannot download CIFAR-10 ({e}); put the files in "
+                            f"'{cifar_folder(datapath)}' by hand") from None
+        os.replace(archive + ".part", archive)
+    if md5_of(archive) != CIFAR_MD5:
+        raise UserError(f"'{archive}' has the wrong md5 (expected {CIFAR_MD5}); delete it and retry")
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(datapath, filter="data")
+
+
+def md5_of(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_cifar10(datapath, raw_data=False, download=False):
+    datapath = resolve_datapath(datapath)
+    folder = cifar_folder(datapath)
+    if download and not os.path.isfile(os.path.join(folder, CIFAR_TEST_FILE)):
+        download_cifar10(datapath)
+    tx, ty, vx, vy = read_cifar10(folder)
+    return EvalData("cifar10", normalize_cifar(tx, raw_data), ty, normalize_cifar(vx, raw_data), vy)
+
+
+# ----------------------------------------------------------------------------- digits
+def load_digits(raw_data=False):
+    from sklearn.datasets import load_digits as sk_digits
+    bunch = sk_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0   # (1797, 1, 8, 8)
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    if not raw_data:
+        x = (x - DIGITS_MEAN) / DIGITS_STD
+    perm = torch.from_numpy(np.random.RandomState(0).permutation(len(y)))
+    tr, te = perm[:DIGITS_NUM_TRAIN], perm[DIGITS_NUM_TRAIN:]
+    return EvalData("digits", x[tr], y[tr], x[te], y[te])
+
+
+# ----------------------------------------------------------------------------- custom
+def materialize(split, what):
+    """(inputs, targets) tensors, or a Dataset of pairs -> tensors. Float inputs and targets become
+    float32, integer targets int64; integer inputs (token ids) keep their type."""
+    if isinstance(split, (tuple, list)) and len(split) == 2 and all(torch.is_tensor(t) for t in split):
+        x, y = split
+    elif isinstance(split, torch.utils.data.Dataset) or hasattr(split, "__getitem__"):
+        try:
+            pairs = [split[i] for i in range(len(split))]
+            x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
+            y = torch.stack([torch.as_tensor(p[1]) for p in pairs])
+        except Exception as e:
+            raise UserError(f"custom dataset: cannot read the {what} set as (input, target) pairs: {e}") from None
+    else:
+        raise UserError(f"custom dataset: the {what} set must be an (inputs, targets) pair of tensors "
+                        f"or a Dataset, not {type(split).__name__}")
+    if len(x) != len(y):
+        raise UserError(f"custom dataset: the {what} set has {len(x)} inputs but {len(y)} targets")
+    x = x.float() if x.is_floating_point() else x
+    y = y.float() if y.is_floating_point() else (y.long() if y.dtype != torch.bool else y)
+    return x, y
+
+
+def load_custom(spec):
+    result = user_code.load_callable(spec, "dataset")()
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        raise UserError(f"dataset function '{spec}' must return (train, test)")
+    (tx, ty), (vx, vy) = materialize(result[0], "train"), materialize(result[1], "test")
+    return EvalData(spec, tx, ty, vx, vy)
+
+
+# ----------------------------------------------------------------------------- subsets and labels
+def split_indices(n, data_split, split_idx):
+    """The reference's subset: seed 0, then choice(arange(n), n // K, replace=False).
+
+    As in the reference, `split_idx` only names the file: every index selects the same subset.
+    """
+    if data_split < 1 or not 0 <= split_idx < data_split:
+        raise UserError(f"--split_idx {split_idx} must be in [0, --data_split={data_split})")
+    if data_split == 1:
+        return None
+    return torch.from_numpy(np.random.RandomState(0).choice(np.arange(n), n // data_split, replace=False))
+
+
+def load_loader_file(path, allow_pickle, what):
+    """A `--trainloader/--testloader` file -> (inputs or None, labels).
+
+    Our trainer writes these as tensor-only dicts {'targets': labels}: safe to read. The reference
+    wrote pickled DataLoaders, whose loading runs code: only with `allow_pickle`.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"{what} file '{path}' does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not allow_pickle:
+            raise UserError(f"'{path}' is a pickled DataLoader; loading it runs code. Pass --allow_pickle "
+                            "only if you trust the file") from None
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+        xs, ys = zip(*[(x, y) for x, y in obj])
+        return torch.cat(xs).float(), torch.cat(ys).long()
+    except Exception as e:
+        raise UserError(f"cannot read {what} file '{path}': {str(e)[:120]}") from None
+    if isinstance(obj, dict) and torch.is_tensor(obj.get("targets")):
+        return (obj["inputs"].float() if torch.is_tensor(obj.get("inputs")) else None), obj["targets"].long()
+    raise UserError(f"{what} file '{path}' holds neither a DataLoader nor a {{'targets': tensor}} dict")
+
+
+def apply_loader_file(x, y, path, allow_pickle, what):
+    if not path:
+        return x, y
+    fx, fy = load_loader_file(path, allow_pickle, what)
+    if fx is None:
+        if len(fy) != len(y):
+            raise UserError(f"{what} file '{path}' has {len(fy)} labels but the dataset has {len(y)} images")
+        return x, fy
+    return fx, fy
+
+
+# ----------------------------------------------------------------------------- entry points
+def load_tensors(dataset="cifar10", datapath="cifar10/data", raw_data=False, data_split=1, split_idx=0,
+                 trainloader="", testloader="", allow_pickle=False, download=False):
+    """The evaluation data as CPU tensors (see the module docstring for each dataset)."""
+    if dataset == "cifar10":
+        data = load_cifar10(datapath, raw_data, download)
+    elif dataset == "digits":
+        data = load_digits(raw_data)
+    elif user_code.is_user_spec(dataset):
+        data = load_custom(dataset)
+    else:
+        raise UserError(f"unknown dataset '{dataset}'; choose cifar10, digits, or path/to/file.py:function")
+    data.train_x, data.train_y = apply_loader_file(data.train_x, data.train_y, trainloader, allow_pickle, "--trainloader")
+    data.test_x, data.test_y = apply_loader_file(data.test_x, data.test_y, testloader, allow_pickle, "--testloader")
+    idx = split_indices(len(data.train_y), data_split, split_idx)
+    if idx is not None:
+        data.train_x, data.train_y = data.train_x[idx], data.train_y[idx]
+    return data
+
+
+def load_dataset(dataset="cifar10", datapath="cifar10/data", batch_size=128, threads=2, raw_data=False,
+                 data_split=1, split_idx=0, trainloader_path="", testloader_path=""):
+    """The reference's signature, for notebooks: (train_loader, test_loader) over in-memory tensors."""
+    d = load_tensors(dataset, datapath, raw_data, data_split, split_idx, trainloader_path, testloader_path)
+    make = lambda x, y: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
+    return make(d.train_x, d.train_y), make(d.test_x, d.test_y)

@@ -1,0 +1,136 @@
+"""ResNets of the reference zoo, with and without shortcut connections.
+
+Two families share one block design:
+- `ResNet`: four stages of 64..512 channels (the ImageNet layout run on 32x32 CIFAR images),
+  pooled 4x4 at the end: resnet18/34/50/101/152.
+- `ResNetCifar`: three stages of 16k, 32k, 64k channels (k = width factor), pooled 8x8:
+  resnet20..110 (k=1) and the wide wrn56_k / wrn110_k.
+State_dict keys follow the reference checkpoints exactly (conv1, bn1, layerS.B.convN, .shortcut.0/1, linear).
+"""
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv3x3(cin, cout, stride=1):
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def projection_shortcut(cin, cout, stride):
+    """1x1 conv + BN that matches shape when a block changes width or resolution."""
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False),
+                         nn.BatchNorm2d(cout))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs; with `shortcut`, the input (projected if needed) is added before the last ReLU."""
+    expansion = 1
+
+    def __init__(self, cin, planes, stride=1, shortcut=True):
+        super().__init__()
+        self.conv1 = conv3x3(cin, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.use_shortcut = shortcut
+        if shortcut and (stride != 1 or cin != planes):
+            self.shortcut = projection_shortcut(cin, planes, stride)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.use_shortcut:
+            out = out + (self.shortcut(x) if hasattr(self, "shortcut") else x)
+        return F.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (x4). Without `shortcut` the reference applies no final ReLU."""
+    expansion = 4
+
+    def __init__(self, cin, planes, stride=1, shortcut=True):
+        super().__init__()
+        cout = planes * self.expansion
+        self.conv1 = nn.Conv2d(cin, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, cout, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.use_shortcut = shortcut
+        if shortcut and (stride != 1 or cin != cout):
+            self.shortcut = projection_shortcut(cin, cout, stride)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if not self.use_shortcut:
+            return out  # the reference's Bottleneck_noshortcut ends here, without a ReLU
+        out = out + (self.shortcut(x) if hasattr(self, "shortcut") else x)
+        return F.relu(out)
+
+
+def make_stage(block, cin, planes, num_blocks, stride, shortcut):
+    """A stage of `num_blocks` blocks; only the first one strides. Returns (stage, out_channels)."""
+    layers = []
+    for s in [stride] + [1] * (num_blocks - 1):
+        layers.append(block(cin, planes, s, shortcut))
+        cin = planes * block.expansion
+    return nn.Sequential(*layers), cin
+
+
+class ResNet(nn.Module):
+    """Stages of `widths` channels; the first stage keeps resolution, later ones halve it."""
+
+    def __init__(self, block, num_blocks, widths, pool, shortcut=True, num_classes=10):
+        super().__init__()
+        self.pool = pool  # kernel of the final average pool (4 for 4 stages, 8 for 3, on 32x32 inputs)
+        self.conv1 = conv3x3(3, widths[0])
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        cin = widths[0]
+        for i, (n, w) in enumerate(zip(num_blocks, widths)):
+            stage, cin = make_stage(block, cin, w, n, 1 if i == 0 else 2, shortcut)
+            self.add_module(f"layer{i + 1}", stage)
+        self.num_stages = len(num_blocks)
+        self.linear = nn.Linear(cin, num_classes)
+
+    def forward(self, x):                                   # x: (B, 3, 32, 32)
+        out = F.relu(self.bn1(self.conv1(x)))
+        for i in range(self.num_stages):
+            out = getattr(self, f"layer{i + 1}")(out)
+        out = F.avg_pool2d(out, self.pool)                  # (B, C, 1, 1)
+        return self.linear(out.flatten(1))                  # (B, num_classes)
+
+
+def resnet_imagenet_layout(block, num_blocks, shortcut):
+    return ResNet(block, num_blocks, widths=(64, 128, 256, 512), pool=4, shortcut=shortcut)
+
+
+def resnet_cifar_layout(depth, k=1, shortcut=True):
+    """The 6n+2-layer CIFAR ResNet of He et al.: n basic blocks per stage, widths 16k, 32k, 64k."""
+    n = (depth - 2) // 6
+    return ResNet(BasicBlock, [n, n, n], widths=(16 * k, 32 * k, 64 * k), pool=8, shortcut=shortcut)
+
+
+IMAGENET_BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
+                   50: (Bottleneck, [3, 4, 6, 3]), 101: (Bottleneck, [3, 4, 23, 3]),
+                   152: (Bottleneck, [3, 8, 36, 3])}
+
+
+def zoo():
+    """Model name -> factory, for every ResNet name of the reference zoo."""
+    table = {}
+    for depth, (block, blocks) in IMAGENET_BLOCKS.items():
+        table[f"resnet{depth}"] = lambda b=block, n=blocks: resnet_imagenet_layout(b, n, True)
+        table[f"resnet{depth}_noshort"] = lambda b=block, n=blocks: resnet_imagenet_layout(b, n, False)
+    for depth in (20, 56, 110):
+        table[f"resnet{depth}"] = lambda d=depth: resnet_cifar_layout(d)
+    for depth in (20, 32, 44, 56, 110):
+        table[f"resnet{depth}_noshort"] = lambda d=depth: resnet_cifar_layout(d, shortcut=False)
+    table["resnet50_16_noshort"] = lambda: resnet_cifar_layout(50, shortcut=False)
+    for k in (2, 4, 8):
+        table[f"wrn56_{k}"] = lambda k=k: resnet_cifar_layout(56, k)
+        table[f"wrn56_{k}_noshort"] = lambda k=k: resnet_cifar_layout(56, k, shortcut=False)
+    for k in (2, 4):
+        table[f"wrn110_{k}_noshort"] = lambda k=k: resnet_cifar_layout(110, k, shortcut=False)
+    return table
