@@ -1,25 +1,45 @@
-"""Curvature of a model on its data: the Hessian's parameters and loss terms, its operator, the
-maps of its extreme eigenvalues over a grid, and its top eigenvectors (for --xdir/--ydir hessian)."""
+"""Curvature of a model on its data: which parameters it covers, the loss batch by batch, the operator
+of the chosen matrix (Hessian, GGN or empirical Fisher; products by autograd or finite differences),
+the checks a loss must pass for it, per-layer blocks, maps of the extreme eigenvalues over a grid,
+and the top eigenvectors (for --xdir/--ydir hessian)."""
 import copy
+import re
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from landscape import directions as net_plotter
 from landscape import evaluation
-from landscape.curvature import hvp as hess_vec_prod
+from landscape.curvature import algorithms
+from landscape.curvature import operators
 from landscape.errors import LandscapeError
 from landscape.evaluation import fast_model
 
-EIG_KEYS = ["max_eig", "min_eig", "eig_iters"]
+EIG_KEYS = ["max_eig", "min_eig", "eig_iters", "eig_converged"]
+CURVATURES = ("hessian", "ggn", "ef")           # the Hessian, the generalised Gauss-Newton, the empirical Fisher
+HVP_METHODS = ("autograd", "finite_difference")
+FD_WARN = 1e-3    # warn when a finite-difference product's estimated relative error is above this
 
 
 def hessian_params(net, params=""):
-    """The parameters the Hessian covers: those matching `params`, else (the reference) those of dim > 1."""
+    """[(name, parameter)] the curvature covers: those matching `params` (frozen ones too: naming them
+    asks for them), else, as the reference, those of dimension > 1 that are trained (requires_grad)."""
     space = net_plotter.direction_space(net, "weights")
     covered = net_plotter.hessian_entries(space, net_plotter.entry_mask(space, params), bool(params))
     named = dict(net.named_parameters())
-    return [(n, named[n]) for (n, _), c in zip(space, covered) if c]
+    chosen = [(n, named[n]) for (n, _), c in zip(space, covered) if c]
+    return chosen if params else [(n, p) for n, p in chosen if p.requires_grad]
+
+
+def covered_params(net, params=""):
+    """hessian_params, refused in one line when it is empty (e.g. every weight frozen)."""
+    named = hessian_params(net, params)
+    if not named:
+        raise LandscapeError("the model has no trained (requires_grad) parameters of dimension > 1 for the "
+                             "curvature; name the ones to cover with --params (params=)")
+    return named
 
 
 def loss_terms(net, inputs, targets, criterion, batch_size):
@@ -36,13 +56,133 @@ def loss_terms(net, inputs, targets, criterion, batch_size):
 
 def hessian_operator(net, inputs, targets, criterion, batch_size, params="", cache="auto"):
     """The Hessian of the mean loss over (inputs, targets) w.r.t. the covered parameters, on their device."""
-    named = hessian_params(net, params)
-    return hess_vec_prod.HessianOperator([p for _, p in named], loss_terms(net, inputs, targets, criterion,
-                                                                           batch_size), cache=cache)
+    named = covered_params(net, params)
+    return curvature_operator(net, inputs, targets, criterion, batch_size, named, cache=cache)
 
 
-def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, max_iter, seed, params=""):
-    """make_compute for maps of the Hessian's extreme eigenvalues (and the products each took)."""
+# ----------------------------------------------------------------------------- the matrices
+def curvature_operator(net, inputs, targets, criterion, batch_size, named, curvature="hessian", hvp="autograd",
+                       cache="auto", loss_name="the loss"):
+    """The operator of `curvature` for the mean loss over (inputs, targets) w.r.t. `named` parameters.
+
+    hvp='finite_difference' takes the one derivative that would otherwise need double backward (the
+    Hessian's) or forward mode (J v of the GGN and Fisher) by central differences."""
+    assert curvature in CURVATURES and hvp in HVP_METHODS, (curvature, hvp)
+    for _, p in named:
+        p.requires_grad_(True)         # a frozen parameter the user named (on the tool's own copy)
+    watch = [b for b in net.buffers() if b.is_floating_point()]
+    if curvature == "hessian" and hvp == "autograd":
+        params = [p for _, p in named]
+        return operators.HessianOperator(params, loss_terms(net, inputs, targets, criterion, batch_size), cache=cache,
+                                         watch=list(net.parameters()) + watch)
+    model = operators.FunctionalModel(net, named, inputs, targets, criterion, batch_size, loss_name)
+    if curvature == "hessian":
+        return operators.FiniteDifferenceHessian(model)
+    if curvature == "ggn":
+        with torch.no_grad():
+            out = evaluation.forward(net, evaluation.take(inputs, 0, 4))
+        h_out = operators.output_hessian(criterion, out, targets[:4], targets, loss_name)
+        return operators.GGNOperator(model, h_out, cache=cache, jvp=hvp, watch=watch)
+    return operators.EmpiricalFisherOperator(model, cache=cache, jvp=hvp, watch=watch)
+
+
+def check_curvature_loss(curvature, criterion, loss_name, net, inputs, targets):
+    """Refuse, in one line, a loss the matrix cannot be built from: one without a derivative in the
+    model's outputs (an accuracy), and for 'ef' one that is not a mean over examples."""
+    k = min(len(targets), 4)
+    with torch.no_grad():
+        out = evaluation.forward(net, evaluation.take(inputs, 0, k)).detach()
+    y = targets[:k]
+    o = out.clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = evaluation.call_user(criterion, f"loss '{loss_name}'", o, y)
+    if not (torch.is_tensor(loss) and loss.requires_grad):
+        raise LandscapeError(f"curvature '{curvature}': loss '{loss_name}' has no derivative with respect to the "
+                             "model's outputs (an accuracy or another piecewise-constant metric?), so it has no "
+                             "output Hessian; give a differentiable loss")
+    if curvature == "ef":
+        with torch.no_grad():
+            whole = float(loss)
+            singles = [float(evaluation.call_user(criterion, f"loss '{loss_name}'", out[i:i + 1], y[i:i + 1]))
+                       for i in range(k)]
+        mean = float(np.mean(singles))
+        if not np.isclose(whole, mean, rtol=1e-4, atol=1e-7):
+            raise LandscapeError(f"curvature 'ef' needs a loss that is the mean over examples of each example's "
+                                 f"loss; loss '{loss_name}' gives {whole:.6g} on {k} examples but {mean:.6g} as the "
+                                 "mean of its values on each (a sum, or a mean over tokens with a varying count?)")
+
+
+def check_choices(curvature, hvp):
+    """Refuse an unknown curvature or product method in one line."""
+    if curvature not in CURVATURES:
+        raise LandscapeError(f"curvature {curvature!r} must be one of: {', '.join(CURVATURES)}")
+    if hvp not in HVP_METHODS:
+        raise LandscapeError(f"hvp {hvp!r} must be one of: {', '.join(HVP_METHODS)}")
+
+
+def product_warnings(op):
+    """Warnings about how the products were made (finite differences that do not converge)."""
+    err = getattr(op, "estimated_error", None)
+    if err is None and hasattr(op, "op"):
+        err = getattr(op.op, "estimated_error", None)
+    if err is not None and not err <= FD_WARN:
+        warnings.warn(f"finite-difference products change by {3 * err:.2g} of their size when the step doubles "
+                      f"(estimated error {err:.2g}): the model is not smooth at this scale (ReLU, max-pooling?), "
+                      "so they do not approximate the curvature; use --hvp autograd", RuntimeWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- per-layer blocks
+@dataclass
+class LayerCurvature:
+    """The top eigenvalue and trace of one diagonal block (a layer) of the curvature matrix."""
+    name: str
+    parameters: int
+    top_eig: float
+    trace: float
+    trace_stderr: float
+    lanczos_products: int
+    converged: bool
+
+
+def layer_blocks(named, params=""):
+    """[(block name, (P_b,) coordinates)] over the flat vector of `named`, in network order: by module
+    (the name up to its last '.'), or, when the --params regex has groups, by the groups it captures."""
+    pattern = re.compile(params) if params else None
+    blocks, offset = {}, 0
+    for name, p in named:
+        match = pattern.search(name) if pattern is not None and pattern.groups else None
+        if match is not None and any(g is not None for g in match.groups()):
+            key = ".".join(g for g in match.groups() if g is not None)
+        else:
+            key = name.rsplit(".", 1)[0] if "." in name else name
+        blocks.setdefault(key, []).append(torch.arange(offset, offset + p.numel()))
+        offset += p.numel()
+    return [(key, torch.cat(parts)) for key, parts in blocks.items()]
+
+
+def per_layer_spectra(op, blocks, tol, max_iter, seed, trace_samples, trace_rel_se):
+    """[LayerCurvature] of every block: Lanczos on the block's operator, and the traces of all blocks
+    from the same probes (algorithms.block_trace_estimate), each deflated by its block's Lanczos basis."""
+    runs = []
+    for _, idx in blocks:
+        block = operators.BlockOperator(op, idx)
+        runs.append(algorithms.lanczos(block, top_k=1, tol=tol, max_iter=max_iter, seed=seed, want_min=False,
+                                       keep_basis=True))
+    if all(not r.finite for r in runs):
+        traces, errors = np.full(len(blocks), np.nan), np.full(len(blocks), np.nan)
+    else:
+        traces, errors, _ = algorithms.block_trace_estimate(op, [idx.to(op.device) for _, idx in blocks],
+                                                            max_samples=trace_samples, rel_se=trace_rel_se,
+                                                            seed=seed, deflate=runs)
+    return [LayerCurvature(name, len(idx), r.max_eig, float(t), float(s), r.iterations, r.converged)
+            for (name, idx), r, t, s in zip(blocks, runs, traces, errors)]
+
+
+# ----------------------------------------------------------------------------- grid maps and directions
+def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, max_iter, seed, params="",
+                    curvature="hessian", hvp="autograd", loss_name="the loss"):
+    """make_compute for maps of the extreme eigenvalues of the curvature matrix (with the products each
+    took and whether Lanczos converged, 1 or 0)."""
     def make(make_mover):
         if torch.device(device).type == "cpu":
             fast_model.keep_freed_memory()
@@ -50,16 +190,17 @@ def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, ma
         mover = make_mover()
         x, y = evaluation.to_device(data[0], device), data[1].to(device)
         bs = resolve_hessian_batch(batch_size, net, x, device)
-        op = hessian_operator(net, x, y, criterion, bs, params)
+        op = curvature_operator(net, x, y, criterion, bs, covered_params(net, params), curvature, hvp,
+                                loss_name=loss_name)
 
         def compute(coords):
-            out = np.empty((len(coords), 3))
+            out = np.empty((len(coords), len(EIG_KEYS)))
             with evaluation.arithmetic(precision, device):
                 for i, c in enumerate(coords):
                     mover.set(c)
                     op.reset()
-                    r = hess_vec_prod.lanczos(op, top_k=1, tol=tol, max_iter=max_iter, seed=seed)
-                    out[i] = (r.eigenvalues[0], r.min_eig, r.iterations)
+                    r = algorithms.lanczos(op, top_k=1, tol=tol, max_iter=max_iter, seed=seed)
+                    out[i] = (r.eigenvalues[0], r.min_eig, r.iterations, float(r.converged))
             return out
         return compute
     return make
@@ -73,17 +214,35 @@ def resolve_hessian_batch(batch_size, net, inputs, device):
 
 
 def top_eigenvectors(net, data, criterion, device, params, batch_size, k=2, tol=1e-4, max_iter=200, seed=0,
-                     precision="fp32"):
-    """[(eigenvector (flat, CPU), eigenvalue)] of the k largest eigenvalues of the Hessian at `net`."""
+                     precision="fp32", curvature="hessian", hvp="autograd", loss_name="the loss"):
+    """[(eigenvector (flat, CPU), eigenvalue)] of the k largest eigenvalues of the curvature matrix at
+    `net`; the vectors are laid out over directions.hessian_entries (zeros on frozen parameters)."""
     dev_net = copy.deepcopy(net).to(device)
     x, y = evaluation.to_device(data[0], device), data[1].to(device)
+    check_curvature_loss(curvature, criterion, loss_name, dev_net, x, y)
+    named = covered_params(dev_net, params)
     with evaluation.arithmetic(precision, device):
-        op = hessian_operator(dev_net, x, y, criterion, resolve_hessian_batch(batch_size, dev_net, x, device),
-                              params)
-        r = hess_vec_prod.lanczos(op, top_k=k, tol=tol, max_iter=max_iter, seed=seed, want_min=False,
-                                  want_vectors=True)
+        op = curvature_operator(dev_net, x, y, criterion, resolve_hessian_batch(batch_size, dev_net, x, device),
+                                named, curvature, hvp, loss_name=loss_name)
+        r = algorithms.lanczos(op, top_k=k, tol=tol, max_iter=max_iter, seed=seed, want_min=False,
+                               want_vectors=True)
     if r.eigenvectors is None or not np.isfinite(r.eigenvalues).all():
-        raise LandscapeError("the Hessian's eigenvectors could not be computed at this model (non-finite products)")
-    return [(r.eigenvectors[i].cpu(), float(r.eigenvalues[i])) for i in range(k)]
+        raise LandscapeError(f"the {curvature} eigenvectors could not be computed at this model (non-finite products)")
+    vectors = spread_over_entries(dev_net, named, r.eigenvectors.cpu(), params)
+    return [(vectors[i], float(r.eigenvalues[i])) for i in range(k)]
 
 
+def spread_over_entries(net, named, vectors, params=""):
+    """(k, P) vectors over `named` -> (k, P') over directions.hessian_entries (frozen entries 0)."""
+    space = net_plotter.direction_space(net, "weights")
+    entries = net_plotter.hessian_entries(space, net_plotter.entry_mask(space, params), bool(params))
+    offsets, at = {}, 0
+    for name, p in named:
+        offsets[name] = (at, p.numel())
+        at += p.numel()
+    parts = []
+    for (name, t), used in zip(space, entries):
+        if used:
+            lo, n = offsets.get(name, (None, t.numel()))
+            parts.append(vectors[:, lo:lo + n] if lo is not None else torch.zeros(len(vectors), n))
+    return torch.cat(parts, dim=1)
