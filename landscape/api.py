@@ -22,6 +22,7 @@ import copy
 import hashlib
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,15 +32,9 @@ import torch.nn as nn
 from landscape import directions as net_plotter
 from landscape import evaluation
 from landscape import trajectory as projection
-from landscape.curvature import hvp as hess_vec_prod
-from landscape.curvature.model import (
-    EIG_KEYS,
-    eig_job_compute,
-    hessian_params,
-    loss_terms,
-    resolve_hessian_batch,
-    top_eigenvectors,
-)
+from landscape.curvature import algorithms
+from landscape.curvature import model as curvature_model
+from landscape.curvature.model import EIG_KEYS, eig_job_compute, resolve_hessian_batch, top_eigenvectors
 from landscape.errors import LandscapeError
 from landscape.evaluation import fast_model, loss_job_compute, loss_keys
 from landscape.grid.job import GridJob, Result, axis, parse_range, run_job
@@ -155,9 +150,10 @@ def direction_choice(directions, ndim, norm_y=None):
 def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, test_data, out, *, model2, model3,
                       metrics, dir_type, params, batch_size, precision, points_per_pass, regenerate, orthogonalize,
                       dir_file, save_directions, same_dir, fold_bn, memory_format, compile, flush_seconds, progress,
-                      eig=None):
+                      eig=None, curvature="hessian", hvp="autograd"):
     """The GridJob of `surface()` and `eigen_surface()`."""
     device = resolve_device(device)
+    curvature_model.check_choices(curvature, hvp)
     net = private_copy(model)
     xs, ys = axis(x, "x"), axis(y, "y")
     ndim = 1 if ys is None else 2
@@ -175,7 +171,11 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
         dir_type=dir_type, ndim=ndim, seed=int(seed), xnorm="" if m2 is not None else norm, ynorm="" if m3 is not None else norm,
         xignore=ignore or "", yignore=ignore or "", same_dir=bool(same_dir),
         xdir="target" if m2 is not None else kind, ydir="target" if m3 is not None else kind,
-        orthogonalize=bool(orthogonalize), params=params or "", regenerate=bool(regenerate)).check()
+        orthogonalize=bool(orthogonalize), params=params or "", regenerate=bool(regenerate),
+        curvature=curvature).check()
+    if eig is None and "hessian" not in spec.kinds() and (curvature, hvp) != ("hessian", "autograd"):
+        raise LandscapeError("curvature= and hvp= apply to the curvature's eigenvector directions "
+                             "(directions='hessian') and to eigen_surface(); these directions use none")
     if out is not None and not str(out).endswith(".h5"):
         raise LandscapeError(f"out={out!r} must name an .h5 file")
     prov = {"model": type(model).__name__, "model_sha256": tensors_sha256(net.state_dict()),
@@ -183,18 +183,23 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
             "loss_name": stats.loss_name, "metrics": ",".join(stats.metrics), "precision": precision,
             "dir_type": dir_type, "params": params or "", "seed": int(seed), "command": "landscape." +
             ("eigen_surface" if eig else "surface")}
+    if eig is not None:
+        prov.update(curvature=curvature, hvp=hvp, tol=float(eig["tol"]), max_iter=int(eig["max_iter"]))
     say = (lambda *a, **k: None) if not progress else print
     if eig is None:
         keys, missing = loss_keys([s[0] for s in sets], stats), None
         make = loss_job_compute(net, sets, stats, device, (), batch_size, precision, points_per_pass, fold_bn,
                                 memory_format, compile, say)
     else:
+        curvature_model.check_curvature_loss(curvature, stats.criterion, stats.loss_name, net, *train)
+        curvature_model.covered_params(net, params or "")
         keys, missing = EIG_KEYS, ["max_eig", "min_eig"]
         make = eig_job_compute(net, train, stats.criterion, device, batch_size, precision, eig["tol"], eig["max_iter"],
-                               int(seed), params or "")
+                               int(seed), params or "", curvature, hvp, stats.loss_name)
     hessian = None
     if kind == "hessian":
-        hessian = lambda: top_eigenvectors(net, train, stats.criterion, device, params or "", batch_size)
+        hessian = lambda: top_eigenvectors(net, train, stats.criterion, device, params or "", batch_size,
+                                           curvature=curvature, hvp=hvp, loss_name=stats.loss_name)
     job = GridJob(net, xs, ys, keys, make, missing, spec=spec, explicit=explicit,
                   model2=(lambda: m2) if m2 is not None else None, model3=(lambda: m3) if m3 is not None else None,
                   hessian=hessian, dir_file=dir_file or (os.path.splitext(out)[0] + "_directions.h5" if out else ""),
@@ -208,7 +213,8 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
             device=None, test_data=None, out=None, *, model2=None, model3=None, metrics=None, dir_type="weights",
             params=None, batch_size="auto", precision="default", points_per_pass=1, regenerate=False,
             orthogonalize=False, dir_file=None, save_directions=None, same_dir=False, fold_bn=True,
-            memory_format="auto", compile=False, comm="auto", flush_seconds=5.0, progress=False):
+            memory_format="auto", compile=False, comm="auto", flush_seconds=5.0, progress=False,
+            curvature="hessian", hvp="autograd"):
     """The loss (accuracy where defined, and metrics) of `model` on `data` over a 1D or 2D grid.
 
     Args:
@@ -220,6 +226,8 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
             model2 / model3: the x / y direction is model2 - model / model3 - model (interpolation, planes).
         out: an .h5 surface file (the direction file beside it), with resume, locking and crash safety.
         regenerate: random directions drawn entry by entry on the device at every point, never stored.
+        curvature, hvp: the matrix whose top eigenvectors directions='hessian' takes ('hessian', 'ggn',
+            'ef') and how its products are made ('autograd', 'finite_difference'); see hessian().
     Returns: Result(x, y, values={'train_loss', ['train_acc'], ['train_<metric>'], ['test_...']}, ...).
     """
     job = build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, test_data, out, model2=model2,
@@ -227,7 +235,7 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
                             precision=precision, points_per_pass=points_per_pass, regenerate=regenerate,
                             orthogonalize=orthogonalize, dir_file=dir_file, save_directions=save_directions,
                             same_dir=same_dir, fold_bn=fold_bn, memory_format=memory_format, compile=compile,
-                            flush_seconds=flush_seconds, progress=progress)
+                            flush_seconds=flush_seconds, progress=progress, curvature=curvature, hvp=hvp)
     return run_job(job, auto_comm(comm))
 
 
@@ -238,11 +246,13 @@ def interpolation(model, model2, data, loss=None, x="-0.5:1.5:41", dir_type="sta
 
 
 def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filter", ignore="biasbn", seed=123,
-                  device=None, out=None, *, tol=hess_vec_prod.LANCZOS_TOL, max_iter=100, precision="fp32",
-                  batch_size="auto",
-                  comm="auto", progress=False, **kwargs):
-    """The Hessian's largest and smallest eigenvalues (and the products each took) over a grid:
-    values 'max_eig', 'min_eig', 'eig_iters'. Exact fp32 arithmetic by default."""
+                  device=None, out=None, *, curvature="hessian", hvp="autograd", tol=algorithms.LANCZOS_TOL,
+                  max_iter=100, precision="fp32", batch_size="auto", comm="auto", progress=False, **kwargs):
+    """The largest and smallest eigenvalues of the curvature matrix (curvature='hessian', 'ggn' or 'ef';
+    see hessian()) over a grid: values 'max_eig', 'min_eig', 'eig_iters' (products used) and
+    'eig_converged' (1 where Lanczos met tol within max_iter, else 0, with a warning). Exact fp32
+    arithmetic by default."""
+    check_lanczos_args(tol, max_iter)
     job = build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, None, out,
                             model2=kwargs.pop("model2", None), model3=kwargs.pop("model3", None), metrics=None,
                             dir_type=kwargs.pop("dir_type", "weights"), params=kwargs.pop("params", None),
@@ -251,10 +261,30 @@ def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filte
                             dir_file=kwargs.pop("dir_file", None), save_directions=None,
                             same_dir=kwargs.pop("same_dir", False), fold_bn=False, memory_format="contiguous",
                             compile=False, flush_seconds=kwargs.pop("flush_seconds", 5.0), progress=progress,
-                            eig={"tol": tol, "max_iter": max_iter})
+                            eig={"tol": tol, "max_iter": max_iter}, curvature=curvature, hvp=hvp)
     if kwargs:
         raise LandscapeError(f"eigen_surface() got unexpected arguments: {', '.join(kwargs)}")
-    return run_job(job, auto_comm(comm))
+    res = run_job(job, auto_comm(comm))
+    warn_unconverged_map(res.values.get("eig_converged"), max_iter)
+    return res
+
+
+def warn_unconverged_map(converged, max_iter):
+    """A warning naming how many points of an eigenvalue map stopped at max_iter without converging."""
+    if converged is None:
+        return
+    bad = int((np.asarray(converged) == 0).sum())
+    if bad:
+        warnings.warn(f"Lanczos did not converge at {bad} of {np.asarray(converged).size} points within "
+                      f"max_iter={max_iter} products (eig_converged = 0 there): those eigenvalues are estimates; "
+                      "raise max_iter", curvature_model.CurvatureWarning, stacklevel=3)
+
+
+def check_lanczos_args(tol, max_iter):
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise LandscapeError(f"max_iter={max_iter!r} must be a whole number >= 1")
+    if not tol > 0:
+        raise LandscapeError(f"tol={tol!r} must be > 0")
 
 
 def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="weights", device=None,
@@ -296,9 +326,13 @@ def path_axis(x):
 # ----------------------------------------------------------------------------- curvature at one point
 @dataclass
 class HessianResult:
-    """The Hessian at one point. eigenvalues: the top_k largest, descending; eigenvectors (top_k, P)
-    over the covered parameters flattened in net.parameters() order; trace with its standard error;
-    esd_grid / esd_density: the eigenvalue spectral density (stochastic Lanczos quadrature)."""
+    """The curvature matrix at one point (curvature: 'hessian', 'ggn' or 'ef'). eigenvalues: the top_k
+    largest, descending; eigenvectors (top_k, P) over the covered parameters flattened in
+    net.parameters() order; converged: Lanczos met tol within max_iter for every one of them (and the
+    smallest); trace with its standard error (trace_converged: it reached trace_rel_se); esd_grid /
+    esd_density: the eigenvalue spectral density (stochastic Lanczos quadrature); per_layer: a
+    LayerCurvature (name, parameters, top_eig, trace, trace_stderr, lanczos_products, converged) per
+    diagonal block, in network order; products: every operator product made."""
     eigenvalues: np.ndarray
     eigenvectors: np.ndarray = None
     min_eig: float = float("nan")
@@ -311,22 +345,49 @@ class HessianResult:
     parameters: int = 0
     param_names: list = field(default_factory=list)
     seconds: float = 0.0
+    converged: bool = True
+    trace_converged: bool = True
+    curvature: str = "hessian"
+    hvp: str = "autograd"
+    per_layer: list = None
+    products: int = 0
 
 
-def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, trace=True, trace_samples=100,
-            trace_rel_se=0.02, esd=False, esd_probes=1, esd_steps=100, params=None, device=None,
-            batch_size="auto", precision="fp32", tol=hess_vec_prod.LANCZOS_TOL, max_iter=100, seed=0, cache="auto"):
-    """Top-k eigenvalues (and eigenvectors), the smallest eigenvalue, the trace (Hutchinson) and the
-    spectral density of the Hessian of the mean loss at `model`. Exact fp32 arithmetic by default."""
-    device = resolve_device(device)
+def check_hessian_args(top_k, trace_samples, max_iter, esd_probes, esd_steps, tol, precision, per_layer):
+    """Refuse bad arguments of hessian() in one line each."""
     for name, value, lo in (("top_k", top_k, 1), ("trace_samples", trace_samples, 2), ("max_iter", max_iter, 1),
                             ("esd_probes", esd_probes, 1), ("esd_steps", esd_steps, 2)):
-        if not isinstance(value, int) or value < lo:
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
             raise LandscapeError(f"{name}={value!r} must be a whole number >= {lo}")
+    if top_k > max_iter:
+        raise LandscapeError(f"top_k={top_k} exceeds max_iter={max_iter}: Lanczos finds at most max_iter eigenvalues")
     if not tol > 0:
         raise LandscapeError(f"tol={tol!r} must be > 0")
     if precision == "bf16":
         raise LandscapeError("precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
+    if not isinstance(per_layer, bool):
+        raise LandscapeError(f"per_layer={per_layer!r} must be True or False")
+
+
+def hessian(model, data, loss=None, *, curvature="hessian", hvp="autograd", top_k=1, min_eig=True, vectors=False,
+            trace=True, trace_samples=100, trace_rel_se=0.02, esd=False, esd_probes=1, esd_steps=100,
+            per_layer=False, params=None, device=None, batch_size="auto", precision="fp32",
+            tol=algorithms.LANCZOS_TOL, max_iter=100, seed=0, cache="auto"):
+    """Top-k eigenvalues (and eigenvectors), the smallest eigenvalue, the trace (Hutchinson) and the
+    spectral density of a curvature matrix of the mean loss at `model`. Exact fp32 arithmetic by default.
+
+    curvature: 'hessian'; 'ggn', the generalised Gauss-Newton J^T H_out J (closed-form H_out for
+        cross-entropy and MSE); 'ef', the empirical Fisher (1/N) sum_i g_i g_i^T (the loss must be a
+        mean over examples). hvp: 'autograd', or 'finite_difference' (central differences, for
+        kernels without double backward or forward mode; warns where the model is not smooth).
+    per_layer: also the top eigenvalue and trace of each layer's diagonal block (by module, or by the
+        groups of a `params` regex). Frozen parameters (requires_grad=False) stay out unless `params`
+        names them. Not converged (max_iter reached) or a trace short of trace_rel_se: a warning, and
+        converged / trace_converged False in the result.
+    """
+    device = resolve_device(device)
+    check_hessian_args(top_k, trace_samples, max_iter, esd_probes, esd_steps, tol, precision, per_layer)
+    curvature_model.check_choices(curvature, hvp)
     net = private_copy(model).to(device)
     if device.type == "cpu":
         fast_model.keep_freed_memory()
@@ -334,27 +395,67 @@ def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, tra
     stats = evaluation.Statistics(*evaluation.resolve_loss(loss))
     stats.check(net, x, y)
     x, y = evaluation.to_device(x, device), y.to(device)
-    named = hessian_params(net, params or "")
+    curvature_model.check_curvature_loss(curvature, stats.criterion, stats.loss_name, net, x, y)
+    named = curvature_model.covered_params(net, params or "")
     t0 = time.perf_counter()
     with evaluation.arithmetic(precision, device):
-        terms = loss_terms(net, x, y, stats.criterion, resolve_hessian_batch(batch_size, net, x, device))
-        op = hess_vec_prod.HessianOperator([p for _, p in named], terms, cache=cache)
+        op = curvature_model.curvature_operator(net, x, y, stats.criterion,
+                                                resolve_hessian_batch(batch_size, net, x, device), named, curvature,
+                                                hvp, cache, stats.loss_name)
         if top_k > op.dim:
-            raise LandscapeError(f"top_k={top_k} exceeds the {op.dim} parameters the Hessian covers")
-        r = hess_vec_prod.lanczos(op, top_k=top_k, tol=tol, max_iter=max_iter, seed=seed, want_min=min_eig,
-                                  want_vectors=vectors, keep_basis=trace)
+            raise LandscapeError(f"top_k={top_k} exceeds the {op.dim} parameters the curvature covers")
+        r = algorithms.lanczos(op, top_k=top_k, tol=tol, max_iter=max_iter, seed=seed, want_min=min_eig,
+                               want_vectors=vectors, keep_basis=trace)
         res = HessianResult(np.asarray(r.eigenvalues, dtype=np.float64),
                             None if r.eigenvectors is None else r.eigenvectors.cpu().numpy(),
                             float(r.min_eig) if min_eig else float("nan"), r.iterations,
-                            parameters=op.dim, param_names=[n for n, _ in named])
-        if trace:  # deflated by the Lanczos basis: its part of the trace is exact, the rest is sampled
-            res.trace, res.trace_stderr, res.trace_samples = hess_vec_prod.trace_estimate(
-                op, max_samples=trace_samples, rel_se=trace_rel_se, seed=seed, deflate=r)
+                            parameters=op.dim, param_names=[n for n, _ in named], converged=r.converged,
+                            curvature=curvature, hvp=hvp)
+        if trace:
+            res.trace, res.trace_stderr, res.trace_samples, res.trace_converged = point_trace(
+                op, r, trace_samples, trace_rel_se, seed)
         if esd:
-            out = hess_vec_prod.esd(op, n_probes=esd_probes, n_steps=min(esd_steps, op.dim), seed=seed)
+            out = algorithms.esd(op, n_probes=esd_probes, n_steps=min(esd_steps, op.dim), seed=seed)
             res.esd_grid, res.esd_density = np.asarray(out[0]), np.asarray(out[1])
-    res.seconds = time.perf_counter() - t0
+        if per_layer:
+            blocks = curvature_model.layer_blocks(named, params or "")
+            res.per_layer = curvature_model.per_layer_spectra(op, blocks, tol, max_iter, seed, trace_samples,
+                                                              trace_rel_se)
+    res.seconds, res.products = time.perf_counter() - t0, op.products
+    warn_unconverged(res, max_iter, trace_rel_se)
+    curvature_model.product_warnings(op)
     return res
+
+
+def point_trace(op, r, samples, rel_se, seed):
+    """(trace, standard error, samples, converged) at one point: exact where the operator has it (the
+    empirical Fisher's ||G||^2 / N), NaN at a diverged point, else Hutchinson deflated by the Lanczos
+    basis (its part of the trace exact, the rest sampled)."""
+    if not r.finite:
+        return float("nan"), float("nan"), 0, False
+    exact = op.exact_trace() if hasattr(op, "exact_trace") else None
+    if exact is not None:
+        return exact, 0.0, 0, True
+    trace, se, n = algorithms.trace_estimate(op, max_samples=samples, rel_se=rel_se, seed=seed, deflate=r)
+    return trace, se, n, rel_se is None or (np.isfinite(se) and se <= rel_se * abs(trace))
+
+
+def warn_unconverged(res, max_iter, rel_se):
+    """Say, as a CurvatureWarning, which curvature values did not converge."""
+    if not np.isfinite(res.eigenvalues).all():
+        return                                              # a diverged point: NaN, as documented
+    if not res.converged:
+        warnings.warn(f"Lanczos did not converge within max_iter={max_iter} products: the eigenvalues are "
+                      "estimates (converged=False); raise max_iter", curvature_model.CurvatureWarning, stacklevel=3)
+    if not res.trace_converged:
+        warnings.warn(f"the trace's standard error {res.trace_stderr:.2g} is above trace_rel_se={rel_se} of it after "
+                      f"{res.trace_samples} probes (trace_converged=False); raise trace_samples",
+                      curvature_model.CurvatureWarning, stacklevel=3)
+    bad = [layer.name for layer in res.per_layer or [] if not layer.converged]
+    if bad:
+        warnings.warn(f"Lanczos did not converge within max_iter={max_iter} products for layer(s) "
+                      f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}", curvature_model.CurvatureWarning,
+                      stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- PCA of a trajectory

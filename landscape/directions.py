@@ -46,6 +46,7 @@ from landscape.io import h5 as h5_util
 NORMS = ("", "filter", "layer", "weight", "dfilter", "dlayer")
 DIR_TYPES = ("weights", "states")
 DIR_KINDS = ("random", "target", "hessian")
+CURVATURES = ("hessian", "ggn", "ef")     # as landscape.curvature.model.CURVATURES
 PATH_TYPES = ("polychain", "bezier")
 
 
@@ -154,6 +155,7 @@ class DirectionSpec:
     orthogonalize: bool = False   # Gram-Schmidt y against x, y rescaled to |x|
     params: str = ""              # regex: only matching entries move
     regenerate: bool = False      # SeededDirections: drawn on the device, entry by entry, never stored
+    curvature: str = "hessian"    # the matrix whose eigenvectors `hessian` directions are: hessian | ggn | ef
 
     def check(self):
         for axis in ("x", "y")[:self.ndim]:
@@ -169,6 +171,8 @@ class DirectionSpec:
         if self.regenerate and (self.xdir != "random" or (self.ndim == 2 and self.ydir != "random" and not self.same_dir)):
             raise LandscapeError("--regenerate_directions applies to random directions only (not to "
                                  "--model_file2/3 or hessian directions)")
+        if self.curvature not in CURVATURES:
+            raise LandscapeError(f"--curvature {self.curvature!r} must be one of: {', '.join(CURVATURES)}")
         if self.orthogonalize and self.ndim != 2:
             raise LandscapeError("--orthogonalize needs two directions (--y)")
         compile_params(self.params)
@@ -179,6 +183,8 @@ class DirectionSpec:
 
     def attrs(self):
         a = asdict(self)
+        if a["curvature"] == "hessian":
+            del a["curvature"]        # the default, recorded only when another matrix is used (files stay as they were)
         a["draws"] = ("per-entry generators on the device (SeededDirections)" if self.regenerate else
                       "the reference's: manual_seed(seed), build the model, randn per entry, x then y")
         return a
@@ -193,7 +199,7 @@ def directions_from_config(cfg):
         xdir="target" if cfg.model_file2 else (getattr(cfg, "xdir", "") or "random"),
         ydir="target" if cfg.model_file3 else (getattr(cfg, "ydir", "") or "random"),
         orthogonalize=bool(getattr(cfg, "orthogonalize", False)), params=getattr(cfg, "params", "") or "",
-        regenerate=bool(getattr(cfg, "regenerate_directions", False)))
+        regenerate=bool(getattr(cfg, "regenerate_directions", False)), curvature=getattr(cfg, "curvature", "hessian"))
 
 
 # ----------------------------------------------------------------------------- creating directions
@@ -429,6 +435,8 @@ def name_direction_file(cfg):
         name += "_regen"
     if cfg.seed != 123 and "random" in directions_from_config(cfg).kinds():
         name += f"_seed={cfg.seed}"
+    if getattr(cfg, "curvature", "hessian") != "hessian" and "hessian" in directions_from_config(cfg).kinds():
+        name += "_curvature=" + cfg.curvature
     if cfg.idx > 0:
         name += "_idx=" + str(cfg.idx)
     return name + ".h5"
@@ -448,13 +456,16 @@ def direction_attrs(spec, net_name, model_hash, model_file2="", model_file3="", 
 # DirectionSpec fields compared when a direction file is reused, and what the message calls them
 COMPARED = (("seed", "--seed"), ("xdir", "the x direction"), ("xnorm", "--xnorm"), ("xignore", "--xignore"),
             ("ydir", "the y direction"), ("ynorm", "--ynorm"), ("yignore", "--yignore"), ("same_dir", "--same_dir"),
-            ("orthogonalize", "--orthogonalize"), ("params", "--params"), ("regenerate", "--regenerate_directions"))
+            ("orthogonalize", "--orthogonalize"), ("params", "--params"), ("regenerate", "--regenerate_directions"),
+            ("curvature", "--curvature"))
 
 
 def relevant_fields(spec):
     """The DirectionSpec fields that change this spec's directions (a target ignores --xnorm, ...)."""
     kinds = spec.kinds()
     fields = {"xdir", "params", "regenerate"}
+    if "hessian" in kinds:
+        fields.add("curvature")
     if "random" in kinds:
         fields.add("seed")
     if kinds[0] != "target":
@@ -501,6 +512,8 @@ def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=Tr
         for field, what in COMPARED:
             mine = getattr(spec, field)
             theirs = recorded_value(attrs, field, mine)
+            if field == "curvature" and theirs is None:
+                theirs = "hessian"            # files record the curvature only when it is not the Hessian
             if field in fields and theirs is not None and theirs != mine:
                 raise LandscapeError(f"direction file '{dir_file}' was made with {what} {theirs!r}, not {mine!r}; "
                                      "use another --dir_file, or delete it to make new directions")

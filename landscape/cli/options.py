@@ -69,6 +69,12 @@ def surface_parser(description="Compute (and plot) the loss surface of a trained
     a("--yignore", default="", help="biasbn: zero the y direction in biases and BN parameters")
     a("--xdir", default="", help="hessian: the x direction is the Hessian's top eigenvector (default: random)")
     a("--ydir", default="", help="hessian: the y direction is the Hessian's second eigenvector (default: random)")
+    a("--curvature", default="hessian",
+      help="hessian | ggn | ef: the curvature matrix (the Hessian, the generalised Gauss-Newton J^T H_out J, or "
+           "the empirical Fisher); in plot_surface, the matrix whose eigenvectors --xdir/--ydir hessian take")
+    a("--hvp", default="autograd",
+      help="autograd | finite_difference: how curvature products are made (finite differences of the gradient, "
+           "or of the outputs for ggn/ef: for kernels without double backward or forward mode)")
     a("--same_dir", action="store_true", help="use the x direction as the y direction too")
     a("--orthogonalize", action="store_true",
       help="Gram-Schmidt the y direction against x (and rescale it to |x|), e.g. for a plane through three "
@@ -112,7 +118,8 @@ def check_choices(cfg):
     choices = {"dir_type": net_plotter.DIR_TYPES, "xnorm": net_plotter.NORMS, "ynorm": net_plotter.NORMS,
                "xignore": ("", "biasbn"), "yignore": ("", "biasbn"), "precision": evaluation.PRECISIONS,
                "format": FORMATS, "memory_format": MEMORY_FORMATS, "xdir": ("", "hessian"), "ydir": ("", "hessian"),
-               "path_type": net_plotter.PATH_TYPES}
+               "path_type": net_plotter.PATH_TYPES, "curvature": net_plotter.CURVATURES,
+               "hvp": ("autograd", "finite_difference")}
     for flag, allowed in choices.items():
         if getattr(cfg, flag) not in allowed:
             raise UserError(f"--{flag} {getattr(cfg, flag)!r} must be one of: "

@@ -1,4 +1,4 @@
-"""Maps of the Hessian's extreme eigenvalues over a surface grid, or curvature at one checkpoint.
+"""Maps of a curvature matrix's extreme eigenvalues over a surface grid, or curvature at one checkpoint.
 
     mpirun -n 4 python plot_hessian_eigen.py --mpi --cuda --model resnet56 --model_file M \\
         --x=-1:1:21 --y=-1:1:21 --xnorm filter --xignore biasbn --ynorm filter --yignore biasbn --plot
@@ -17,20 +17,26 @@ recorded as NaN and never recomputed. --plot draws the |min/max| ratio maps.
 eigenvectors (K, P), trace, esd_grid, esd_density; P counts the covered parameters, flattened in
 net.parameters() order).
 
-The Hessian is that of the mean loss over the training set, in eval mode, w.r.t. the parameters
-of dimension > 1 (as the reference), or those matching --params. Arithmetic is exact float32 by
-default (`--precision fp32`: TF32 off, which on GPUs otherwise adds about 1e-3 relative error to
-every product); flags that do nothing here are refused.
+The matrix (--curvature) is the Hessian (the default), the generalised Gauss-Newton J^T H_out J or
+the empirical Fisher of the mean loss over the training set, in eval mode, w.r.t. the trained
+parameters of dimension > 1 (as the reference), or those matching --params; --hvp finite_difference
+makes its products by central differences. --per_layer adds the top eigenvalue and trace of each
+layer's diagonal block (a `per_layer` table in --out, a bar chart with --out). Grid maps also hold
+`eig_converged` (1 where Lanczos met --tol within --max_iter); a value that did not converge is
+reported with a warning, and in the files. Arithmetic is exact float32 by default (`--precision
+fp32`: TF32 off, which on GPUs otherwise adds about 1e-3 relative error to every product); flags
+that do nothing here are refused.
 """
 import json
 import sys
+import warnings
 
 import numpy as np
 import torch
 
 from landscape import api
 from landscape.cli import options, plot_surface
-from landscape.curvature import hvp as hess_vec_prod
+from landscape.curvature import algorithms
 from landscape.curvature import model as curvature
 from landscape.errors import UserError, run_cli
 from landscape.io import h5 as h5_util
@@ -41,11 +47,12 @@ NO_EFFECT = ("ngpu", "compile", "points_per_pass", "no_fold_bn", "memory_format"
 
 
 def build_parser():
-    p = options.surface_parser("Compute the Hessian's extreme eigenvalues over a grid (or curvature at one checkpoint).")
+    p = options.surface_parser("Compute a curvature matrix's extreme eigenvalues over a grid (or curvature at one "
+                               "checkpoint).")
     p.set_defaults(precision="fp32")
     a = p.add_argument
-    a("--tol", default=hess_vec_prod.LANCZOS_TOL, type=float,
-      help="Lanczos tolerance: the residual of each wanted eigenpair relative to its own eigenvalue")
+    a("--tol", default=algorithms.LANCZOS_TOL, type=float,
+      help="Lanczos tolerance: the error estimate of each wanted eigenvalue relative to itself")
     a("--max_iter", default=100, type=int, help="most Hessian-vector products per point (Lanczos steps)")
     a("--at_center", action="store_true", help="only the checkpoint itself: eigenvalues, trace (and --esd)")
     a("--top_k", default=1, type=int, help="--at_center: the number of largest eigenvalues (and eigenvectors)")
@@ -56,6 +63,9 @@ def build_parser():
     a("--esd", action="store_true", help="--at_center: the eigenvalue spectral density (stochastic Lanczos quadrature)")
     a("--esd_probes", default=1, type=int, help="--esd: random probe vectors")
     a("--esd_steps", default=100, type=int, help="--esd: Lanczos steps per probe")
+    a("--per_layer", action="store_true",
+      help="--at_center: also the top eigenvalue and trace of each layer's diagonal block (by module, or by the "
+           "groups of a --params regex)")
     a("--out", default="", help="--at_center: also write an HDF5 file with the eigenpairs, trace and density")
     a("--hvp_cache", default="auto", help="auto | on | off: keep the first-order graph between Hessian-vector "
                                           "products (auto: when it fits in memory; exact either way)")
@@ -71,6 +81,9 @@ def check_flags(cfg, parser):
         raise UserError("--precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
     if not cfg.tol > 0 or cfg.max_iter < 1 or cfg.trace_samples < 2 or cfg.top_k < 1:
         raise UserError("--tol must be > 0, --max_iter >= 1, --trace_samples >= 2 and --top_k >= 1")
+    if cfg.top_k > cfg.max_iter:
+        raise UserError(f"--top_k {cfg.top_k} exceeds --max_iter {cfg.max_iter}: Lanczos finds at most --max_iter "
+                        "eigenvalues")
     if not cfg.trace_rel_se >= 0:
         raise UserError(f"--trace_rel_se {cfg.trace_rel_se} must be >= 0")
     if cfg.esd_probes < 1 or cfg.esd_steps < 2:
@@ -79,16 +92,36 @@ def check_flags(cfg, parser):
         raise UserError(f"--hvp_cache {cfg.hvp_cache!r} must be auto, on or off")
     if cfg.out and not cfg.at_center:
         raise UserError("--out is for --at_center (grid runs write the surface file)")
-    at_center_only = [f for f in ("top_k", "esd", "out", "trace_rel_se") if options.given(cfg, parser, f)]
+    at_center_only = [f for f in ("top_k", "esd", "out", "trace_rel_se", "per_layer") if options.given(cfg, parser, f)]
     if at_center_only and not cfg.at_center:
         raise UserError(f"--{at_center_only[0]} needs --at_center")
 
 
 def eig_compute(cfg, net, data, stats, device):
-    """(keys, keys whose sentinel marks a missing point, make_compute) of an eigenvalue map."""
+    """(keys, keys whose sentinel marks a missing point, make_compute) of an eigenvalue map; a loss
+    the matrix cannot be built from is refused here, before any file is touched."""
+    curvature.check_curvature_loss(cfg.curvature, stats.criterion, stats.loss_name, net, data.train_x, data.train_y)
+    curvature.covered_params(net, cfg.params)
     make = curvature.eig_job_compute(net, (data.train_x, data.train_y), stats.criterion, device, cfg.batch_size,
-                                     cfg.precision, cfg.tol, cfg.max_iter, cfg.seed, cfg.params)
+                                     cfg.precision, cfg.tol, cfg.max_iter, cfg.seed, cfg.params, cfg.curvature,
+                                     cfg.hvp, stats.loss_name)
     return curvature.EIG_KEYS, ["max_eig", "min_eig"], make
+
+
+def eig_record(cfg):
+    """What an eigenvalue map's values depend on beyond a loss surface's: recorded, compared on resume."""
+    return {"curvature": cfg.curvature, "hvp": cfg.hvp, "tol": float(cfg.tol), "max_iter": int(cfg.max_iter)}
+
+
+def warn_unconverged(result, cfg):
+    """Rank 0, after a map: one warning line if some points stopped at --max_iter."""
+    conv = result.values.get("eig_converged")
+    if conv is None:
+        return
+    bad = int((conv == 0).sum())
+    if bad:
+        print(f"warning: Lanczos did not converge at {bad} of {conv.size} points within --max_iter {cfg.max_iter} "
+              "(eig_converged = 0 there): those eigenvalues are estimates; raise --max_iter", file=sys.stderr)
 
 
 def plot_eigs(cfg, surf_file, dir_file):
@@ -111,29 +144,57 @@ def at_center(cfg, comm, rank, nproc):
     for out in (path, cfg.out):
         if out:
             h5_util.check_writable(out)
-    r = api.hessian(net, (data.train_x, data.train_y), stats.criterion, top_k=cfg.top_k, vectors=bool(cfg.out),
-                          trace_samples=cfg.trace_samples, trace_rel_se=cfg.trace_rel_se or None, esd=cfg.esd,
-                          esd_probes=cfg.esd_probes, esd_steps=cfg.esd_steps, params=cfg.params, device=device,
-                          batch_size=cfg.batch_size, precision=cfg.precision, tol=cfg.tol, max_iter=cfg.max_iter,
-                          seed=cfg.seed, cache={"on": True, "off": False}.get(cfg.hvp_cache, "auto"))
-    result = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": len(data.train_y),
-              "parameters": r.parameters, "params": cfg.params, "max_eig": float(r.eigenvalues[0]),
-              "eigenvalues": [float(v) for v in r.eigenvalues], "min_eig": r.min_eig,
-              "lanczos_products": r.lanczos_products, "trace": r.trace, "trace_stderr": r.trace_stderr,
-              "trace_samples": r.trace_samples, "precision": cfg.precision, "seconds": r.seconds,
-              "tool": h5_util.tool_version()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", curvature.CurvatureWarning)
+        r = api.hessian(net, (data.train_x, data.train_y), stats.criterion, curvature=cfg.curvature, hvp=cfg.hvp,
+                        top_k=cfg.top_k, vectors=bool(cfg.out), trace_samples=cfg.trace_samples,
+                        trace_rel_se=cfg.trace_rel_se or None, esd=cfg.esd, esd_probes=cfg.esd_probes,
+                        esd_steps=cfg.esd_steps, per_layer=cfg.per_layer, params=cfg.params, device=device,
+                        batch_size=cfg.batch_size, precision=cfg.precision, tol=cfg.tol, max_iter=cfg.max_iter,
+                        seed=cfg.seed, cache={"on": True, "off": False}.get(cfg.hvp_cache, "auto"))
+    result = summary(cfg, data, r)
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     if cfg.out:
         write_hessian_file(cfg.out, r, result)
     tops = ", ".join(f"{v:.5g}" for v in r.eigenvalues)
-    print(f"{cfg.model_file}: top eigenvalue{'s' if cfg.top_k > 1 else ''} {tops}, smallest eigenvalue "
-          f"{r.min_eig:.5g} ({r.lanczos_products} products); trace {r.trace:.5g} +- {r.trace_stderr:.2g} "
-          f"({r.trace_samples} samples); {r.seconds:.1f} s; written to {path}{' and ' + cfg.out if cfg.out else ''}")
-    if cfg.esd and cfg.out:
+    name = {"hessian": "", "ggn": " (GGN)", "ef": " (empirical Fisher)"}[cfg.curvature]
+    print(f"{cfg.model_file}{name}: top eigenvalue{'s' if cfg.top_k > 1 else ''} {tops}, smallest eigenvalue "
+          f"{r.min_eig:.5g} ({r.lanczos_products} products{'' if r.converged else ', NOT converged'}); trace "
+          f"{r.trace:.5g} +- {r.trace_stderr:.2g} ({r.trace_samples} samples); {r.seconds:.1f} s; written to "
+          f"{path}{' and ' + cfg.out if cfg.out else ''}")
+    for layer in r.per_layer or []:
+        print(f"  {layer.name}: {layer.parameters} parameters, top eigenvalue {layer.top_eig:.5g}"
+              f"{'' if layer.converged else ' (not converged)'}, trace {layer.trace:.5g} +- {layer.trace_stderr:.2g}")
+    for w in caught:
+        if issubclass(w.category, curvature.CurvatureWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:                                         # anyone else's: as Python would have shown it
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if cfg.out and (cfg.esd or cfg.per_layer):
         from landscape.plots import plot_1d as plot_1D
-        plot_1D.plot_esd(cfg.out, show=cfg.show, fmt=cfg.format)
+        if cfg.esd:
+            plot_1D.plot_esd(cfg.out, show=cfg.show, fmt=cfg.format)
+        if cfg.per_layer:
+            plot_1D.plot_per_layer(cfg.out, show=cfg.show, fmt=cfg.format)
     return 0
+
+
+def summary(cfg, data, r):
+    """The numbers of the JSON file (and the HDF5 file's attributes): what was computed, and how."""
+    out = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": len(data.train_y),
+           "curvature": cfg.curvature, "hvp": cfg.hvp, "parameters": r.parameters, "params": cfg.params,
+           "max_eig": float(r.eigenvalues[0]), "eigenvalues": [float(v) for v in r.eigenvalues],
+           "min_eig": r.min_eig, "lanczos_products": r.lanczos_products, "converged": bool(r.converged),
+           "tol": cfg.tol, "max_iter": cfg.max_iter, "trace": r.trace, "trace_stderr": r.trace_stderr,
+           "trace_samples": r.trace_samples, "trace_converged": bool(r.trace_converged),
+           "precision": cfg.precision, "seconds": r.seconds, "products": r.products, "tool": h5_util.tool_version()}
+    if r.per_layer is not None:
+        out["per_layer"] = [{"layer": lay.name, "parameters": lay.parameters, "top_eig": lay.top_eig,
+                             "trace": lay.trace, "trace_stderr": lay.trace_stderr,
+                             "lanczos_products": lay.lanczos_products, "converged": bool(lay.converged)}
+                            for lay in r.per_layer]
+    return out
 
 
 def write_hessian_file(path, r, summary):
@@ -147,8 +208,10 @@ def write_hessian_file(path, r, summary):
         if r.esd_grid is not None:
             f["esd_grid"] = r.esd_grid
             f["esd_density"] = r.esd_density
-        h5_util.set_attrs(f, {k: json.dumps(v) if isinstance(v, list) else v for k, v in summary.items()
-                              if v is not None})
+        if r.per_layer is not None:
+            f["per_layer"] = h5_util.per_layer_table(r.per_layer)
+        h5_util.set_attrs(f, {k: json.dumps(v) if isinstance(v, (list, bool)) else v for k, v in summary.items()
+                              if v is not None and k != "per_layer"})
         f.attrs["param_names"] = json.dumps(r.param_names)
         f.attrs["tool"] = h5_util.tool_version()
     h5_util.atomic_write(path, write)
@@ -157,7 +220,8 @@ def write_hessian_file(path, r, summary):
 def run(cfg, comm, rank, nproc):
     if cfg.at_center:
         return at_center(cfg, comm, rank, nproc)
-    return plot_surface.run(cfg, comm, rank, nproc, compute=eig_compute, plot=plot_eigs)
+    return plot_surface.run(cfg, comm, rank, nproc, compute=eig_compute, plot=plot_eigs, record=eig_record(cfg),
+                            after=lambda result: warn_unconverged(result, cfg))
 
 
 def main(argv=None):

@@ -108,13 +108,14 @@ def loss_compute(cfg, net, data, stats, device, gpu_ids=()):
     return keys, keys, make
 
 
-def make_job(cfg, net, data, stats, device, what):
+def make_job(cfg, net, data, stats, device, what, record=None):
     """The GridJob of this command line, files named as the reference names them; `what` is
-    (keys, missing keys, make_compute)."""
+    (keys, missing keys, make_compute); `record`: more provenance fields (compared on resume)."""
     x, y = grid(cfg)
     keys, missing, make = what
     load = lambda path: model_loader.load(cfg.dataset, cfg.model, path)
-    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="", prov=provenance(cfg, data, stats),
+    prov = dict(provenance(cfg, data, stats), **(record or {}))
+    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="", prov=prov,
                   net_name=cfg.model, model_hash=model_loader.file_sha256(cfg.model_file), device=device,
                   flush_seconds=cfg.flush_seconds)
     if cfg.path_files:
@@ -126,7 +127,8 @@ def make_job(cfg, net, data, stats, device, what):
     hessian = None
     if "hessian" in (cfg.xdir, cfg.ydir):
         hessian = lambda: top_eigenvectors(net, (data.train_x, data.train_y), stats.criterion, device,
-                                                     cfg.params, cfg.batch_size)
+                                           cfg.params, cfg.batch_size, curvature=cfg.curvature, hvp=cfg.hvp,
+                                           loss_name=stats.loss_name)
     job = grid_job.GridJob(net, x, y, keys, make, missing, model2=lambda: load(cfg.model_file2),
                             model3=lambda: load(cfg.model_file3), build_model=lambda: model_loader.build(cfg.model),
                             hessian=hessian, dir_file=dir_file, dir_given=bool(cfg.dir_file),
@@ -152,14 +154,15 @@ def plot_results(cfg, surf_file, dir_file):
         plot_1D.plot_1d_loss_err(surf_file, cfg.xmin, cfg.xmax, cfg.loss_max, cfg.log, cfg.show, fmt=cfg.format)
 
 
-def run(cfg, comm, rank, nproc, compute=None, plot=plot_results):
+def run(cfg, comm, rank, nproc, compute=None, plot=plot_results, record=None, after=None):
     """Every rank: load, build the job, compute the missing points (rank 0 writes), (rank 0) plot.
-    `compute(cfg, net, data, stats, device)` -> (keys, missing keys, make_compute); default: loss maps."""
+    `compute(cfg, net, data, stats, device)` -> (keys, missing keys, make_compute); default: loss maps.
+    `record`: more provenance fields; `after(result)`: rank 0, once the points are computed."""
     device, gpu_ids = mpi4pytorch.agree(comm, lambda: mpi4pytorch.pick_device(cfg.cuda, cfg.ngpu, comm))
     torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(comm))
     net, data, stats = mpi4pytorch.agree(comm, lambda: load_inputs(cfg))
     what = compute(cfg, net, data, stats, device) if compute else loss_compute(cfg, net, data, stats, device, gpu_ids)
-    job = mpi4pytorch.agree(comm, lambda: make_job(cfg, net, data, stats, device, what))
+    job = mpi4pytorch.agree(comm, lambda: make_job(cfg, net, data, stats, device, what, record))
     if cfg.dry_run:
         if rank == 0:
             grid_job.dry_run(job, nproc)
@@ -168,14 +171,26 @@ def run(cfg, comm, rank, nproc, compute=None, plot=plot_results):
     result = grid_job.run_job(job, comm)
     if rank == 0:
         cfg.stats = result.stats
+        if after is not None:
+            after(result)
         if cfg.plot:
             plot(cfg, job.surf_file, job.dir_file)
     mpi4pytorch.barrier(comm)
     return 0
 
 
+def check_curvature_flags(cfg, parser):
+    """--curvature and --hvp choose the matrix of --xdir/--ydir hessian; without those they do nothing."""
+    given = [f"--{f}" for f in ("curvature", "hvp") if options.given(cfg, parser, f)]
+    if given and "hessian" not in (cfg.xdir, cfg.ydir):
+        raise UserError(f"{given[0]} applies to --xdir/--ydir hessian (the curvature's eigenvectors); these "
+                        "directions use no curvature")
+
+
 def main(argv=None):
-    cfg = parse_config(argv)
+    parser = build_parser()
+    cfg = parse_config(argv, parser)
+    check_curvature_flags(cfg, parser)
     return run_main(cfg, run)
 
 

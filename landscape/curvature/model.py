@@ -23,6 +23,10 @@ HVP_METHODS = ("autograd", "finite_difference")
 FD_WARN = 1e-3    # warn when a finite-difference product's estimated relative error is above this
 
 
+class CurvatureWarning(RuntimeWarning):
+    """A curvature value that did not converge, or products that do not approximate the matrix."""
+
+
 def hessian_params(net, params=""):
     """[(name, parameter)] the curvature covers: those matching `params` (frozen ones too: naming them
     asks for them), else, as the reference, those of dimension > 1 that are trained (requires_grad)."""
@@ -128,7 +132,7 @@ def product_warnings(op):
     if err is not None and not err <= FD_WARN:
         warnings.warn(f"finite-difference products change by {3 * err:.2g} of their size when the step doubles "
                       f"(estimated error {err:.2g}): the model is not smooth at this scale (ReLU, max-pooling?), "
-                      "so they do not approximate the curvature; use --hvp autograd", RuntimeWarning, stacklevel=3)
+                      "so they do not approximate the curvature; use --hvp autograd", CurvatureWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- per-layer blocks

@@ -1,4 +1,4 @@
-"""All HDF5 I/O: direction files, surface files, projection files. Every write is atomic.
+"""All HDF5 I/O: direction files, surface files, projection files, curvature tables. Every write is atomic.
 
 Direction file (as the reference): groups `xdirection` and, for 2D, `ydirection`, each holding
 datasets '0'..'n-1' in parameter (or state_dict) order. Attributes record what made it.
@@ -277,7 +277,8 @@ SURFACE_CHECKS = (("model_file_sha256", "checkpoint"), ("model_sha256", "model w
                   ("testloader_sha256", "--testloader file"), ("loss_name", "loss"), ("metrics", "metrics"),
                   ("precision", "--precision"), ("dir_type", "--dir_type"), ("params", "--params"),
                   ("path_type", "--path_type"), ("path_sha256", "path checkpoints"),
-                  ("hessian_params", "Hessian parameters"))
+                  ("hessian_params", "Hessian parameters"), ("curvature", "--curvature"), ("hvp", "--hvp"),
+                  ("tol", "--tol"), ("max_iter", "--max_iter"))
 
 
 def provenance(**fields):
@@ -363,6 +364,32 @@ def read_projection_file(path):
         if "proj_xcoord" not in f or "proj_ycoord" not in f:
             raise UserError(f"'{path}' is not a projection file (no proj_xcoord/proj_ycoord)")
         return np.asarray(f["proj_xcoord"][()]), np.asarray(f["proj_ycoord"][()])
+
+
+# ----------------------------------------------------------------------------- curvature files
+PER_LAYER_FIELDS = (("layer", h5py.string_dtype()), ("parameters", np.int64), ("top_eig", np.float64),
+                    ("trace", np.float64), ("trace_stderr", np.float64), ("lanczos_products", np.int64),
+                    ("converged", np.int8))
+
+
+def per_layer_table(layers):
+    """[LayerCurvature] -> the `per_layer` table: a structured array, one row per layer in network order."""
+    rows = [(lay.name, lay.parameters, lay.top_eig, lay.trace, lay.trace_stderr, lay.lanczos_products,
+             int(lay.converged)) for lay in layers]
+    return np.array(rows, dtype=list(PER_LAYER_FIELDS))
+
+
+def read_per_layer(path):
+    """{field: array} of a curvature file's `per_layer` table (layer names as str), and its 'curvature'."""
+    with open_h5(path, "curvature file") as f:
+        if "per_layer" not in f:
+            raise UserError(f"curvature file '{path}' has no per_layer table (made without --per_layer?)")
+        table = f["per_layer"][()]
+        curvature = read_attrs(f).get("curvature", "hessian")
+    out = {name: table[name] for name, _ in PER_LAYER_FIELDS}
+    out["curvature"] = curvature
+    out["layer"] = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in out["layer"]])
+    return out
 
 
 def tool_version():

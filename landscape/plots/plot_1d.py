@@ -6,6 +6,7 @@ several files, any stored map, and the Hessian's eigenvalue spectral density.
     python plot_1D.py --surf_file A.h5 B.h5 --labels SGD SAM          (overlay files on one set of axes)
     python plot_1D.py --prefix P --idx_min 1 --idx_max 10             (overlay P_1.h5 .. P_10.h5)
     python plot_1D.py --esd_file H.h5                                 (eigenvalue spectral density)
+    python plot_1D.py --esd_file H.h5 G.h5 --labels Hessian GGN       (two densities overlaid)
 
 One file, --surf_name train_loss (the default): writes <surf>_1d_loss_acc[_log],
 <surf>_1d_train_loss[_log] and <surf>_1d_train_err; a file without train_acc (a regression or
@@ -15,7 +16,8 @@ One file, another --surf_name NAME: writes <surf>_1d_<NAME>[_log].
 Several files: writes <first surf>_1d_overlay_<NAME>[_log], one colour per file (labels default to
 the file names): loss-like maps on the left axis, solid; the matching accuracy (train_acc for
 train_*, test_acc for test_*) dashed on the right axis when the files have it.
---esd_file H.h5: reads esd_grid, esd_density (and eigenvalues, if present) and writes <H>_esd.
+--esd_file H.h5: reads esd_grid, esd_density (and eigenvalues, if present) and writes <H>_esd;
+--esd_file H.h5 G.h5 --labels Hessian GGN overlays them in <H>_esd_overlay.
 Points not computed are gaps in the curves, never zeros or -1. A file's marked_points attribute
 is drawn as labelled vertical dotted lines.
 """
@@ -290,29 +292,67 @@ def read_esd(h5_path):
     return grid, density, eigs
 
 
-def draw_esd(ax, grid, density, eigs=None):
-    """Density vs eigenvalue on a log density axis (as PyHessian plots it); eigenvalues as a rug."""
+def draw_esd(ax, grid, density, eigs=None, color="tab:blue", label="spectral density", rug_color="tab:red"):
+    """Density vs eigenvalue on a log density axis (as PyHessian plots it); eigenvalues as a rug.
+    Called again on the same axes, it overlays another density (the y range covers both)."""
     positive = density[np.isfinite(density) & (density > 0)]
     floor = positive.max() * 1e-8 if positive.size else 1e-12  # log axis: zero density sits at the floor
-    ax.semilogy(grid, np.where(np.isfinite(density), np.maximum(density, floor), np.nan), color="tab:blue",
-                linewidth=1.2, label="spectral density")
-    ax.set_ylim(floor, max(positive.max() * 3, floor * 10) if positive.size else 1.0)
+    ax.semilogy(grid, np.where(np.isfinite(density), np.maximum(density, floor), np.nan), color=color,
+                linewidth=1.2, label=label)
+    lo, hi = floor, max(positive.max() * 3, floor * 10) if positive.size else 1.0
+    if ax.lines[:-1]:                                            # an overlay: keep the range of those before
+        lo, hi = min(lo, ax.get_ylim()[0]), max(hi, ax.get_ylim()[1])
+    ax.set_ylim(lo, hi)
     if eigs is not None and eigs.size:
-        ax.vlines(eigs, 0, 0.06, transform=ax.get_xaxis_transform(), color="tab:red", linewidth=1.2,
-                  label=f"top {eigs.size} eigenvalue{'s' if eigs.size > 1 else ''}")
+        ax.vlines(eigs, 0, 0.06, transform=ax.get_xaxis_transform(), color=rug_color, linewidth=1.2,
+                  label=f"top {eigs.size} eigenvalue{'s' if eigs.size > 1 else ''}"
+                        + (f" ({label})" if label != "spectral density" else ""))
+    if eigs is not None and eigs.size or ax.lines[:-1]:
         ax.legend(loc="upper right", fontsize="small")
     ax.set_xlabel("Eigenvalue", fontsize="x-large")
     ax.set_ylabel("Density (log scale)", fontsize="x-large")
 
 
-def plot_esd(h5_path, show=False, fmt="pdf"):
-    """The Hessian's eigenvalue spectral density from `h5_path`: writes <h5_path>_esd.<fmt>."""
-    grid, density, eigs = read_esd(h5_path)
+def plot_esd(h5_paths, show=False, fmt="pdf", labels=None):
+    """The eigenvalue spectral density of a curvature file (several: overlaid, one colour each):
+    writes <first h5_path>_esd[_overlay].<fmt>."""
+    paths = [h5_paths] if isinstance(h5_paths, str) else list(h5_paths)
+    names = surface_labels(paths, labels) if len(paths) > 1 else ["spectral density"]
     fig = new_figure(show)
-    draw_esd(fig.add_subplot(), grid, density, eigs)
-    path = save_figure(fig, output_name(h5_path, "_esd", fmt), fmt)
+    ax = fig.add_subplot()
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]
+    for k, (path, name) in enumerate(zip(paths, names)):
+        grid, density, eigs = read_esd(path)
+        draw_esd(ax, grid, density, eigs if len(paths) == 1 else None, colours[k % 4], name)
+    out = save_figure(fig, output_name(paths[0], "_esd" if len(paths) == 1 else "_esd_overlay", fmt), fmt)
     show_all(show)
-    return [path]
+    return [out]
+
+
+def plot_per_layer(h5_path, show=False, fmt="pdf"):
+    """Per-layer curvature from a curvature file's per_layer table: top eigenvalue and trace (+- 1 s.e.)
+    of each layer's diagonal block, one bar per layer in network order (top to bottom); writes
+    <h5_path>_per_layer.<fmt>."""
+    t = h5_util.read_per_layer(h5_path)
+    n = len(t["layer"])
+    fig = new_figure(show, figsize=(10, 1.2 + 0.32 * n))
+    rows = np.arange(n)
+    for k, (key, title) in enumerate((("top_eig", "top eigenvalue"), ("trace", "trace (+- 1 s.e.)"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        err = t["trace_stderr"] if key == "trace" else None
+        colour = ["tab:blue" if c else "tab:gray" for c in t["converged"]] if key == "top_eig" else "tab:orange"
+        ax.barh(rows, t[key], xerr=err, color=colour, capsize=2)
+        ax.set_yticks(rows)
+        ax.set_yticklabels(t["layer"] if k == 0 else [""] * n, fontsize="small")
+        ax.invert_yaxis()                                         # the first layer on top
+        ax.set_xlabel(title)
+        ax.axvline(0, color="black", linewidth=0.6)
+    grey = "" if t["converged"].all() else "; grey: not converged"
+    matrix = {"ggn": "GGN", "ef": "empirical Fisher"}.get(t["curvature"], "Hessian")
+    fig.suptitle(f"per-layer {matrix} (diagonal blocks){grey}")
+    out = save_figure(fig, output_name(h5_path, "_per_layer", fmt), fmt)
+    show_all(show)
+    return [out]
 
 
 def build_parser():
@@ -330,7 +370,9 @@ def build_parser():
     p.add_argument("--prefix", default="", help="overlay <prefix>_<idx>.h5 files")
     p.add_argument("--idx_min", default=1, type=int, help="first idx to overlay")
     p.add_argument("--idx_max", default=10, type=int, help="last idx to overlay")
-    p.add_argument("--esd_file", default="", help="plot the eigenvalue spectral density of this Hessian file")
+    p.add_argument("--esd_file", nargs="+", default=[],
+                   help="plot the eigenvalue spectral density of this curvature file (several: overlaid, named by "
+                        "--labels)")
     p.add_argument("--format", default="pdf", choices=["pdf", "png", "svg"], help="figure format")
     return p
 
@@ -338,7 +380,7 @@ def build_parser():
 def main(argv=None):
     a = build_parser().parse_args(argv)
     if a.esd_file:
-        plot_esd(a.esd_file, a.show, a.format)
+        plot_esd(a.esd_file, a.show, a.format, a.labels if not a.surf_file else None)
     if a.prefix:
         plot_1d_loss_err_repeat(a.prefix, a.idx_min, a.idx_max, a.xmin, a.xmax, a.loss_max, a.show, a.format)
     elif len(a.surf_file) > 1:
