@@ -120,3 +120,42 @@ def test_directions_along_the_top_eigenvectors(tiny):
         d0 = torch.tensor(f["xdirection"]["0"][()])
     w0 = torch.load(folder / "tiny.t7", weights_only=True)["state_dict"]["1.weight"]
     torch.testing.assert_close(d0.norm(dim=1), w0.norm(dim=1), rtol=1e-5, atol=1e-7)
+
+
+def dense_at(folder, directions, step, curvature="hessian"):
+    """The dense (296, 296) float64 curvature matrix of the tiny model moved to w + step * d (plain arithmetic)."""
+    sd = torch.load(folder / "tiny.t7", weights_only=True)["state_dict"]
+    w1, b1, w2, b2 = (sd[k].double() + step * torch.as_tensor(d).double()
+                      for k, d in zip(["1.weight", "1.bias", "3.weight", "3.bias"], directions))
+    d = dataloader.load_tensors("digits")
+    x, y = d.train_x.double().flatten(1), d.train_y
+
+    def outputs(flat):
+        a, b = flat[:256].view(4, 64), flat[256:].view(10, 4)
+        return torch.tanh(x @ a.T + b1) @ b.T + b2
+    w = torch.cat([w1.reshape(-1), w2.reshape(-1)])
+    if curvature == "hessian":
+        return torch.autograd.functional.hessian(lambda f: F.cross_entropy(outputs(f), y), w)
+    J = torch.autograd.functional.jacobian(outputs, w).reshape(-1, 296)           # (N C, P)
+    p = F.softmax(outputs(w), 1)                                                  # H_out per example: diag(p) - p p^T
+    Jr = J.view(len(y), 10, 296)
+    pj = torch.einsum("nc,ncp->np", p, Jr)
+    return (torch.einsum("ncp,nc,ncq->pq", Jr, p, Jr) - pj.T @ pj) / len(y)
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
+def test_eigenvalue_maps_away_from_the_centre_match_the_dense_matrix_of_the_moved_model(tiny, curvature):
+    folder, _ = tiny
+    surf = str(folder / f"eig_{curvature}.h5")
+    hessian_cli(folder, "--x=-1:1:3", "--xnorm", "filter", "--xignore", "biasbn", "--curvature", curvature,
+                "--surf_file", surf)
+    with h5py.File(surf, "r") as f:
+        x, mx, mn, ok = f["xcoordinates"][()], f["max_eig"][()], f["min_eig"][()], f["eig_converged"][()]
+        dir_file = f["dir_file"][()].decode()
+        assert f.attrs["curvature"] == curvature and f.attrs["max_iter"] == 100 and f.attrs["tol"] == 1e-4
+    (d,) = h5_util.read_direction_file(dir_file if os.path.isabs(dir_file) else str(folder / dir_file))
+    assert (ok == 1).all()
+    for i, step in enumerate(x):
+        ev = torch.linalg.eigvalsh(dense_at(folder, d, float(step), curvature))
+        assert mx[i] == pytest.approx(float(ev[-1]), rel=1e-4), (step, mx[i], float(ev[-1]))
+        assert mn[i] == pytest.approx(float(ev[0]), rel=1e-4, abs=1e-4 * float(ev.abs().max())), (step, mn[i])

@@ -159,14 +159,14 @@ def test_a_diverged_points_curvature_is_nan_and_is_not_recomputed(tmp_path, mlp_
 
 
 def test_curvature_applies_the_precision_and_defaults_to_fp32(work, monkeypatch):
-    import hess_vec_prod
+    from landscape.curvature import algorithms         # where the grid's curvature calls Lanczos
     seen = []
-    real = hess_vec_prod.lanczos
+    real = algorithms.lanczos
 
     def spy(*a, **k):
         seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
         return real(*a, **k)
-    monkeypatch.setattr(hess_vec_prod, "lanczos", spy)
+    monkeypatch.setattr(algorithms, "lanczos", spy)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # PyTorch's default
     args = base("--x=0:0:1", *FILTER, "--batch_size", "2000", "--max_iter", "5")
     assert plot_hessian_eigen.main(args + ["--surf_file", "a.h5"]) == 0
