@@ -405,7 +405,8 @@ def hessian(model, data, loss=None, *, curvature="hessian", hvp="autograd", top_
         if top_k > op.dim:
             raise LandscapeError(f"top_k={top_k} exceeds the {op.dim} parameters the curvature covers")
         r = algorithms.lanczos(op, top_k=top_k, tol=tol, max_iter=max_iter, seed=seed, want_min=min_eig,
-                               want_vectors=vectors, keep_basis=trace)
+                               want_vectors=vectors, keep_basis=trace,
+                               min_steps=curvature_model.TRACE_DEFLATION if trace else 0)
         res = HessianResult(np.asarray(r.eigenvalues, dtype=np.float64),
                             None if r.eigenvectors is None else r.eigenvectors.cpu().numpy(),
                             float(r.min_eig) if min_eig else float("nan"), r.iterations,

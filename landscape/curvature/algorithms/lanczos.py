@@ -39,7 +39,10 @@ class LanczosRun:
     T is tridiagonal with diagonal alphas (alpha_j = q_j^T H q_j) and off-diagonal betas; after k steps
     H Q^T = Q^T T + beta_k q_{k+1} e_k^T, so a Ritz pair (theta_i, Q^T s_i) of T has residual
     |beta_k s_ki| (s_ki: last component of the i-th eigenvector of T). The basis is float64 on the
-    device and reorthogonalised twice per step (float32 products lose orthogonality fast otherwise).
+    device and every new vector is reorthogonalised against all of it (float32 products lose
+    orthogonality fast otherwise): one classical Gram-Schmidt pass, and a second one only when the first
+    removed more than 1 - 1/sqrt(2) of the vector's norm (Daniel-Gragg-Kaufman-Stewart), in place. On a
+    ResNet-18 (11M weights) two unconditional passes with temporaries took 0.6 s a step, half a product.
     """
 
     def __init__(self, op, start, steps):
@@ -61,14 +64,12 @@ class LanczosRun:
         w = self.op(self.q.float()).double()
         if not torch.isfinite(w).all():
             return False
-        alpha = w @ self.q
-        w -= alpha * self.q
+        alpha = float(w @ self.q)
+        w.add_(self.q, alpha=-alpha)
         if k > 0:
-            w -= self.betas[-1] * self.Q[k - 1]
-        basis = self.Q[:k + 1]
-        for _ in range(2):
-            w -= basis.T @ (basis @ w)
-        self.alphas.append(float(alpha))
+            w.add_(self.Q[k - 1], alpha=-self.betas[-1])
+        reorthogonalize(w, self.Q[:k + 1])
+        self.alphas.append(alpha)
         self.beta, self.w, self.k = float(w.norm()), w, k + 1
         return True
 
@@ -76,15 +77,24 @@ class LanczosRun:
         """A unit vector orthogonal to the basis, after an exactly invariant Krylov space (beta = 0)."""
         w = torch.randn(self.Q.shape[1], generator=torch.Generator().manual_seed(self.k), dtype=torch.float64)
         w = w.to(self.Q.device)
-        basis = self.Q[:self.k]
-        for _ in range(2):
-            w -= basis.T @ (basis @ w)
+        reorthogonalize(w, self.Q[:self.k], passes=2)
         return w / w.norm()
 
     def ritz(self):
         """Ritz values theta (k,) ascending and the eigenvectors S (k, k) of T (columns)."""
         # LAPACK's tridiagonal solver: numpy's dense eigh took 16-70 ms for k = 60 on a busy machine
         return scipy.linalg.eigh_tridiagonal(np.array(self.alphas), np.array(self.betas))
+
+
+def reorthogonalize(w, basis, passes=None):
+    """w -= basis^T (basis w), in place, for orthonormal rows `basis` (k, P): once, and again when the
+    first pass shrank w below 1/sqrt(2) of its norm (passes=None), or `passes` times."""
+    for i in range(passes or 2):
+        before = float(w.norm()) if passes is None else 0.0
+        w.addmv_(basis.T, basis @ w, alpha=-1.0)
+        if passes is None and float(w.norm()) >= before / math.sqrt(2):
+            break
+    return w
 
 
 @dataclass
