@@ -41,3 +41,8 @@ python plot_1D.py --surf_file $D/random_1d_small.h5 $D/random_1d_large.h5 --labe
 python plot_2D.py --surf_file $D/random_2d_small.h5 $D/random_2d_large.h5 --labels "batch 16" "batch 1024" $LEVELS \
   --format png
 python plot_2D.py --surf_file $D/random_2d_small.h5 $D/random_2d_large.h5 --labels "batch 16" "batch 1024" --html
+
+# 7. The GGN of the large-batch minimiser: its spectral density over the Hessian's (step 1), and per layer
+python plot_hessian_eigen.py $FLAGS --model_file $L/model_60.t7 --at_center --curvature ggn --esd --esd_probes 10 \
+  --per_layer --out $D/ggn_large.h5 --format png
+python plot_1D.py --esd_file $D/hessian_large.h5 $D/ggn_large.h5 --labels Hessian GGN --format png

@@ -39,6 +39,8 @@ BEYOND = {  # made by docs/beyond.sh, the commands the README shows next to them
     "params_fc.png": "random_1d_large.h5_1d_overlay_train_loss.png",
     "overlay_1d.png": "random_1d_small.h5_1d_overlay_train_loss.png",
     "compare_2d.png": "random_2d_small.h5_train_loss_2dcontour_compare.png",
+    "esd_hessian_ggn.png": "hessian_large.h5_esd_overlay.png",
+    "per_layer_ggn.png": "ggn_large.h5_per_layer.png",
 }
 
 

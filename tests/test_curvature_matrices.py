@@ -433,3 +433,83 @@ def test_plot_hessian_eigen_refuses_bad_curvature_flags(work, capsys, extra, wor
 ])
 def test_plot_surface_refuses_bad_curvature_flags(work, capsys, extra, words):
     refused(plot_surface.main, BASE + extra, capsys, *words)
+
+
+# ----------------------------------------------------------------------------- frozen parameters, resume, names
+@pytest.fixture
+def frozen_first_layer(problems):
+    """The cross-entropy MLP with its first layer frozen (requires_grad=False, as a LoRA base)."""
+    net, loss, x, y, _ = problems["ce"]
+    net = copy.deepcopy(net)
+    for p in net[0].parameters():
+        p.requires_grad_(False)
+    return net, loss, x, y
+
+
+def test_frozen_parameters_stay_out_of_the_curvature_unless_named(frozen_first_layer):
+    net, loss, x, y = frozen_first_layer
+    trained = dense_matrices(net, loss, x, y, ["2.weight"])["hessian"]
+    both = dense_matrices(net, loss, x, y, ["0.weight", "2.weight"])["hessian"]
+    r = landscape.hessian(net, (x, y), loss=loss, trace=False, device="cpu")
+    assert r.param_names == ["2.weight"] and r.parameters == 21
+    assert r.eigenvalues[0] == pytest.approx(float(torch.linalg.eigvalsh(trained)[-1]), rel=1e-4)
+    named = landscape.hessian(net, (x, y), loss=loss, trace=False, params=r"\d\.weight", device="cpu")
+    assert named.param_names == ["0.weight", "2.weight"]
+    assert named.eigenvalues[0] == pytest.approx(float(torch.linalg.eigvalsh(both)[-1]), rel=1e-4)
+    assert not any(p.requires_grad for p in net[0].parameters())              # the user's model is untouched
+    res = landscape.eigen_surface(net, (x, y), loss=loss, x="-1:1:3", device="cpu")
+    assert np.isfinite(res["max_eig"]).all() and (res["eig_converged"] == 1).all()
+    res = landscape.surface(net, (x, y), loss=loss, x="-1:1:3", directions="hessian", curvature="ggn", device="cpu")
+    assert np.isfinite(res["train_loss"]).all()
+
+
+def test_a_model_with_nothing_trained_is_refused(problems):
+    net, loss, x, y, _ = problems["ce"]
+    net = copy.deepcopy(net).requires_grad_(False)
+    with pytest.raises(landscape.LandscapeError, match="no trained"):
+        landscape.hessian(net, (x, y), loss=loss, device="cpu")
+
+
+def test_ggn_eigenvector_directions_are_the_dense_ggns(problems, tmp_path):
+    import h5py
+    import h5_util
+    net, loss, x, y, dense = problems["ce"]
+    landscape.surface(net, (x, y), loss=loss, x="-1:1:3", directions="hessian", curvature="ggn", ignore="",
+                      device="cpu", out=str(tmp_path / "s.h5"))
+    (d,) = h5_util.read_direction_file(str(tmp_path / "s_directions.h5"))
+    with h5py.File(tmp_path / "s_directions.h5", "r") as f:
+        assert f.attrs["spec_curvature"] == "ggn" and f.attrs["spec_xdir"] == "hessian"
+    _, V = torch.linalg.eigh(dense["ggn"])
+    flat = torch.cat([d[0].reshape(-1), d[2].reshape(-1)]).double()          # the weights; biases are not covered
+    assert float(d[1].abs().sum()) == 0 and abs(float(flat @ V[:, -1])) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("first,second", [(["--curvature", "ggn"], ["--curvature", "hessian"]),
+                                          (["--hvp", "finite_difference"], ["--hvp", "autograd"])],
+                         ids=["curvature", "hvp"])
+def test_eigen_map_resume_refuses_another_curvature_or_product(work, capsys, first, second):
+    import h5py
+    args = BASE[:-1] + ["--x=-1:1:2", "--xnorm", "filter", "--xignore", "biasbn", "--batch_size", "2000",
+                        "--surf_file", "e.h5", "--max_iter", "20"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert plot_hessian_eigen.main(args + first) == 0
+    with h5py.File("e.h5", "r+") as f:
+        mx, mn = f["max_eig"][()], f["min_eig"][()]
+        mx[1], mn[1] = -1, 1
+        f["max_eig"][...], f["min_eig"][...] = mx, mn
+        assert f.attrs[first[0][2:]] == first[1]
+    refused(plot_hessian_eigen.main, args + second, capsys, second[0], first[1])
+
+
+def test_the_reference_module_keeps_every_name():
+    import hess_vec_prod
+    for name in ("min_max_hessian_eigs", "make_hvp", "HessianOperator", "lanczos", "trace_estimate",
+                 "hutchinson_trace", "esd", "lanczos_extremes", "batch_loss_terms", "hessian_params", "flatten_rows",
+                 "default_memory_budget", "SavedBytes", "matmat", "CallableOperator", "as_operator", "LanczosRun",
+                 "LanczosResult", "wanted_indices", "ritz_converged", "gaussian_start", "ritz_vectors", "nan_result",
+                 "rademacher", "mean_and_se", "default_block", "slq_nodes", "gaussian_density", "LANCZOS_TOL",
+                 "FLOAT32_FLOOR", "GGNOperator", "EmpiricalFisherOperator", "FiniteDifferenceHessian",
+                 "BlockOperator"):
+        assert hasattr(hess_vec_prod, name), name
+    assert hess_vec_prod.lanczos is algorithms.lanczos and hess_vec_prod.HessianOperator is operators.HessianOperator

@@ -294,11 +294,12 @@ def read_esd(h5_path):
 
 def draw_esd(ax, grid, density, eigs=None, color="tab:blue", label="spectral density", rug_color="tab:red"):
     """Density vs eigenvalue on a log density axis (as PyHessian plots it); eigenvalues as a rug.
-    Called again on the same axes, it overlays another density (the y range covers both)."""
+    Called again on the same axes, it overlays another density, dashed (the y range covers both)."""
     positive = density[np.isfinite(density) & (density > 0)]
     floor = positive.max() * 1e-8 if positive.size else 1e-12  # log axis: zero density sits at the floor
+    style = ["-", "--", ":", "-."][len(ax.lines) % 4]
     ax.semilogy(grid, np.where(np.isfinite(density), np.maximum(density, floor), np.nan), color=color,
-                linewidth=1.2, label=label)
+                linewidth=1.6 if style == "-" else 1.3, linestyle=style, label=label)
     lo, hi = floor, max(positive.max() * 3, floor * 10) if positive.size else 1.0
     if ax.lines[:-1]:                                            # an overlay: keep the range of those before
         lo, hi = min(lo, ax.get_ylim()[0]), max(hi, ax.get_ylim()[1])
