@@ -25,11 +25,13 @@ Tasks, each to the same accuracy for every tool:
   hessian-eigenthings' lanczos(k=1, which='LA'), which runs exactly max_iter steps, given the smallest
   max_iter whose Ritz residual meets 1e-4 (found beforehand from its own start vector, not timed:
   generous to it); curvlinops through SciPy's eigsh(k=1, which='LA', tol=1e-4) (it has no solver).
-- top eigenvalue + trace at equal or smaller standard error: the target is --trace_rel_se of the trace;
-  the peers run Hutchinson with the number of probes that reaches it (from a pilot of plain probes, not
-  timed); hessian-eigenthings also Hutch++ with as many products (its stderr covers the residual third
-  only); curvlinops' probes go through its operator by hand to get a standard error (its
-  hutchinson_trace returns the estimate only); this tool stops on its own at the target.
+- top eigenvalue + trace at equal or smaller standard error: the peers run plain Hutchinson with
+  --trace_probes probes (100 on digits, as PyHessian's trace(maxIter=100); 10 on the ResNet-18), and
+  the target is the standard error that many plain probes give (from a pilot of 10 probes, not
+  timed); this tool stops on its own once its (deflated) estimate reaches it. hessian-eigenthings
+  also runs Hutch++ with as many products (its stderr covers the residual third only); curvlinops'
+  probes go through its operator by hand to get a standard error (its hutchinson_trace returns the
+  estimate only).
 - GGN and empirical Fisher top eigenvalue, as for the Hessian.
 - finite differences: the error of each finite-difference product against the autograd one.
 - product costs, in forward passes of the same data: reverse over reverse (graph kept, or from
@@ -275,18 +277,18 @@ def finite_differences(spec, net, x, y, bs):
     """Relative error of finite-difference products against autograd's, on 3 random unit vectors."""
     from landscape.curvature import model as cm
     copy = __import__("copy")
-    exact = cm.curvature_operator(copy.deepcopy(net), x, y, nn.CrossEntropyLoss(), bs,
-                                  cm.covered_params(net), "hessian")
+
+    def operator(curvature, hvp="autograd"):
+        n = copy.deepcopy(net)                      # the operator takes the parameters of its own copy
+        return cm.curvature_operator(n, x, y, nn.CrossEntropyLoss(), bs, cm.covered_params(n), curvature, hvp)
+    exact = operator("hessian")
     rows = {}
     g = torch.Generator().manual_seed(2)
     V = [v / v.norm() for v in torch.randn(3, exact.dim, generator=g)]
     want = [exact(v) for v in V]
     for name, curvature in (("ours, Hessian", "hessian"), ("ours, GGN (J v by differences)", "ggn")):
-        n = copy.deepcopy(net)
-        fd = cm.curvature_operator(n, x, y, nn.CrossEntropyLoss(), bs, cm.covered_params(n), curvature,
-                                   "finite_difference")
-        ref = want if curvature == "hessian" else [cm.curvature_operator(
-            copy.deepcopy(net), x, y, nn.CrossEntropyLoss(), bs, cm.covered_params(net), "ggn")(v) for v in V]
+        fd = operator(curvature, "finite_difference")
+        ref = want if curvature == "hessian" else [operator("ggn")(v) for v in V]
         t = time.perf_counter()
         got = [fd(v) for v in V]
         seconds = (time.perf_counter() - t) / 3
@@ -344,16 +346,14 @@ def product_costs(spec, net, x, y, bs):
 
     first, per, op = timed_op("hessian")
     out["Hessian, reverse over reverse, graph kept (the tool's)"] = (per, first - per)
-    out["gradient (one pass of first backwards)"] = (best_time(lambda: op.gradient() if not op.cached else
-                                                                cm.curvature_operator(copy.deepcopy(net), x, y, crit,
-                                                                                      bs, cm.covered_params(net),
-                                                                                      "hessian", cache=False).gradient(),
-                                                               reps), 0.0)
-    out["Hessian, reverse over reverse, from scratch"] = (timed_op("hessian", cache=False)[1], 0.0)
+    scratch = timed_op("hessian", cache=False)
+    out["gradient (one pass of first backwards)"] = (best_time(scratch[2].gradient, reps), 0.0)
+    out["Hessian, reverse over reverse, from scratch"] = (scratch[1], 0.0)
     V4 = torch.randn(4, op.dim, generator=torch.Generator().manual_seed(4))
     out["Hessian, reverse over reverse, graph kept, 4 vectors per pass (per vector)"] = (
         best_time(lambda: op.matmat(V4), reps) / 4, 0.0)
     # forward over reverse: jvp of the gradient (torch.func), per batch
+    net = copy.deepcopy(net).requires_grad_(False)
     names = [n for n, p in net.named_parameters() if p.dim() > 1]
     params = {n: p.detach() for n, p in net.named_parameters() if n in names}
     tangent = dict(zip(names, [t.view_as(params[n]) for n, t in zip(names, v.split([params[n].numel() for n in names]))]))
@@ -529,7 +529,7 @@ def bench_model(cfg, model, checkpoint, have):
             "rounds": cfg.rounds if model == "digits" else 1}
     curvatures = [TASK_MATRIX[t] for t in cfg.tasks if t in TASK_MATRIX]
     curvatures = list(dict.fromkeys(curvatures))
-    rel_se = cfg.trace_rel_se if model == "digits" else cfg.trace_rel_se_resnet
+    probes = cfg.trace_probes if model == "digits" else cfg.trace_probes_resnet
     t0 = time.perf_counter()
     ref = {}
     if curvatures:
@@ -545,10 +545,11 @@ def bench_model(cfg, model, checkpoint, have):
         matrix = TASK_MATRIX[task]
         spec = dict(base, task=task, curvature=matrix, he_steps=ref[matrix]["he_steps"])
         if task == "h_trace":
-            target = rel_se * abs(ref["pilot"]["trace"])
-            probes = int(min(400, max(10, math.ceil((ref["pilot"]["std"] / target) ** 2))))
+            target = ref["pilot"]["std"] / math.sqrt(probes)
+            rel_se = target / abs(ref["pilot"]["trace"])
             spec.update(trace_rel_se=rel_se, probes=probes, chunk=probes if model == "digits" else 2)
-            lines.append(f"trace target: s.e. <= {rel_se} of the trace; peers' Hutchinson takes {probes} probes")
+            lines.append(f"trace target: the s.e. of {probes} plain probes, about {target:.3g} ({rel_se:.2%} of the "
+                         "trace); the peers take those probes, this tool stops when its s.e. reaches the target")
         tools = ["ours"] + [t for t in ("he", "he++", "cl") if have.get(t.rstrip("+")) and
                             (t != "he++" or task == "h_trace")]
         if task == "ef_top" and model != "digits":
@@ -600,11 +601,10 @@ def build_parser():
                    help=f"comma-separated from {','.join(TASKS)} (default: all)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in every row (default: 2)")
     p.add_argument("--rounds", type=int, default=3, help="timed runs per digits row, median reported (default: 3)")
-    p.add_argument("--trace_rel_se", type=float, default=0.01,
-                   help="digits: the trace's target standard error, relative (default: 0.01)")
-    p.add_argument("--trace_rel_se_resnet", type=float, default=0.2,
-                   help="ResNet-18 at initialisation: the target (default: 0.2; the spectrum is flat there, so "
-                        "plain probes dominate)")
+    p.add_argument("--trace_probes", type=int, default=100,
+                   help="digits: the peers' Hutchinson probes, whose standard error is the target (default: 100)")
+    p.add_argument("--trace_probes_resnet", type=int, default=10,
+                   help="ResNet-18: the same (default: 10; one probe is a full product on 256 images)")
     p.add_argument("--workdir", default=None, help="where to train digits_cnn (default: a temp folder)")
     return p
 
@@ -622,11 +622,12 @@ def main(argv=None):
           f"{torch.__version__}, {cfg.threads} threads per row, load average at start {os.getloadavg()[0]:.1f}; "
           f"peers: {', '.join(k for k, v in have.items() if v) or 'none installed'}")
     t0 = time.perf_counter()
+    models = cfg.models.split(",") if set(cfg.tasks) - {"lm_memory"} else []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
-        if "digits" in cfg.models:
+        if "digits" in models:
             checkpoint = train_digits_cnn(cfg.workdir or tmp, 1 if cfg.quick else 20, cfg.threads)
-        for model in cfg.models.split(","):
+        for model in models:
             bench_model(cfg, model, checkpoint, have)
     if "lm_memory" in cfg.tasks:
         bench_lm_memory(cfg)

@@ -513,3 +513,22 @@ def test_the_reference_module_keeps_every_name():
                  "BlockOperator"):
         assert hasattr(hess_vec_prod, name), name
     assert hess_vec_prod.lanczos is algorithms.lanczos and hess_vec_prod.HessianOperator is operators.HessianOperator
+
+
+def test_an_eigenvalue_map_that_stops_at_max_iter_says_so(work, capsys):
+    import h5py
+    from landscape.errors import run_cli
+    args = BASE[:-1] + ["--x=-1:1:2", "--xnorm", "filter", "--xignore", "biasbn", "--batch_size", "2000",
+                        "--surf_file", "e.h5", "--max_iter", "2"]
+    capsys.readouterr()
+    assert run_cli(plot_hessian_eigen.main, args) == 0
+    err = capsys.readouterr().err
+    assert "warning: Lanczos did not converge at 2 of 2 points within --max_iter 2" in err, err
+    with h5py.File("e.h5", "r") as f:
+        assert (f["eig_converged"][()] == 0).all() and (f["eig_iters"][()] == 2).all()
+    with pytest.warns(curvature.CurvatureWarning, match="did not converge at 2 of 2 points"):
+        import model_loader
+        import dataloader
+        d = dataloader.load_tensors("digits")
+        landscape.eigen_surface(model_loader.load("digits", "digits_mlp", "m.t7"), (d.train_x[:300], d.train_y[:300]),
+                                x="-1:1:2", max_iter=2, device="cpu")

@@ -72,13 +72,15 @@ def hessian_operator(net, inputs, targets, criterion, batch_size, params="", cac
 # ----------------------------------------------------------------------------- the matrices
 def curvature_operator(net, inputs, targets, criterion, batch_size, named, curvature="hessian", hvp="autograd",
                        cache="auto", loss_name="the loss"):
-    """The operator of `curvature` for the mean loss over (inputs, targets) w.r.t. `named` parameters.
+    """The operator of `curvature` for the mean loss over (inputs, targets) w.r.t. `named` parameters
+    (only they require grad afterwards: `net` is the tool's own copy).
 
     hvp='finite_difference' takes the one derivative that would otherwise need double backward (the
     Hessian's) or forward mode (J v of the GGN and Fisher) by central differences."""
     assert curvature in CURVATURES and hvp in HVP_METHODS, (curvature, hvp)
-    for _, p in named:
-        p.requires_grad_(True)         # a frozen parameter the user named (on the tool's own copy)
+    covered = {id(p) for _, p in named}
+    for p in net.parameters():         # on the tool's own copy: a frozen parameter the user named takes part,
+        p.requires_grad_(id(p) in covered)   # and autograd keeps nothing for the others (a subset's graph is smaller)
     watch = [b for b in net.buffers() if b.is_floating_point()]
     if curvature == "hessian" and hvp == "autograd":
         params = [p for _, p in named]

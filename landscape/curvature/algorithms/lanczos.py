@@ -13,8 +13,11 @@ Stop: each wanted Ritz pair (theta_i, y_i) has residual r_i = |beta_k s_ki| (s_k
 the i-th eigenvector of T). There is an eigenvalue within r_i of theta_i, and, when the rest of the
 spectrum is at least gap_i away, within r_i^2 / gap_i (Kato-Temple; gap_i is estimated by the distance
 to the nearest other Ritz value). A pair has converged when r_i <= tol |theta_i|, or when
-r_i^2 / gap_i <= tol |theta_i| and theta_i moved by at most tol |theta_i| in the last step (the gap
-estimate is only trusted once the Ritz value has settled).
+r_i^2 / gap_i <= tol |theta_i| and theta_i moved by at most 10 tol |theta_i| in the last step (the gap
+estimate is only trusted once the Ritz value has settled; Lanczos converges superlinearly near the
+end, so the error is then far below the last move). On a trained digits_cnn this stops at step 8 with
+a true error of 7e-6; the residual bound alone stops at step 10, a settled move of tol at step 9.
+When eigenvectors are wanted, their residual is r itself, and only the residual bound applies.
 """
 import math
 from dataclasses import dataclass
@@ -135,18 +138,20 @@ def ritz_errors(theta, last_row, beta, wanted):
     return residual, np.minimum(residual, quadratic)
 
 
-def ritz_converged(theta, last_row, beta, wanted, tol, previous=None, psd=False):
-    """Every wanted pair: residual <= bound, or residual^2/gap <= bound with theta settled (see the
-    module docstring); bound = max(tol |theta_i|, FLOAT32_FLOOR max|theta|). `previous`: the wanted
+def ritz_converged(theta, last_row, beta, wanted, tol, previous=None, psd=False, vectors=False):
+    """Every wanted pair: residual <= bound, or residual^2/gap <= bound with theta settled (moved by at
+    most 10 bound; see the module docstring); bound = max(tol |theta_i|, FLOAT32_FLOOR max|theta|). `previous`: the wanted
     Ritz values one step earlier (None: the residual bound alone). psd: the operator is positive
     semi-definite (a GGN, a Fisher), whose smallest eigenvalue sits in a continuum near 0: it is
-    converged to tol max|theta| instead (it cannot be resolved relative to itself)."""
+    converged to tol max|theta| instead (it cannot be resolved relative to itself). vectors: the
+    eigenvectors are wanted too, whose residual ||M y - theta y|| is r itself: the residual bound alone."""
     floor = np.full(len(wanted), FLOAT32_FLOOR * np.abs(theta).max())
     if psd and wanted[-1] == 0:
         floor[-1] = tol * np.abs(theta).max()
     bound = np.maximum(tol * np.abs(theta[wanted]), floor)
     residual, error = ritz_errors(theta, last_row, beta, wanted)
-    settled = np.zeros(len(wanted), dtype=bool) if previous is None else np.abs(theta[wanted] - previous) <= bound
+    settled = np.zeros(len(wanted), dtype=bool) if previous is None or vectors else \
+        np.abs(theta[wanted] - previous) <= 10 * bound
     return bool(np.all((residual <= bound) | ((error <= bound) & settled)))
 
 
@@ -181,7 +186,8 @@ def lanczos(op, top_k=1, tol=LANCZOS_TOL, max_iter=100, seed=0, want_min=True, w
     min_steps products were made, after max_iter products, or when the Krylov space is the whole
     space. A product that is not finite (a diverged point) gives NaN eigenvalues instead of an error.
     `start`: see start_vector. An operator with `psd = True` has its smallest eigenvalue converged
-    to tol times the largest (see ritz_converged).
+    to tol times the largest (see ritz_converged). With want_vectors every wanted pair stops on its
+    residual (that of the eigenvector), not on the eigenvalue's quadratic error estimate.
     """
     steps = min(max_iter, op.dim)
     if not 1 <= top_k <= steps:
@@ -199,7 +205,8 @@ def lanczos(op, top_k=1, tol=LANCZOS_TOL, max_iter=100, seed=0, want_min=True, w
         theta, S = run.ritz()
         wanted = wanted_indices(run.k, top_k, want_min)
         exhausted = run.k == op.dim
-        if exhausted or (run.k >= need and ritz_converged(theta, S[-1], run.beta, wanted, tol, previous, psd)):
+        if exhausted or (run.k >= need and ritz_converged(theta, S[-1], run.beta, wanted, tol, previous, psd,
+                                                          want_vectors)):
             converged = True
             break
         previous = theta[wanted_indices(run.k, top_k, want_min)] if run.k >= top_k + int(want_min) else None
