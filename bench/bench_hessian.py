@@ -353,13 +353,13 @@ def product_costs(spec, net, x, y, bs):
     out["Hessian, reverse over reverse, graph kept, 4 vectors per pass (per vector)"] = (
         best_time(lambda: op.matmat(V4), reps) / 4, 0.0)
     # forward over reverse: jvp of the gradient (torch.func), per batch
-    net = copy.deepcopy(net).requires_grad_(False)
-    names = [n for n, p in net.named_parameters() if p.dim() > 1]
-    params = {n: p.detach() for n, p in net.named_parameters() if n in names}
+    fnet = copy.deepcopy(net).requires_grad_(False)   # torch.func takes the weights as inputs
+    names = [n for n, p in fnet.named_parameters() if p.dim() > 1]
+    params = {n: p.detach() for n, p in fnet.named_parameters() if n in names}
     tangent = dict(zip(names, [t.view_as(params[n]) for n, t in zip(names, v.split([params[n].numel() for n in names]))]))
 
     def batch_loss(p, xb, yb):
-        return crit(functional_call(net, p, (xb,)), yb) * len(yb) / len(y)
+        return crit(functional_call(fnet, p, (xb,)), yb) * len(yb) / len(y)
 
     def for_scratch():
         for xb, yb in data:

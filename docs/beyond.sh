@@ -46,3 +46,8 @@ python plot_2D.py --surf_file $D/random_2d_small.h5 $D/random_2d_large.h5 --labe
 python plot_hessian_eigen.py $FLAGS --model_file $L/model_60.t7 --at_center --curvature ggn --esd --esd_probes 10 \
   --per_layer --out $D/ggn_large.h5 --format png
 python plot_1D.py --esd_file $D/hessian_large.h5 $D/ggn_large.h5 --labels Hessian GGN --format png
+for C in hessian ggn; do     # the same run after one epoch, far from a minimum
+  python plot_hessian_eigen.py $FLAGS --model_file $L/model_1.t7 --at_center --curvature $C --esd --esd_probes 10 \
+    --trace_samples 10 --out $D/${C}_epoch1.h5 --format png
+done
+python plot_1D.py --esd_file $D/hessian_epoch1.h5 $D/ggn_epoch1.h5 --labels Hessian GGN --format png

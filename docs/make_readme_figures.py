@@ -40,6 +40,7 @@ BEYOND = {  # made by docs/beyond.sh, the commands the README shows next to them
     "overlay_1d.png": "random_1d_small.h5_1d_overlay_train_loss.png",
     "compare_2d.png": "random_2d_small.h5_train_loss_2dcontour_compare.png",
     "esd_hessian_ggn.png": "hessian_large.h5_esd_overlay.png",
+    "esd_hessian_ggn_epoch1.png": "hessian_epoch1.h5_esd_overlay.png",
     "per_layer_ggn.png": "ggn_large.h5_per_layer.png",
 }
 
