@@ -548,8 +548,9 @@ def bench_model(cfg, model, checkpoint, have):
             target = ref["pilot"]["std"] / math.sqrt(probes)
             rel_se = target / abs(ref["pilot"]["trace"])
             spec.update(trace_rel_se=rel_se, probes=probes, chunk=probes if model == "digits" else 2)
-            lines.append(f"trace target: the s.e. of {probes} plain probes, about {target:.3g} ({rel_se:.2%} of the "
-                         "trace); the peers take those probes, this tool stops when its s.e. reaches the target")
+            share = f"{rel_se:.2%} of the trace" if rel_se < 1 else "more than the trace itself: the trace is lost in its noise"
+            lines.append(f"trace target: the s.e. of {probes} plain probes, about {target:.3g} ({share}); the peers "
+                         "take those probes, this tool stops when its s.e. reaches the target")
         tools = ["ours"] + [t for t in ("he", "he++", "cl") if have.get(t.rstrip("+")) and
                             (t != "he++" or task == "h_trace")]
         if task == "ef_top" and model != "digits":
