@@ -20,7 +20,6 @@ import torch
 import torch.nn as nn
 
 from landscape import directions as net_plotter
-from landscape import evaluation
 from landscape.errors import LandscapeError
 from landscape.grid import scheduler
 from landscape.grid.lock import SurfaceLock
@@ -210,6 +209,11 @@ def directions_fingerprint(plan):
     return h5_util.directions_sha256(plan.directions) if plan.directions is not None else ""
 
 
+# Attributes that say how the last run computed its points, not what the values are: they are
+# overwritten on resume, never compared (evaluation/batches.py, parallel/dist.py).
+RUN_INFO = ("data_in_memory", "ranks_per_point")
+
+
 def plan_job(job):
     """Check the output folders, the directions and the surface file against this run; write nothing."""
     if job.surf_file:
@@ -224,7 +228,7 @@ def plan_job(job):
     if job.surf_file and os.path.exists(job.surf_file):
         surf = h5_util.read_surface(job.surf_file)
         h5_util.check_surface(surf, job.x, job.y, prov, job.dir_file)
-        surf.attrs.update({k: v for k, v in prov.items() if k not in surf.attrs})
+        surf.attrs.update({k: v for k, v in prov.items() if k not in surf.attrs or k in RUN_INFO})
         surf.attrs["last_command"] = prov.get("command", "")
     else:
         surf = h5_util.new_surface(job.surf_file, job.x, job.y, job.dir_file, prov)
@@ -281,11 +285,13 @@ def share_plan(job, plan, comm, rank):
     return shared
 
 
-def run_job(job, comm=None):
-    """Every rank: plan (rank 0, under the lock), compute the missing points, record them (rank 0)."""
+def run_job(job, comm=None, group=None):
+    """Every rank: plan (rank 0, under the lock), compute the missing points, record them (rank 0).
+    `group`: this rank's PointGroup when K ranks share each point (parallel/dist.py)."""
     rank, nproc = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
     lock = SurfaceLock(job.surf_file) if job.surf_file else None
     say = (lambda *a, **k: None) if job.quiet or rank != 0 else (lambda *a, **k: print(*a, flush=True, **k))
+    where = group.describe(nproc) if group is not None else f"{nproc} rank(s)"
     try:
         def prepare():
             if lock is not None:
@@ -301,9 +307,10 @@ def run_job(job, comm=None):
         if rank == 0 and shared["directions"] is not None and len(shared["directions"]) == 2:
             say(f"cosine similarity of the x and y directions: {cosine(shared['directions']):.4f}")
         compute_coords = job.make_compute(lambda: make_mover(job, shared))
+        status = getattr(compute_coords, "status", None)
         coords = grid_coords(job.x, job.y)
         compute = lambda idx: compute_coords(coords[idx])
-        stats = {}
+        stats, missing, rec = {}, None, None
         t0 = time.perf_counter()
         try:
             if rank == 0:
@@ -311,20 +318,19 @@ def run_job(job, comm=None):
                 missing = np.flatnonzero(surf.missing(job.missing_keys))
                 total = int(np.prod(surf.shape))
                 say(f"{job.surf_file or 'surface'}: {total - len(missing)} of {total} points done, computing "
-                    f"{len(missing)} on {nproc} rank(s) ({job.device})")
+                    f"{len(missing)} on {where} ({job.device})")
                 rec = h5_util.Recorder(surf, job.keys, total, total - len(missing), job.flush_seconds,
-                                       show_progress=job.progress and not job.quiet)
-                try:
-                    scheduler.run_root(comm, nproc, missing, compute, rec.store, rec.tick)
-                finally:
+                                       show_progress=job.progress and not job.quiet, status=status)
+            try:
+                scheduler.run(comm, group, missing, compute, rec.store if rec else None, rec.tick if rec else None)
+            finally:
+                if rec is not None:
                     rec.close()  # whatever happened (Ctrl-C, SIGTERM, a crash), keep every computed point
-                stats = report(len(missing), time.perf_counter() - t0, nproc, job.surf_file, say)
-            else:
-                scheduler.run_worker(comm, compute)
+            if rank == 0:
+                stats = report(len(missing), time.perf_counter() - t0, nproc, job.surf_file, say, where,
+                               status() if status else "")
         except Exception as e:
-            if nproc > 1:  # one rank failed mid-run: never leave the others waiting in a collective
-                print(f"error on rank {rank}: {evaluation.first_line(e)}", file=sys.stderr, flush=True)
-                mpi4pytorch.abort(comm)
+            mpi4pytorch.abort_on_error(comm, rank, e)  # one rank failed: never leave the others waiting
             raise
     finally:
         if lock is not None:
@@ -343,7 +349,7 @@ def cosine(directions):
     return float(a @ b / (a.norm() * b.norm() + 1e-30))
 
 
-def report(n_done, seconds, nproc, surf_file, say=print):
+def report(n_done, seconds, nproc, surf_file, say=print, where=None, rate=""):
     """Print the summary line; return the figures (the benchmark reads them)."""
     if n_done == 0:
         say(f"nothing to compute: every point is done; surface file: {surf_file}")
@@ -351,12 +357,14 @@ def report(n_done, seconds, nproc, surf_file, say=print):
     per_point = seconds / n_done
     each = f"{per_point * 1e3:.3g} ms" if per_point < 1 else f"{per_point:.3g} s"
     say(f"computed {n_done} points in {seconds:.1f} s ({n_done / max(seconds, 1e-9):.1f} points/s, {each}/point) "
-        f"on {nproc} rank(s); surface file: {surf_file or '(in memory)'}")
+        f"on {where or f'{nproc} rank(s)'}{f'; data: {rate}' if rate else ''}; surface file: "
+        f"{surf_file or '(in memory)'}")
     return {"points": n_done, "seconds": seconds, "sec_per_point": per_point, "ranks": nproc}
 
 
-def dry_run(job, nproc=1):
-    """Validate, name the files, time one point, estimate the total; write nothing."""
+def dry_run(job, nproc=1, ranks_per_point=1):
+    """Validate, name the files, time one point, estimate the total; write nothing. With K ranks per
+    point the point is timed on rank 0's shard (1/K of the data), as each rank of a group takes it."""
     plan = plan_job(job)
     if job.dir_file:
         print(f"direction file: {job.dir_file} ({'would be created' if plan.new_dirs else 'exists, fits the model'})")
@@ -375,7 +383,7 @@ def dry_run(job, nproc=1):
     compute(center)
     sec = time.perf_counter() - t0
     print(f"one point takes {sec:.3f} s here; {missing} points on {nproc} rank(s): about "
-          f"{missing * sec / nproc / 60:.1f} min. Nothing was computed or written.")
+          f"{missing * sec * ranks_per_point / nproc / 60:.1f} min. Nothing was computed or written.")
     return sec
 
 

@@ -321,9 +321,10 @@ class Recorder:
     With `surf.path` empty (an in-memory run of the Python API) nothing is written.
     """
 
-    def __init__(self, surf, keys, total, done, flush_seconds, show_progress=True):
+    def __init__(self, surf, keys, total, done, flush_seconds, show_progress=True, status=None):
         from tqdm import tqdm
         self.surf, self.keys, self.flush_seconds = surf, keys, flush_seconds
+        self.status = status        # () -> a few words for the progress line (the evaluation rate)
         self.dirty, self.last_flush = False, time.monotonic()
         self.bar = tqdm(total=total, initial=done, unit="pt", disable=not show_progress,
                         mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
@@ -332,6 +333,8 @@ class Recorder:
         for j, key in enumerate(self.keys):
             self.surf.values[key].reshape(-1)[indices] = values[:, j]
         self.dirty = True
+        if self.status is not None and not self.bar.disable:
+            self.bar.set_postfix_str(self.status(), refresh=False)
         self.bar.update(len(indices))
 
     def tick(self):

@@ -84,6 +84,8 @@ def launcher_local(env):
 
 def node_comm(comm):
     """The communicator of the ranks sharing this rank's node (collective; caller frees it)."""
+    if getattr(comm, "is_torch", False):     # torchrun's ranks (parallel/dist.py): no MPI here
+        return comm.Split_type()
     from mpi4py import MPI
     return comm.Split_type(MPI.COMM_TYPE_SHARED)
 
@@ -298,7 +300,7 @@ def agree(comm, fn):
     errors = [error] if comm is None else comm.allgather(error)
     first = next((e for e in errors if e), None)
     if first:
-        raise UserError(first) if (comm is None or comm.Get_rank() == 0) else QuietExit()
+        raise UserError(first) if (comm is None or comm.Get_rank() == 0) else QuietExit(first)
     return result
 
 
@@ -311,3 +313,17 @@ def abort(comm, code=1):
     sys.stderr.flush()
     if comm is not None and comm.Get_size() > 1:
         comm.Abort(code)
+
+
+def abort_on_error(comm, rank, error):
+    """A rank failed mid-run while others may wait for it in a collective: say so in one line (unless a
+    peer already did) and end every rank: exit 2 for bad input (UserError), 1 for anything else."""
+    if comm is None or comm.Get_size() == 1:
+        return
+    if isinstance(error, QuietExit):
+        pass
+    elif isinstance(error, UserError):
+        print(f"error: {error}", file=sys.stderr, flush=True)
+    else:
+        print(f"error on rank {rank}: {_first_line(error)}", file=sys.stderr, flush=True)
+    abort(comm, 2 if isinstance(error, UserError) else 1)
