@@ -8,7 +8,9 @@ import os
 from landscape import directions as net_plotter
 from landscape import evaluation
 from landscape.errors import ArgParser, UserError
+from landscape.evaluation.batches import DATA_IN_MEMORY
 from landscape.grid.job import parse_range
+from landscape.parallel.dist import RENDEZVOUS_SECONDS
 
 FORMATS = ("pdf", "png", "svg")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -30,7 +32,14 @@ def batch_size_arg(text):
 def surface_parser(description="Compute (and plot) the loss surface of a trained model along 1 or 2 directions."):
     p = ArgParser.make(description)
     a = p.add_argument
-    a("--mpi", "-m", action="store_true", help="split the grid over MPI ranks (run under mpirun/srun)")
+    a("--mpi", "-m", action="store_true", help="split the grid over MPI ranks (run under mpirun/srun); under "
+                                                "torchrun the ranks are found without it")
+    a("--ranks_per_point", default=0, type=int,
+      help="ranks that evaluate each point together, each on its own shard of the data (data-parallel points); "
+           "must divide the number of ranks; 0: 1 for grids, every rank for --at_center")
+    a("--rendezvous_timeout", default=RENDEZVOUS_SECONDS, type=float,
+      help="seconds the ranks wait for each other to join torch.distributed (torchrun, or --ranks_per_point > 1 "
+           "on GPUs under MPI)")
     a("--cuda", "-c", action="store_true", help="compute on the GPU of each rank's node-local rank")
     a("--threads", default=0, type=int,
       help="CPU threads per rank for torch; 0: every core this rank may use, divided among the ranks on its node")
@@ -48,6 +57,9 @@ def surface_parser(description="Compute (and plot) the loss surface of a trained
     a("--testloader", default="", help="test labels file, or a pickled DataLoader with --allow_pickle")
     a("--allow_pickle", action="store_true", help="allow loading pickled DataLoaders: this runs code from the file")
     a("--download", action="store_true", help="download CIFAR-10 into --datapath if it is missing")
+    a("--data_in_memory", default="auto", help="auto | yes | no: keep the data on the device, or stream it for each "
+                                               "point; auto streams a set that does not fit the memory budget "
+                                               "(README, GPUs and clusters)")
     # model and loss
     a("--model", default="resnet56", help="model name, or path/to/file.py:factory | module:factory")
     a("--model_folder", default="", help="folder that relative --model_file/2/3 paths are in")
@@ -112,7 +124,7 @@ def check_choices(cfg):
     choices = {"dir_type": net_plotter.DIR_TYPES, "xnorm": net_plotter.NORMS, "ynorm": net_plotter.NORMS,
                "xignore": ("", "biasbn"), "yignore": ("", "biasbn"), "precision": evaluation.PRECISIONS,
                "format": FORMATS, "memory_format": MEMORY_FORMATS, "xdir": ("", "hessian"), "ydir": ("", "hessian"),
-               "path_type": net_plotter.PATH_TYPES}
+               "path_type": net_plotter.PATH_TYPES, "data_in_memory": DATA_IN_MEMORY}
     for flag, allowed in choices.items():
         if getattr(cfg, flag) not in allowed:
             raise UserError(f"--{flag} {getattr(cfg, flag)!r} must be one of: "
@@ -155,6 +167,10 @@ def validate(cfg):
             raise UserError(f"--{flag} {getattr(cfg, flag)} must be >= 1")
     if cfg.threads < 0 or not cfg.flush_seconds > 0:
         raise UserError("--threads must be >= 0 and --flush_seconds > 0")
+    if cfg.ranks_per_point < 0:
+        raise UserError(f"--ranks_per_point {cfg.ranks_per_point} must be >= 1 (or 0 for the default)")
+    if not cfg.rendezvous_timeout > 0:
+        raise UserError(f"--rendezvous_timeout {cfg.rendezvous_timeout} must be > 0")
     if cfg.data_split < 1 or not 0 <= cfg.split_idx < cfg.data_split:
         raise UserError(f"--split_idx {cfg.split_idx} must be in [0, --data_split={cfg.data_split})")
     net_plotter.compile_params(cfg.params)

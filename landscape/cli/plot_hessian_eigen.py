@@ -28,12 +28,13 @@ import sys
 import numpy as np
 import torch
 
-from landscape import api
+from landscape import api, evaluation
 from landscape.cli import options, plot_surface
 from landscape.curvature import hvp as hess_vec_prod
 from landscape.curvature import model as curvature
 from landscape.errors import UserError, run_cli
 from landscape.io import h5 as h5_util
+from landscape.parallel import dist
 from landscape.parallel import mpi as mpi4pytorch
 
 # plot_surface.py flags that change nothing here: refused when given, rather than ignored
@@ -84,10 +85,10 @@ def check_flags(cfg, parser):
         raise UserError(f"--{at_center_only[0]} needs --at_center")
 
 
-def eig_compute(cfg, net, data, stats, device):
+def eig_compute(cfg, net, sets, stats, device, group=None):
     """(keys, keys whose sentinel marks a missing point, make_compute) of an eigenvalue map."""
-    make = curvature.eig_job_compute(net, (data.train_x, data.train_y), stats.criterion, device, cfg.batch_size,
-                                     cfg.precision, cfg.tol, cfg.max_iter, cfg.seed, cfg.params)
+    make = curvature.eig_job_compute(net, sets[0], stats.criterion, device, cfg.batch_size, cfg.precision, cfg.tol,
+                                     cfg.max_iter, cfg.seed, cfg.params, group)
     return curvature.EIG_KEYS, ["max_eig", "min_eig"], make
 
 
@@ -101,26 +102,35 @@ def plot_eigs(cfg, surf_file, dir_file):
 
 
 def at_center(cfg, comm, rank, nproc):
-    """Curvature of one checkpoint: printed, in <model_file>_hessian.json and (--out) an HDF5 file."""
+    """Curvature of one checkpoint: printed, in <model_file>_hessian.json and (--out) an HDF5 file.
+    Every rank takes part: groups of --ranks_per_point ranks (default: all) share each product."""
+    device, _ = mpi4pytorch.agree(comm, lambda: mpi4pytorch.pick_device(cfg.cuda, 1, comm))
+    torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(comm))
+    k = cfg.ranks_per_point or nproc
+    mpi4pytorch.agree(comm, lambda: dist.check_ranks_per_point(k, nproc))
+    net, data = mpi4pytorch.agree(comm, lambda: plot_surface.load_model_and_data(cfg))
+    path = cfg.model_file + "_hessian.json"
+
+    def loss_and_outputs():
+        for out in (path, cfg.out) if rank == 0 else ():
+            if out:
+                h5_util.check_writable(out)
+        return evaluation.resolve_loss(cfg.loss_name)[0]
+    criterion = mpi4pytorch.agree(comm, loss_and_outputs)
+    r = api.hessian(net, data.split("train"), criterion, top_k=cfg.top_k, vectors=bool(cfg.out),
+                    trace_samples=cfg.trace_samples, trace_rel_se=cfg.trace_rel_se or None, esd=cfg.esd,
+                    esd_probes=cfg.esd_probes, esd_steps=cfg.esd_steps, params=cfg.params, device=device,
+                    batch_size=cfg.batch_size, precision=cfg.precision, tol=cfg.tol, max_iter=cfg.max_iter,
+                    seed=cfg.seed, cache={"on": True, "off": False}.get(cfg.hvp_cache, "auto"), comm=comm,
+                    ranks_per_point=k, data_in_memory=cfg.data_in_memory)
     if rank != 0:
         return 0
-    device, _ = mpi4pytorch.pick_device(cfg.cuda, 1, None)
-    torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(None))
-    net, data, stats = plot_surface.load_inputs(cfg)
-    path = cfg.model_file + "_hessian.json"
-    for out in (path, cfg.out):
-        if out:
-            h5_util.check_writable(out)
-    r = api.hessian(net, (data.train_x, data.train_y), stats.criterion, top_k=cfg.top_k, vectors=bool(cfg.out),
-                          trace_samples=cfg.trace_samples, trace_rel_se=cfg.trace_rel_se or None, esd=cfg.esd,
-                          esd_probes=cfg.esd_probes, esd_steps=cfg.esd_steps, params=cfg.params, device=device,
-                          batch_size=cfg.batch_size, precision=cfg.precision, tol=cfg.tol, max_iter=cfg.max_iter,
-                          seed=cfg.seed, cache={"on": True, "off": False}.get(cfg.hvp_cache, "auto"))
-    result = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": len(data.train_y),
+    result = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": r.examples,
               "parameters": r.parameters, "params": cfg.params, "max_eig": float(r.eigenvalues[0]),
               "eigenvalues": [float(v) for v in r.eigenvalues], "min_eig": r.min_eig,
               "lanczos_products": r.lanczos_products, "trace": r.trace, "trace_stderr": r.trace_stderr,
               "trace_samples": r.trace_samples, "precision": cfg.precision, "seconds": r.seconds,
+              "ranks": nproc, "ranks_per_point": k, "data_in_memory": r.data_in_memory,
               "tool": h5_util.tool_version()}
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
@@ -129,7 +139,7 @@ def at_center(cfg, comm, rank, nproc):
     tops = ", ".join(f"{v:.5g}" for v in r.eigenvalues)
     print(f"{cfg.model_file}: top eigenvalue{'s' if cfg.top_k > 1 else ''} {tops}, smallest eigenvalue "
           f"{r.min_eig:.5g} ({r.lanczos_products} products); trace {r.trace:.5g} +- {r.trace_stderr:.2g} "
-          f"({r.trace_samples} samples); {r.seconds:.1f} s; written to {path}{' and ' + cfg.out if cfg.out else ''}")
+          f"({r.trace_samples} samples); {r.seconds:.1f} s on {nproc} rank(s), {k} per point; written to {path}{' and ' + cfg.out if cfg.out else ''}")
     if cfg.esd and cfg.out:
         from landscape.plots import plot_1d as plot_1D
         plot_1D.plot_esd(cfg.out, show=cfg.show, fmt=cfg.format)

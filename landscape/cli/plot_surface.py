@@ -22,10 +22,12 @@ import torch
 from landscape import directions as net_plotter
 from landscape import errors, evaluation
 from landscape.cli import options
+from landscape.evaluation import batches
 from landscape.curvature.model import top_eigenvectors
 from landscape.errors import UserError, run_cli
 from landscape.grid import job as grid_job
 from landscape.io import h5 as h5_util
+from landscape.parallel import dist
 from landscape.parallel import mpi as mpi4pytorch
 from landscape.zoo import data as dataloader
 from landscape.zoo import loader as model_loader
@@ -66,8 +68,8 @@ def grid(cfg):
 
 
 # ----------------------------------------------------------------------------- inputs
-def load_inputs(cfg):
-    """The model (CPU, eval mode), the data, and what a point computes; checks they fit each other."""
+def load_model_and_data(cfg):
+    """The model (CPU, eval mode) and the data as loaded (custom streams kept as they are)."""
     for flag in ("model_file", "model_file2", "model_file3"):
         path = getattr(cfg, flag)
         if path and not os.path.isfile(path):
@@ -76,45 +78,60 @@ def load_inputs(cfg):
         if not os.path.isfile(path):
             raise UserError(f"--path_files: '{path}' does not exist")
     net = model_loader.load(cfg.dataset, cfg.model, cfg.model_file)
-    data = dataloader.load_tensors(cfg.dataset, cfg.datapath, cfg.raw_data, cfg.data_split, cfg.split_idx,
-                                   cfg.trainloader, cfg.testloader, cfg.allow_pickle, cfg.download)
-    stats = evaluation.make_statistics(net, data.train_x, data.train_y, cfg.loss_name, cfg.metrics or None,
-                                       model_name=f"model '{cfg.model}'", data_name=data.name)
-    return net, data, stats
+    data = dataloader.load_data(cfg.dataset, cfg.datapath, cfg.raw_data, cfg.data_split, cfg.split_idx,
+                                cfg.trainloader, cfg.testloader, cfg.allow_pickle, cfg.download)
+    return net, data
 
 
-def provenance(cfg, data, stats):
+def load_inputs(cfg, comm=None, group=None, device="cpu"):
+    """Every rank: the model, the data, this rank's sets (evaluation.batches.HostSet: its shard, in
+    memory or streamed), the path taken, and what a point computes; checks they fit. Collective."""
+    net, data = mpi4pytorch.agree(comm, lambda: load_model_and_data(cfg))
+    named = [("train", data.split("train"))] + ([("test", data.split("test"))] if cfg.eval_test else [])
+    sets, in_memory = batches.prepare_sets(named, comm, group, device, cfg.data_in_memory, cfg.batch_size,
+                                           dataloader.normalize_dtypes, mpi4pytorch.local_size(comm))
+    inputs, targets = sets[0].sample[0], (data.train_y if data.train_y is not None else sets[0].sample[1])
+    stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(
+        net, inputs, targets, cfg.loss_name, cfg.metrics or None, model_name=f"model '{cfg.model}'",
+        data_name=data.name))
+    return net, data, sets, in_memory, stats
+
+
+def provenance(cfg, data, stats, sets, in_memory, ranks_per_point):
     sha = model_loader.file_sha256
+    test_size = sets[1].total if len(sets) > 1 else data.size("test")
     fields = {"command": " ".join(shlex.quote(a) for a in sys.argv), "seed": cfg.seed, "model": cfg.model,
               "model_file": cfg.model_file, "model_file_sha256": sha(cfg.model_file),
               "model_file2_sha256": sha(cfg.model_file2), "model_file3_sha256": sha(cfg.model_file3),
-              "dir_type": cfg.dir_type, "dataset": data.name, "train_size": len(data.train_y),
-              "test_size": len(data.test_y), "raw_data": int(cfg.raw_data), "data_split": cfg.data_split,
-              "split_idx": cfg.split_idx, "trainloader_sha256": sha(cfg.trainloader),
+              "dir_type": cfg.dir_type, "dataset": data.name, "train_size": sets[0].total,
+              "test_size": "unknown" if test_size is None else test_size, "raw_data": int(cfg.raw_data),
+              "data_split": cfg.data_split, "split_idx": cfg.split_idx, "trainloader_sha256": sha(cfg.trainloader),
               "testloader_sha256": sha(cfg.testloader), "loss_name": stats.loss_name,
-              "metrics": cfg.metrics, "precision": cfg.precision, "params": cfg.params}
+              "metrics": cfg.metrics, "precision": cfg.precision, "params": cfg.params,
+              "data_in_memory": in_memory, "ranks_per_point": ranks_per_point}
     if cfg.path_files:
         fields.update(path_type=cfg.path_type, path_files=" ".join(cfg.path_files),
                       path_sha256=" ".join(sha(f) for f in cfg.path_files))
     return h5_util.provenance(**fields)
 
 
-def loss_compute(cfg, net, data, stats, device, gpu_ids=()):
+def loss_compute(cfg, net, sets, stats, device, gpu_ids=(), group=None):
     """(keys, keys whose sentinel marks a missing point, make_compute) of loss maps."""
-    sets = [("train", data.train_x, data.train_y)] + ([("test", data.test_x, data.test_y)] if cfg.eval_test else [])
-    keys = evaluation.loss_keys([s[0] for s in sets], stats)
-    make = evaluation.loss_job_compute(net, sets, stats, device, gpu_ids, cfg.batch_size, cfg.precision,
-                                      cfg.points_per_pass, not cfg.no_fold_bn, cfg.memory_format, cfg.compile)
+    named = [(s.name, s) for s in sets]
+    keys = evaluation.loss_keys([name for name, _ in named], stats)
+    make = evaluation.loss_job_compute(net, named, stats, device, gpu_ids, cfg.batch_size, cfg.precision,
+                                       cfg.points_per_pass, not cfg.no_fold_bn, cfg.memory_format, cfg.compile,
+                                       group=group)
     return keys, keys, make
 
 
-def make_job(cfg, net, data, stats, device, what):
+def make_job(cfg, net, data, stats, device, what, prov):
     """The GridJob of this command line, files named as the reference names them; `what` is
     (keys, missing keys, make_compute)."""
     x, y = grid(cfg)
     keys, missing, make = what
     load = lambda path: model_loader.load(cfg.dataset, cfg.model, path)
-    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="", prov=provenance(cfg, data, stats),
+    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="", prov=prov,
                   net_name=cfg.model, model_hash=model_loader.file_sha256(cfg.model_file), device=device,
                   flush_seconds=cfg.flush_seconds)
     if cfg.path_files:
@@ -125,6 +142,9 @@ def make_job(cfg, net, data, stats, device, what):
     dir_file = net_plotter.name_direction_file(cfg)
     hessian = None
     if "hessian" in (cfg.xdir, cfg.ydir):
+        if data.train_x is None:
+            raise UserError(f"--xdir/--ydir hessian needs the training data as tensors; dataset '{cfg.dataset}' "
+                            "gives a Dataset, DataLoader or iterable")
         hessian = lambda: top_eigenvectors(net, (data.train_x, data.train_y), stats.criterion, device,
                                                      cfg.params, cfg.batch_size)
     job = grid_job.GridJob(net, x, y, keys, make, missing, model2=lambda: load(cfg.model_file2),
@@ -154,18 +174,24 @@ def plot_results(cfg, surf_file, dir_file):
 
 def run(cfg, comm, rank, nproc, compute=None, plot=plot_results):
     """Every rank: load, build the job, compute the missing points (rank 0 writes), (rank 0) plot.
-    `compute(cfg, net, data, stats, device)` -> (keys, missing keys, make_compute); default: loss maps."""
+    `compute(cfg, net, sets, stats, device, group)` -> (keys, missing keys, make_compute); default: loss maps."""
     device, gpu_ids = mpi4pytorch.agree(comm, lambda: mpi4pytorch.pick_device(cfg.cuda, cfg.ngpu, comm))
     torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(comm))
-    net, data, stats = mpi4pytorch.agree(comm, lambda: load_inputs(cfg))
-    what = compute(cfg, net, data, stats, device) if compute else loss_compute(cfg, net, data, stats, device, gpu_ids)
-    job = mpi4pytorch.agree(comm, lambda: make_job(cfg, net, data, stats, device, what))
+    k = cfg.ranks_per_point or 1
+    mpi4pytorch.agree(comm, lambda: dist.check_ranks_per_point(k, nproc))
+    group = dist.point_groups(comm, k, device, cfg.rendezvous_timeout)
+    net, data, sets, in_memory, stats = load_inputs(cfg, comm, group, device)
+    own = None if cfg.dry_run else group            # a dry run times rank 0's shard alone
+    what = compute(cfg, net, sets, stats, device, own) if compute else loss_compute(cfg, net, sets, stats, device,
+                                                                                    gpu_ids, own)
+    prov = provenance(cfg, data, stats, sets, in_memory, k)
+    job = mpi4pytorch.agree(comm, lambda: make_job(cfg, net, data, stats, device, what, prov))
     if cfg.dry_run:
         if rank == 0:
-            grid_job.dry_run(job, nproc)
+            grid_job.dry_run(job, nproc, k)
         mpi4pytorch.barrier(comm)
         return 0
-    result = grid_job.run_job(job, comm)
+    result = grid_job.run_job(job, comm, group)
     if rank == 0:
         cfg.stats = result.stats
         if cfg.plot:
@@ -180,17 +206,20 @@ def main(argv=None):
 
 
 def run_main(cfg, run_fn):
-    """MPI set-up, SIGTERM handling, and one line instead of a traceback for bad input."""
-    comm, rank, nproc = mpi4pytorch.setup_mpi(cfg.mpi)
+    """Ranks (MPI, torchrun), SIGTERM handling, and one line instead of a traceback for bad input."""
+    comm, rank, nproc = dist.setup_ranks(cfg.mpi, cfg.rendezvous_timeout)
     errors.exit_cleanly_on_sigterm()  # a pre-empted job still saves its computed points and its lock
     try:
-        return run_fn(cfg, comm, rank, nproc)
+        rc = run_fn(cfg, comm, rank, nproc)
     except (UserError, errors.Terminated):
+        dist.leave(comm)
         raise
     except Exception:
         traceback.print_exc()
         mpi4pytorch.abort(comm)  # never leave the other ranks waiting
         return 1
+    dist.leave(comm)
+    return rc
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import torch
 from landscape import directions as net_plotter
 from landscape import evaluation
 from landscape.curvature import hvp as hess_vec_prod
+from landscape.curvature.distributed import DataParallelOperator
 from landscape.errors import LandscapeError
 from landscape.evaluation import fast_model
 
@@ -34,6 +35,26 @@ def loss_terms(net, inputs, targets, criterion, batch_size):
     return terms
 
 
+def batch_terms(net, batches, criterion, total):
+    """() -> each batch's share of the mean loss over `total` examples (mean_b * B_b / total). With
+    data-parallel points `batches` is this rank's shard and `total` the whole set's size, so the
+    shards' Hessians add up to the whole set's (curvature/distributed.py)."""
+    def terms():
+        for xb, yb in batches:
+            out = evaluation.forward(net, xb)
+            yield evaluation.call_user(criterion, "the loss", out, yb) * (len(yb) / total)
+    return terms
+
+
+def set_operator(net, dev_set, criterion, params="", cache="auto", group=None):
+    """The Hessian of the mean loss over a set on the device (batches.DeviceSet or StreamedSet; with
+    `group`, this rank's shard, the products summed over the group)."""
+    named = hessian_params(net, params)
+    op = hess_vec_prod.HessianOperator([p for _, p in named], batch_terms(net, dev_set, criterion, dev_set.total),
+                                       cache=cache)
+    return op if group is None or group.size == 1 else DataParallelOperator(op, group)
+
+
 def hessian_operator(net, inputs, targets, criterion, batch_size, params="", cache="auto"):
     """The Hessian of the mean loss over (inputs, targets) w.r.t. the covered parameters, on their device."""
     named = hessian_params(net, params)
@@ -41,16 +62,17 @@ def hessian_operator(net, inputs, targets, criterion, batch_size, params="", cac
                                                                            batch_size), cache=cache)
 
 
-def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, max_iter, seed, params=""):
-    """make_compute for maps of the Hessian's extreme eigenvalues (and the products each took)."""
+def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, max_iter, seed, params="", group=None):
+    """make_compute for maps of the Hessian's extreme eigenvalues (and the products each took).
+    data: (inputs, targets) CPU tensors, or this rank's batches.HostSet (`group`: data-parallel points)."""
     def make(make_mover):
         if torch.device(device).type == "cpu":
             fast_model.keep_freed_memory()
         net.to(device)
         mover = make_mover()
-        x, y = evaluation.to_device(data[0], device), data[1].to(device)
-        bs = resolve_hessian_batch(batch_size, net, x, device)
-        op = hessian_operator(net, x, y, criterion, bs, params)
+        sample, n = (data.sample[0], data.count) if hasattr(data, "sample") else (data[0], len(data[1]))
+        bs = resolve_hessian_batch(batch_size, net, evaluation.to_device(sample, device), device, n)
+        op = set_operator(net, evaluation.on_device(data, device, bs), criterion, params, group=group)
 
         def compute(coords):
             out = np.empty((len(coords), 3))
@@ -65,10 +87,11 @@ def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, ma
     return make
 
 
-def resolve_hessian_batch(batch_size, net, inputs, device):
-    """The Hessian's batch size: a number, or (auto) the evaluation's choice for this model and device."""
+def resolve_hessian_batch(batch_size, net, inputs, device, n=None):
+    """The Hessian's batch size: a number, or (auto) the evaluation's choice for this model and device
+    (`inputs`: a sample of the n examples, all of them by default)."""
     if batch_size in (None, "auto"):
-        return evaluation.auto_batch_size(net, inputs, evaluation.batch_count(inputs), device)
+        return evaluation.auto_batch_size(net, inputs, n or evaluation.batch_count(inputs), device)
     return int(batch_size)
 
 
