@@ -251,6 +251,40 @@ def test_torchrun_two_processes_give_the_one_rank_surface_and_curvature(work):
         assert two[key] == pytest.approx(one[key], rel=1e-5), key
 
 
+def test_slurm_torchrun_template_runs_torchrun_per_node(work):
+    """script/slurm_torchrun.sbatch run by bash, with an srun that starts its command here (one node):
+    a real torchrun of 2 ranks in groups of 2, whose surface equals one rank's."""
+    need_torchrun()
+    import socket
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/bash\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n')
+    (bin_dir / "scontrol").write_text("#!/bin/bash\necho \"scontrol $*\" >> requeue.log\n")
+    for f in ("srun", "scontrol"):
+        (bin_dir / f).chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(mpi_env(), PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}", LL_DIR=REPO,
+               NNODES="1", NPROC="2", HEAD="127.0.0.1", RDZV_PORT=str(port), DEVICE="", DATASET="digits",
+               MODEL="digits_mlp", MODEL_FILE=str(work / "m.t7"), XRANGE="-1:1:3", YRANGE="-1:1:3",
+               DIRECTIONS="--xnorm filter --ynorm filter", RANKS_PER_POINT="2", THREADS="1",
+               EXTRA=f"--batch_size 128 --surf_file {work / 'two.h5'}", SLURM_JOB_ID="77")
+    r = subprocess.run(["bash", os.path.join(REPO, "script", "slurm_torchrun.sbatch")], cwd=work, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert "1 group(s) of 2" in r.stdout and "plot_surface.py exited with 0" in r.stdout
+    assert not (work / "requeue.log").exists()
+    ref, _ = one_rank(work / "one.h5", *grid("--dataset", "digits"))
+    got, _ = maps(work / "two.h5")
+    assert_close(ref, got, 1e-6)
+
+
+def test_slurm_torchrun_template_asks_for_requeue_and_an_early_sigterm():
+    from test_cluster import test_slurm_templates_ask_for_requeue_and_an_early_sigterm as same_checks
+    same_checks(os.path.join(REPO, "script", "slurm_torchrun.sbatch"))
+
+
 # ----------------------------------------------------------------------------- streamed data (one process)
 @pytest.fixture(scope="module")
 def digits_data():
