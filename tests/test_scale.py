@@ -134,7 +134,7 @@ def test_groups_under_mpiexec_give_the_one_rank_surface(work, k, dataset, in_mem
     r = run_script("plot_surface.py", ["--mpi", *args, "--ranks_per_point", k, "--surf_file", "two.h5"], cwd=work,
                    mpi_ranks=2)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (f"1 group(s) of 2" in r.stdout) == (k == 2)
+    assert ("1 group(s) of 2" in r.stdout) == (k == 2)
     got, attrs = maps(work / "two.h5")
     assert_close(ref, got, 0 if k == 1 else 1e-6)
     assert attrs["ranks_per_point"] == k and attrs["data_in_memory"] == ("no" if in_memory == "no" else "yes")

@@ -41,7 +41,7 @@ DATA_IN_MEMORY = ("auto", "yes", "no")
 HOST_MEMORY_SHARE = 0.25          # in-memory sets may take this share of MemAvailable (per node) ...
 DEVICE_MEMORY_SHARE = 0.25        # ... and of a GPU's free memory (the rest: activations, the Hessian's graph)
 DATASET_BATCH = 256               # batch size of a Dataset / IterableDataset given with batch_size auto
-RELEASE_EVERY = 256 << 20         # streamed bytes between two releases of mapped file pages (release_file_pages)
+RELEASE_EVERY = 64 << 20          # streamed bytes between two releases of mapped file pages (release_file_pages)
 
 
 # ----------------------------------------------------------------------------- what the user gave
