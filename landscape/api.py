@@ -9,8 +9,11 @@ Also `interpolation` (model to model2), `path` (through N checkpoints), `eigen_s
 extreme eigenvalues over a grid), `hessian` (top eigenpairs, extreme eigenvalues, trace and spectral
 density at one point) and `pca` (of a list of checkpoints). Bad arguments, and the user's own
 model, loss or metrics failing, raise `LandscapeError` with the one-line message the scripts print.
-Under `mpirun` every rank calls the function with the same arguments; the grid is split over the
-ranks as the scripts split it, and every rank gets the result. The model passed in is never changed.
+Under `mpirun` or `torchrun` every rank calls the function with the same arguments; the grid is split
+over the ranks (or, with ranks_per_point=K, over groups of K ranks that share each point, each on its
+shard of the data) as the scripts split it, and every rank gets the result. Data may be tensors, a
+Dataset, a DataLoader or any re-iterable of batches, kept on the device or streamed for each point
+(evaluation/batches.py). The model passed in is never changed.
 
 The core under it, shared with the scripts (landscape.grid.job): a `GridJob` says what moves the model (directions or a
 path), what each point computes and where results go; `run_job` prepares the files on rank 0 under

@@ -70,6 +70,21 @@ def generator():
     e, test = digits()
     return ((e.train_x[s:s + 100], e.train_y[s:s + 100]) for s in range(0, 1437, 100)), test
 
+class Flaky(torch.utils.data.Dataset):   # rank 1 fails on its second pass
+    def __init__(self, x, y):
+        self.x, self.y, self.calls = x, y, 0
+    def __len__(self):
+        return len(self.y)
+    def __getitem__(self, i):
+        self.calls += 1
+        if rank() == 1 and self.calls > 1000:
+            raise OSError("disk gone on rank 1")
+        return self.x[i], self.y[i]
+
+def flaky():
+    e, test = digits()
+    return Flaky(e.train_x, e.train_y), test
+
 def per_rank():
     e, test = digits()
     n = len(e.train_y) - rank()
@@ -448,6 +463,23 @@ def test_torchrun_job_with_a_missing_rendezvous_is_one_line(work, rank):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("error: ") and "rendezvous" in r.stderr and "within 2 s" in r.stderr
     assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("launcher", ["mpiexec", "torchrun"])
+def test_a_rank_failing_mid_run_ends_the_job_in_one_line(work, launcher):
+    """Rank 1's data fails at its second point while rank 0 waits in the point's all-reduce: one
+    line (rank 1's), every rank ends, no hang; the surface file stays."""
+    args = [*grid("--dataset", "user_data.py:flaky", "--data_in_memory", "no", "--ranks_per_point", "2"),
+            "--surf_file", "s.h5"]
+    if launcher == "mpiexec":
+        r = run_script("plot_surface.py", ["--mpi", *args], cwd=work, mpi_ranks=2, timeout=120)
+    else:
+        need_torchrun()
+        r = torchrun([os.path.join(REPO, "plot_surface.py"), *args], work, timeout=120)
+    ours = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if "error" in ln and "rank" in ln
+            and not ln.startswith(("MPI_ABORT", "E1", "torch"))]
+    assert r.returncode != 0 and len(ours) == 1 and "error on rank 1: disk gone on rank 1" in ours[0], r.stderr
+    assert os.path.exists(work / "s.h5")     # (a lock left by the killed rank 0 frees itself: its pid is dead)
 
 
 def test_the_api_refuses_bad_scale_arguments(digits_data):

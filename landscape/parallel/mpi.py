@@ -315,12 +315,20 @@ def abort(comm, code=1):
         comm.Abort(code)
 
 
+PEER_FAILURE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+
+
+def peer_failed(error):
+    """A collective broke because another rank died (gloo's words): that rank reports its own error."""
+    return any(words in str(error) for words in PEER_FAILURE)
+
+
 def abort_on_error(comm, rank, error):
     """A rank failed mid-run while others may wait for it in a collective: say so in one line (unless a
     peer already did) and end every rank: exit 2 for bad input (UserError), 1 for anything else."""
     if comm is None or comm.Get_size() == 1:
         return
-    if isinstance(error, QuietExit):
+    if isinstance(error, QuietExit) or peer_failed(error):
         pass
     elif isinstance(error, UserError):
         print(f"error: {error}", file=sys.stderr, flush=True)
