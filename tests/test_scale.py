@@ -394,7 +394,7 @@ def test_release_file_pages_drops_a_memmaps_resident_pages(tmp_path):
     assert int(before) - int(after) > 64, out.stdout       # MB
 
 
-# ----------------------------------------------------------------------------- bad input: one line, exit 2, nothing written
+# ----------------------------------------------------------------------------- bad input: one line, exit 2, no file
 def refuse(main, args, *words):
     before = snapshot(os.getcwd())
     err = io.StringIO()

@@ -139,7 +139,8 @@ def at_center(cfg, comm, rank, nproc):
     tops = ", ".join(f"{v:.5g}" for v in r.eigenvalues)
     print(f"{cfg.model_file}: top eigenvalue{'s' if cfg.top_k > 1 else ''} {tops}, smallest eigenvalue "
           f"{r.min_eig:.5g} ({r.lanczos_products} products); trace {r.trace:.5g} +- {r.trace_stderr:.2g} "
-          f"({r.trace_samples} samples); {r.seconds:.1f} s on {nproc} rank(s), {k} per point; written to {path}{' and ' + cfg.out if cfg.out else ''}")
+          f"({r.trace_samples} samples); {r.seconds:.1f} s on {nproc} rank(s), {k} per point; written to "
+          f"{path}{' and ' + cfg.out if cfg.out else ''}")
     if cfg.esd and cfg.out:
         from landscape.plots import plot_1d as plot_1D
         plot_1D.plot_esd(cfg.out, show=cfg.show, fmt=cfg.format)

@@ -63,8 +63,9 @@ def classify(data, what="data"):
             raise LandscapeError(f"{what}: {n} inputs but {len(data[1])} targets")
         return Source("tensors", (data[0], data[1]), n)
     if isinstance(data, utils.DataLoader):
-        if not isinstance(data.dataset, utils.IterableDataset) and data.batch_size is not None and \
-                type(data.sampler) in (utils.SequentialSampler, utils.RandomSampler) and hasattr(data.dataset, "__len__"):
+        plain = type(data.sampler) in (utils.SequentialSampler, utils.RandomSampler)
+        if plain and data.batch_size is not None and hasattr(data.dataset, "__len__") and \
+                not isinstance(data.dataset, utils.IterableDataset):
             n = len(data.dataset)
             return Source("loader", data, n // data.batch_size * data.batch_size if data.drop_last else n)
         return Source("iterable", data)
@@ -395,8 +396,8 @@ def prepare_sets(named, comm=None, group=None, device="cpu", mode="auto", batch_
                                   f"{totals[odd]:.0f} on rank {odd}; every rank must see the same data")
         hs.total = int(totals[0])
         if hs.in_memory and not all(s[1][i] for s in seen):   # every rank takes the same path
-            x, y = hs.tensors
-            hs.batches, hs.tensors = TensorBatches(x, y, batch_size if isinstance(batch_size, int) else DATASET_BATCH), None
+            size = batch_size if isinstance(batch_size, int) else DATASET_BATCH
+            hs.batches, hs.tensors = TensorBatches(*hs.tensors, size), None
     paths = ["yes" if hs.in_memory else "no" for hs in sets]
     return sets, paths[0] if len(set(paths)) == 1 else ", ".join(f"{hs.name} {p}" for hs, p in zip(sets, paths))
 

@@ -123,6 +123,7 @@ def join_torchrun(timeout_s=RENDEZVOUS_SECONDS, env=None):
             raise UserError(f"torch.distributed is initialised as rank {dist.get_rank()} of "
                             f"{dist.get_world_size()}, but RANK={rank}, WORLD_SIZE={world}")
         store = connect_store(addr, port, world, False, False, timeout_s, rank)
+        store.set_timeout(RUN_TIMEOUT)
         return TorchComm(store, run_id)
     agent = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"    # torchrun's agent serves the store
     store = connect_store(addr, port, world, rank == 0 and not agent, False, timeout_s, rank)
@@ -265,6 +266,7 @@ class PointGroup:
         """t += t of every other rank of the group, in place, and t. One call per tensor."""
         if self.size == 1:
             return t
+        assert t.is_contiguous(), "sum_ adds one flat buffer: make it contiguous first"
         if self.mpi_comm is not None and t.device.type == "cpu":
             from mpi4py import MPI
             self.mpi_comm.Allreduce(MPI.IN_PLACE, t.detach().numpy(), op=MPI.SUM)   # shares t's memory

@@ -233,8 +233,9 @@ def load_custom(spec, lazy=False):
     if not lazy or all(is_tensor_pair(s) for s in result):
         (tx, ty), (vx, vy) = materialize(result[0], "train"), materialize(result[1], "test")
         return EvalData(spec, tx, ty, vx, vy)
-    (tx, ty), train = (materialize(result[0], "train"), None) if is_tensor_pair(result[0]) else ((None, None), result[0])
-    (vx, vy), test = (materialize(result[1], "test"), None) if is_tensor_pair(result[1]) else ((None, None), result[1])
+    (tx, ty), (vx, vy) = [materialize(s, w) if is_tensor_pair(s) else (None, None)
+                          for s, w in zip(result, ("train", "test"))]
+    train, test = [None if is_tensor_pair(s) else s for s in result]
     return EvalData(spec, tx, ty, vx, vy, train, test)
 
 
