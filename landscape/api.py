@@ -19,8 +19,9 @@ computes the missing points on every rank (grid.scheduler) and records them on r
 (io.h5.Recorder: atomic rewrites every flush_seconds, and on the way out whatever happens).
 """
 import copy
-import hashlib
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from landscape import trajectory as projection
 from landscape.curvature import hvp as hess_vec_prod
 from landscape.curvature.model import (
     EIG_KEYS,
+    eig_inputs,
     eig_job_compute,
     hessian_params,
     loss_terms,
@@ -43,6 +45,7 @@ from landscape.curvature.model import (
 from landscape.errors import LandscapeError
 from landscape.evaluation import fast_model, loss_job_compute, loss_keys
 from landscape.grid.job import GridJob, Result, axis, parse_range, run_job
+from landscape.io import provenance
 from landscape.parallel import mpi as mpi4pytorch
 
 __all__ = ["surface", "interpolation", "path", "eigen_surface", "hessian", "pca", "Result", "HessianResult",
@@ -84,27 +87,6 @@ def concat(parts):
     return torch.cat(parts)
 
 
-def tensors_sha256(*objs):
-    """A fingerprint of tensors (and nested tuples/dicts of them), for the provenance of API runs."""
-    h = hashlib.sha256()
-
-    def feed(o):
-        if isinstance(o, dict):
-            for k in sorted(o):
-                h.update(str(k).encode())
-                feed(o[k])
-        elif isinstance(o, (tuple, list)):
-            for v in o:
-                feed(v)
-        elif torch.is_tensor(o):
-            t = o.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    for o in objs:
-        feed(o)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------- the Python API
 def auto_comm(comm):
     """The communicator to split the grid over: the given one, or (comm='auto') MPI's world when this
@@ -115,6 +97,98 @@ def auto_comm(comm):
         if int(os.environ.get(var, "1") or 1) > 1:
             return mpi4pytorch.setup_mpi(True)[0]
     return None
+
+
+# ----------------------------------------------------------------------------- argument checks
+# Every argument is checked here, before anything runs or is written; each failure is one LandscapeError
+# naming the argument and its value.
+def check_whole(name, value, lo):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise LandscapeError(f"{name}={value!r} must be a whole number >= {lo}")
+    return int(value)
+
+
+def check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
+            or not value > 0:
+        raise LandscapeError(f"{name}={value!r} must be a finite number > 0")
+    return float(value)
+
+
+def check_flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise LandscapeError(f"{name}={value!r} must be True or False")
+    return bool(value)
+
+
+def check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise LandscapeError(f"{name}={value!r} must be one of: {', '.join(repr(c) for c in choices)}")
+    return value
+
+
+def check_batch_size(value):
+    if value in (None, "auto"):
+        return "auto"
+    return check_whole("batch_size", value, 1)
+
+
+def check_text(name, value, suffix=None):
+    """None or a string (a path: ending in `suffix`)."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise LandscapeError(f"{name}={value!r} must be a string")
+    value = os.fspath(value)
+    if suffix and value and not value.endswith(suffix):
+        raise LandscapeError(f"{name}={value!r} must name an {suffix} file")
+    return value
+
+
+def check_comm(comm):
+    """None, 'auto', or an MPI communicator (something with Get_rank, Get_size, bcast and allgather)."""
+    if comm is None or comm == "auto":
+        return comm
+    if not all(callable(getattr(comm, m, None)) for m in ("Get_rank", "Get_size", "bcast", "allgather", "gather")):
+        raise LandscapeError(f"comm={comm!r} must be None, 'auto' or an MPI communicator (e.g. mpi4py's COMM_WORLD)")
+    return comm
+
+
+def check_run_args(batch_size, precision, comm, flush_seconds, progress, seed=0, points_per_pass=1,
+                   memory_format="auto", fold_bn=True, compile=False):
+    """The arguments every grid function shares."""
+    check_batch_size(batch_size)
+    check_choice("precision", precision, evaluation.PRECISIONS)
+    check_comm(comm)
+    check_positive("flush_seconds", flush_seconds)
+    check_flag("progress", progress)
+    check_whole("seed", seed, 0)
+    check_whole("points_per_pass", points_per_pass, 1)
+    check_choice("memory_format", memory_format, ("auto", "channels_last", "contiguous"))
+    check_flag("fold_bn", fold_bn)
+    check_flag("compile", compile)
+
+
+def check_bn_recalibrate(value, net, dir_type, points_per_pass=1):
+    """bn_recalibrate: a flag that needs a BatchNorm model, dir_type='weights' and one point per pass."""
+    if not check_flag("bn_recalibrate", value):
+        return False
+    if not evaluation.has_batchnorm(net):
+        raise LandscapeError("bn_recalibrate=True: the model has no BatchNorm layer with running statistics to "
+                             "recompute")
+    if dir_type == "states":
+        raise LandscapeError("bn_recalibrate=True recomputes the BatchNorm statistics that dir_type='states' moves: "
+                             "use dir_type='weights' with it")
+    if points_per_pass > 1:
+        raise LandscapeError("bn_recalibrate=True recomputes BatchNorm's statistics at each point, one point per "
+                             "pass: use points_per_pass=1")
+    return True
+
+
+def warn_bf16(precision, device):
+    line = evaluation.bf16_warning(precision, device)
+    if line:
+        print(line, file=sys.stderr, flush=True)
 
 
 def resolve_device(device):
@@ -155,13 +229,27 @@ def direction_choice(directions, ndim, norm_y=None):
 def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, test_data, out, *, model2, model3,
                       metrics, dir_type, params, batch_size, precision, points_per_pass, regenerate, orthogonalize,
                       dir_file, save_directions, same_dir, fold_bn, memory_format, compile, flush_seconds, progress,
-                      eig=None):
-    """The GridJob of `surface()` and `eigen_surface()`."""
+                      bn_recalibrate=False, eig=None, comm="auto"):
+    """The GridJob of `surface()` and `eigen_surface()`; every argument checked before anything runs."""
+    check_run_args(batch_size, precision, comm, flush_seconds, progress, seed, points_per_pass, memory_format, fold_bn,
+                   compile)
+    for name, value in (("regenerate", regenerate), ("orthogonalize", orthogonalize), ("same_dir", same_dir)):
+        check_flag(name, value)
+    check_choice("dir_type", dir_type, net_plotter.DIR_TYPES)
+    if ignore not in (None, "", "biasbn"):
+        raise LandscapeError(f"ignore={ignore!r} must be '' or 'biasbn'")
+    params = check_text("params", params) or ""
+    out, dir_file = check_text("out", out, ".h5"), check_text("dir_file", dir_file, ".h5")
+    save_directions = check_text("save_directions", save_directions, ".h5")
     device = resolve_device(device)
     net = private_copy(model)
+    recal = check_bn_recalibrate(bn_recalibrate, net, dir_type, points_per_pass)
     xs, ys = axis(x, "x"), axis(y, "y")
     ndim = 1 if ys is None else 2
     kind, norm, explicit = direction_choice(directions, ndim)
+    if explicit is not None and (model2 is not None or model3 is not None or same_dir):
+        raise LandscapeError("explicit directions= already give every direction: they take no model2=, model3= "
+                             "or same_dir=True")
     train = as_tensors(data, "data")
     sets = [("train", *train)] + ([("test", *as_tensors(test_data, "test_data"))] if test_data is not None else [])
     if eig is None:
@@ -171,36 +259,43 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
         stats.check(net, train[0], train[1])
     m2 = private_copy(model2, "model2") if model2 is not None else None
     m3 = private_copy(model3, "model3") if model3 is not None else None
+    kind = "explicit" if explicit is not None else kind
+    norm, ignore = ("", "") if explicit is not None else (norm, ignore or "")
     spec = net_plotter.DirectionSpec(
         dir_type=dir_type, ndim=ndim, seed=int(seed), xnorm="" if m2 is not None else norm, ynorm="" if m3 is not None else norm,
-        xignore=ignore or "", yignore=ignore or "", same_dir=bool(same_dir),
+        xignore=ignore, yignore=ignore, same_dir=bool(same_dir),
         xdir="target" if m2 is not None else kind, ydir="target" if m3 is not None else kind,
-        orthogonalize=bool(orthogonalize), params=params or "", regenerate=bool(regenerate)).check()
-    if out is not None and not str(out).endswith(".h5"):
-        raise LandscapeError(f"out={out!r} must name an .h5 file")
-    prov = {"model": type(model).__name__, "model_sha256": tensors_sha256(net.state_dict()),
-            "data_sha256": tensors_sha256([(s[1], s[2]) for s in sets]), "train_size": len(train[1]),
-            "loss_name": stats.loss_name, "metrics": ",".join(stats.metrics), "precision": precision,
-            "dir_type": dir_type, "params": params or "", "seed": int(seed), "command": "landscape." +
-            ("eigen_surface" if eig else "surface")}
+        orthogonalize=bool(orthogonalize), params=params, regenerate=bool(regenerate)).check()
+    model_hash = provenance.tensors_sha256(net.state_dict())
+    inputs = {"model": type(model).__name__, "model_sha256": model_hash, "loss_name": stats.loss_name,
+              "train_size": len(train[1]), "data_sha256": provenance.tensors_sha256(train[0], train[1]),
+              "model2_sha256": provenance.tensors_sha256(m2.state_dict()) if m2 is not None else "",
+              "model3_sha256": provenance.tensors_sha256(m3.state_dict()) if m3 is not None else ""}
+    prov = dict(inputs, dir_type=dir_type, params=params, seed=int(seed),
+                command="landscape." + ("eigen_surface" if eig else "surface"))
+    if test_data is not None:
+        prov.update(test_size=len(sets[1][2]), test_data_sha256=provenance.tensors_sha256(sets[1][1], sets[1][2]))
     say = (lambda *a, **k: None) if not progress else print
     if eig is None:
         keys, missing = loss_keys([s[0] for s in sets], stats), None
         make = loss_job_compute(net, sets, stats, device, (), batch_size, precision, points_per_pass, fold_bn,
-                                memory_format, compile, say)
+                                memory_format, compile, say, bn_recalibrate=recal)
+        prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics)))
     else:
         keys, missing = EIG_KEYS, ["max_eig", "min_eig"]
         make = eig_job_compute(net, train, stats.criterion, device, batch_size, precision, eig["tol"], eig["max_iter"],
-                               int(seed), params or "")
+                               int(seed), params)
+        prov.update(eig_inputs(precision, eig["tol"], eig["max_iter"]))
     hessian = None
     if kind == "hessian":
-        hessian = lambda: top_eigenvectors(net, train, stats.criterion, device, params or "", batch_size)
+        hessian = lambda: top_eigenvectors(net, train, stats.criterion, device, params, batch_size)
     job = GridJob(net, xs, ys, keys, make, missing, spec=spec, explicit=explicit,
                   model2=(lambda: m2) if m2 is not None else None, model3=(lambda: m3) if m3 is not None else None,
                   hessian=hessian, dir_file=dir_file or (os.path.splitext(out)[0] + "_directions.h5" if out else ""),
-                  dir_given=False, surf_file=out or "", prov=prov, net_name=type(model).__name__,
-                  model_hash=prov["model_sha256"], save_directions=save_directions or "", device=device,
-                  flush_seconds=flush_seconds, progress=progress, quiet=not progress)
+                  dir_given=False, surf_file=out or "", prov=provenance.record("surface", **prov),
+                  dir_inputs=inputs, net_name=type(model).__name__, model_hash=model_hash,
+                  save_directions=save_directions or "", device=device, flush_seconds=flush_seconds,
+                  progress=progress, quiet=not progress)
     return job
 
 
@@ -208,7 +303,8 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
             device=None, test_data=None, out=None, *, model2=None, model3=None, metrics=None, dir_type="weights",
             params=None, batch_size="auto", precision="default", points_per_pass=1, regenerate=False,
             orthogonalize=False, dir_file=None, save_directions=None, same_dir=False, fold_bn=True,
-            memory_format="auto", compile=False, comm="auto", flush_seconds=5.0, progress=False):
+            memory_format="auto", compile=False, comm="auto", flush_seconds=5.0, progress=False,
+            bn_recalibrate=False):
     """The loss (accuracy where defined, and metrics) of `model` on `data` over a 1D or 2D grid.
 
     Args:
@@ -216,10 +312,13 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
         loss: None (cross-entropy), 'crossentropy', 'mse' (the reference's), or any
             criterion(outputs, targets) -> mean loss. metrics: {name: fn(outputs, targets) -> mean}.
         x, y: 'min:max:num' (y=None: a 1D curve). directions: a normalisation for random directions
-            ('filter', ...; '' for none), 'hessian[:<norm>]', or explicit direction tensors.
+            ('filter', ...; '' for none), 'hessian[:<norm>]', or explicit direction tensors (`ignore` and
+            the normalisation apply to drawn directions only; `params` and `orthogonalize` to every kind).
             model2 / model3: the x / y direction is model2 - model / model3 - model (interpolation, planes).
         out: an .h5 surface file (the direction file beside it), with resume, locking and crash safety.
         regenerate: random directions drawn entry by entry on the device at every point, never stored.
+        bn_recalibrate: recompute BatchNorm's running statistics from `data` at every point (dir_type
+            'weights'; batches of batch_size, or 128 with 'auto').
     Returns: Result(x, y, values={'train_loss', ['train_acc'], ['train_<metric>'], ['test_...']}, ...).
     """
     job = build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, test_data, out, model2=model2,
@@ -227,12 +326,16 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
                             precision=precision, points_per_pass=points_per_pass, regenerate=regenerate,
                             orthogonalize=orthogonalize, dir_file=dir_file, save_directions=save_directions,
                             same_dir=same_dir, fold_bn=fold_bn, memory_format=memory_format, compile=compile,
-                            flush_seconds=flush_seconds, progress=progress)
+                            flush_seconds=flush_seconds, progress=progress, bn_recalibrate=bn_recalibrate, comm=comm)
+    warn_bf16(precision, job.device)
     return run_job(job, auto_comm(comm))
 
 
 def interpolation(model, model2, data, loss=None, x="-0.5:1.5:41", dir_type="states", **kwargs):
     """The loss along the line from `model` (x=0) to `model2` (x=1), as the reference's --model_file2."""
+    fixed = [k for k in ("y", "directions", "ignore", "model2", "model3") if k in kwargs]
+    if fixed:
+        raise LandscapeError(f"interpolation() sets {', '.join(fixed)} itself; use surface() for other directions")
     return surface(model, data, loss, x=x, y=None, directions="", ignore="", model2=model2, dir_type=dir_type,
                    **kwargs)
 
@@ -243,6 +346,9 @@ def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filte
                   comm="auto", progress=False, **kwargs):
     """The Hessian's largest and smallest eigenvalues (and the products each took) over a grid:
     values 'max_eig', 'min_eig', 'eig_iters'. Exact fp32 arithmetic by default."""
+    tol, max_iter = check_positive("tol", tol), check_whole("max_iter", max_iter, 1)
+    if precision == "bf16":
+        raise LandscapeError("precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
     job = build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, None, out,
                             model2=kwargs.pop("model2", None), model3=kwargs.pop("model3", None), metrics=None,
                             dir_type=kwargs.pop("dir_type", "weights"), params=kwargs.pop("params", None),
@@ -251,7 +357,7 @@ def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filte
                             dir_file=kwargs.pop("dir_file", None), save_directions=None,
                             same_dir=kwargs.pop("same_dir", False), fold_bn=False, memory_format="contiguous",
                             compile=False, flush_seconds=kwargs.pop("flush_seconds", 5.0), progress=progress,
-                            eig={"tol": tol, "max_iter": max_iter})
+                            eig={"tol": tol, "max_iter": max_iter}, comm=comm)
     if kwargs:
         raise LandscapeError(f"eigen_surface() got unexpected arguments: {', '.join(kwargs)}")
     return run_job(job, auto_comm(comm))
@@ -259,30 +365,42 @@ def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filte
 
 def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="weights", device=None,
          test_data=None, out=None, *, metrics=None, batch_size="auto", precision="default", comm="auto",
-         flush_seconds=5.0, progress=False):
-    """The loss along a path through N models (polychain, or the Bezier curve they control), t in [0, 1]."""
+         flush_seconds=5.0, progress=False, params=None, bn_recalibrate=False):
+    """The loss along a path through N models (polychain, or the Bezier curve they control), t in [0, 1].
+    params: only the matching entries travel, the others stay at models[0]'s; bn_recalibrate: as surface()."""
+    check_run_args(batch_size, precision, comm, flush_seconds, progress)
+    check_choice("path_type", path_type, net_plotter.PATH_TYPES)
+    check_choice("dir_type", dir_type, net_plotter.DIR_TYPES)
+    params = check_text("params", params) or ""
+    out = check_text("out", out, ".h5")
     device = resolve_device(device)
-    if path_type not in net_plotter.PATH_TYPES:
-        raise LandscapeError(f"path_type {path_type!r} must be one of: {', '.join(net_plotter.PATH_TYPES)}")
     if not isinstance(models, (list, tuple)) or len(models) < 2:
         raise LandscapeError("path() needs a list of at least two models")
     nets = [private_copy(m, f"models[{i}]") for i, m in enumerate(models)]
+    recal = check_bn_recalibrate(bn_recalibrate, nets[0], dir_type)
     xs = path_axis(x)
     train = as_tensors(data, "data")
     sets = [("train", *train)] + ([("test", *as_tensors(test_data, "test_data"))] if test_data is not None else [])
     stats = evaluation.make_statistics(nets[0], train[0], train[1], loss, metrics)
     net = nets[0]
     spaces = [net_plotter.direction_space(n, dir_type) for n in nets]
-    prov = {"model": type(models[0]).__name__, "path_type": path_type, "dir_type": dir_type,
-            "path_sha256": tensors_sha256(*[n.state_dict() for n in nets]), "loss_name": stats.loss_name,
-            "data_sha256": tensors_sha256([(s[1], s[2]) for s in sets]), "precision": precision,
+    net_plotter.entry_mask(spaces[0], params)  # a subset that matches nothing is refused here
+    prov = {"model": type(models[0]).__name__, "model_sha256": provenance.tensors_sha256(net.state_dict()),
+            "path_type": path_type, "dir_type": dir_type, "params": params,
+            "path_sha256": provenance.tensors_sha256(*[n.state_dict() for n in nets]), "loss_name": stats.loss_name,
+            "train_size": len(train[1]), "data_sha256": provenance.tensors_sha256(train[0], train[1]),
             "command": "landscape.path"}
+    if test_data is not None:
+        prov.update(test_size=len(sets[1][2]), test_data_sha256=provenance.tensors_sha256(sets[1][1], sets[1][2]))
+    prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics)))
     say = print if progress else (lambda *a, **k: None)
     job = GridJob(net, xs, None, loss_keys([s[0] for s in sets], stats),
-                  loss_job_compute(net, sets, stats, device, (), batch_size, precision, 1, True, "auto", False, say),
-                  spec=net_plotter.DirectionSpec(dir_type=dir_type), path=spaces, path_type=path_type,
-                  surf_file=out or "", prov=prov, device=device, flush_seconds=flush_seconds,
-                  progress=progress, quiet=not progress)
+                  loss_job_compute(net, sets, stats, device, (), batch_size, precision, 1, True, "auto", False, say,
+                                   bn_recalibrate=recal),
+                  spec=net_plotter.DirectionSpec(dir_type=dir_type, params=params), path=spaces, path_type=path_type,
+                  surf_file=out or "", prov=provenance.record("surface", **prov), device=device,
+                  flush_seconds=flush_seconds, progress=progress, quiet=not progress)
+    warn_bf16(precision, device)
     return run_job(job, auto_comm(comm))
 
 
@@ -320,11 +438,16 @@ def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, tra
     spectral density of the Hessian of the mean loss at `model`. Exact fp32 arithmetic by default."""
     device = resolve_device(device)
     for name, value, lo in (("top_k", top_k, 1), ("trace_samples", trace_samples, 2), ("max_iter", max_iter, 1),
-                            ("esd_probes", esd_probes, 1), ("esd_steps", esd_steps, 2)):
-        if not isinstance(value, int) or value < lo:
-            raise LandscapeError(f"{name}={value!r} must be a whole number >= {lo}")
-    if not tol > 0:
-        raise LandscapeError(f"tol={tol!r} must be > 0")
+                            ("esd_probes", esd_probes, 1), ("esd_steps", esd_steps, 2), ("seed", seed, 0)):
+        check_whole(name, value, lo)
+    for name, value in (("min_eig", min_eig), ("vectors", vectors), ("trace", trace), ("esd", esd)):
+        check_flag(name, value)
+    check_positive("tol", tol)
+    check_batch_size(batch_size)
+    check_choice("precision", precision, evaluation.PRECISIONS)
+    if cache not in ("auto", True, False):
+        raise LandscapeError(f"cache={cache!r} must be 'auto', True or False")
+    params = check_text("params", params)
     if precision == "bf16":
         raise LandscapeError("precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
     net = private_copy(model).to(device)

@@ -25,7 +25,7 @@ from landscape.cli import options
 from landscape.curvature.model import top_eigenvectors
 from landscape.errors import UserError, run_cli
 from landscape.grid import job as grid_job
-from landscape.io import h5 as h5_util
+from landscape.io import provenance
 from landscape.parallel import mpi as mpi4pytorch
 from landscape.zoo import data as dataloader
 from landscape.zoo import loader as model_loader
@@ -80,42 +80,57 @@ def load_inputs(cfg):
                                    cfg.trainloader, cfg.testloader, cfg.allow_pickle, cfg.download)
     stats = evaluation.make_statistics(net, data.train_x, data.train_y, cfg.loss_name, cfg.metrics or None,
                                        model_name=f"model '{cfg.model}'", data_name=data.name)
+    if cfg.bn_recalibrate and not evaluation.has_batchnorm(net):
+        raise UserError(f"--bn_recalibrate: model '{cfg.model}' has no BatchNorm layer with running statistics "
+                        "to recompute; drop the flag")
     return net, data, stats
 
 
-def provenance(cfg, data, stats):
+def data_inputs(cfg, data, stats):
+    """The model, checkpoints, data and loss this run uses (keys of io/provenance.py's tables)."""
     sha = model_loader.file_sha256
-    fields = {"command": " ".join(shlex.quote(a) for a in sys.argv), "seed": cfg.seed, "model": cfg.model,
-              "model_file": cfg.model_file, "model_file_sha256": sha(cfg.model_file),
-              "model_file2_sha256": sha(cfg.model_file2), "model_file3_sha256": sha(cfg.model_file3),
-              "dir_type": cfg.dir_type, "dataset": data.name, "train_size": len(data.train_y),
-              "test_size": len(data.test_y), "raw_data": int(cfg.raw_data), "data_split": cfg.data_split,
-              "split_idx": cfg.split_idx, "trainloader_sha256": sha(cfg.trainloader),
-              "testloader_sha256": sha(cfg.testloader), "loss_name": stats.loss_name,
-              "metrics": cfg.metrics, "precision": cfg.precision, "params": cfg.params}
+    return {"model": cfg.model, "model_file": cfg.model_file, "model_file_sha256": sha(cfg.model_file),
+            "model_file2": cfg.model_file2, "model_file2_sha256": sha(cfg.model_file2),
+            "model_file3": cfg.model_file3, "model_file3_sha256": sha(cfg.model_file3),
+            "dataset": data.name, "train_size": len(data.train_y), "test_size": len(data.test_y),
+            "raw_data": int(cfg.raw_data), "data_split": cfg.data_split, "split_idx": cfg.split_idx,
+            "trainloader_sha256": sha(cfg.trainloader), "testloader_sha256": sha(cfg.testloader),
+            "data_sha256": provenance.tensors_sha256(data.train_x, data.train_y),
+            "test_data_sha256": provenance.tensors_sha256(data.test_x, data.test_y), "loss_name": stats.loss_name}
+
+
+def surface_provenance(cfg, inputs, computed):
+    """The surface file's record: this run's inputs and what its maps compute (`computed`)."""
+    fields = {k: v for k, v in inputs.items() if k not in ("model_file2", "model_file3")}
+    fields.update(computed, command=" ".join(shlex.quote(a) for a in sys.argv), seed=cfg.seed,
+                  dir_type=cfg.dir_type, params=cfg.params)
     if cfg.path_files:
+        sha = model_loader.file_sha256
         fields.update(path_type=cfg.path_type, path_files=" ".join(cfg.path_files),
                       path_sha256=" ".join(sha(f) for f in cfg.path_files))
-    return h5_util.provenance(**fields)
+    return provenance.record("surface", **fields)
 
 
 def loss_compute(cfg, net, data, stats, device, gpu_ids=()):
-    """(keys, keys whose sentinel marks a missing point, make_compute) of loss maps."""
+    """(keys, keys whose sentinel marks a missing point, make_compute, what the values depend on) of loss maps."""
     sets = [("train", data.train_x, data.train_y)] + ([("test", data.test_x, data.test_y)] if cfg.eval_test else [])
     keys = evaluation.loss_keys([s[0] for s in sets], stats)
     make = evaluation.loss_job_compute(net, sets, stats, device, gpu_ids, cfg.batch_size, cfg.precision,
-                                      cfg.points_per_pass, not cfg.no_fold_bn, cfg.memory_format, cfg.compile)
-    return keys, keys, make
+                                      cfg.points_per_pass, not cfg.no_fold_bn, cfg.memory_format, cfg.compile,
+                                      bn_recalibrate=cfg.bn_recalibrate)
+    return keys, keys, make, evaluation.loss_inputs(cfg.precision, cfg.batch_size, cfg.bn_recalibrate, cfg.metrics)
 
 
 def make_job(cfg, net, data, stats, device, what):
     """The GridJob of this command line, files named as the reference names them; `what` is
-    (keys, missing keys, make_compute)."""
+    (keys, missing keys, make_compute, {what the values depend on})."""
     x, y = grid(cfg)
-    keys, missing, make = what
+    keys, missing, make, *computed = what
+    inputs = data_inputs(cfg, data, stats)
     load = lambda path: model_loader.load(cfg.dataset, cfg.model, path)
-    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="", prov=provenance(cfg, data, stats),
-                  net_name=cfg.model, model_hash=model_loader.file_sha256(cfg.model_file), device=device,
+    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="",
+                  prov=surface_provenance(cfg, inputs, computed[0] if computed else {}), dir_inputs=inputs,
+                  net_name=cfg.model, model_hash=inputs["model_file_sha256"], device=device,
                   flush_seconds=cfg.flush_seconds)
     if cfg.path_files:
         spaces = [net_plotter.direction_space(load(f), cfg.dir_type) for f in cfg.path_files]
@@ -131,7 +146,6 @@ def make_job(cfg, net, data, stats, device, what):
                             model3=lambda: load(cfg.model_file3), build_model=lambda: model_loader.build(cfg.model),
                             hessian=hessian, dir_file=dir_file, dir_given=bool(cfg.dir_file),
                             compare=options.direction_flags_set(cfg, build_parser()) if cfg.dir_file else True,
-                            model_file2=cfg.model_file2, model_file3=cfg.model_file3,
                             save_directions=cfg.save_directions, **common)
     job.surf_file = name_surface_file(cfg, dir_file)
     return job
@@ -160,6 +174,9 @@ def run(cfg, comm, rank, nproc, compute=None, plot=plot_results):
     net, data, stats = mpi4pytorch.agree(comm, lambda: load_inputs(cfg))
     what = compute(cfg, net, data, stats, device) if compute else loss_compute(cfg, net, data, stats, device, gpu_ids)
     job = mpi4pytorch.agree(comm, lambda: make_job(cfg, net, data, stats, device, what))
+    warning = evaluation.bf16_warning(cfg.precision, device)
+    if warning and rank == 0:
+        print(warning, file=sys.stderr, flush=True)
     if cfg.dry_run:
         if rank == 0:
             grid_job.dry_run(job, nproc)
