@@ -541,6 +541,11 @@ def direction_attrs(spec, net_name, model_hash, inputs=None, points=(), extra=No
 
 SPEC_FIELDS = ("seed", "xdir", "xnorm", "xignore", "ydir", "ynorm", "yignore", "same_dir", "orthogonalize", "params",
                "regenerate")
+# what a message calls each field (the flag that sets it)
+SPEC_WHAT = (("seed", "--seed"), ("xdir", "x direction (--xdir, --model_file2)"), ("xnorm", "--xnorm"),
+             ("xignore", "--xignore"), ("ydir", "y direction (--ydir, --model_file3)"), ("ynorm", "--ynorm"),
+             ("yignore", "--yignore"), ("same_dir", "--same_dir"), ("orthogonalize", "--orthogonalize"),
+             ("params", "--params"), ("regenerate", "--regenerate_directions"))
 Y_FIELDS = ("ydir", "ynorm", "yignore", "same_dir", "orthogonalize")
 
 
@@ -610,6 +615,11 @@ def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=Tr
         raise LandscapeError(f"direction file '{dir_file}' was made for model '{recorded_model}', not '{net_name}'")
     # a named file: every flag the user set must agree with it; else every field that changes these directions
     fields = set(compare) if isinstance(compare, (set, frozenset)) else relevant_fields(spec) if compare else set()
+    unrecorded = [f for f in SPEC_FIELDS if f in fields and recorded_value(attrs, f, getattr(spec, f)) is None]
+    if unrecorded and isinstance(compare, (set, frozenset)):
+        what = dict(SPEC_WHAT)[unrecorded[0]]
+        raise LandscapeError(f"direction file '{dir_file}' records no {what}: it holds its own directions, which "
+                             f"{what} cannot change; drop it")
     mine = {f"spec_{f}": getattr(spec, f) for f in SPEC_FIELDS if f in fields}
     mine.update(defining_inputs(spec, dict(inputs or {}, model_file_sha256=model_hash)))
     theirs = dict(attrs, **{f"spec_{f}": recorded_value(attrs, f, getattr(spec, f)) for f in SPEC_FIELDS
