@@ -409,6 +409,8 @@ class SeededDirections:
 
     def gram_schmidt(self, space, mask):
         """(a, s) for y' = s (y - a x): a = y.x / x.x, s = |x| / |y - a x|, summed entry by entry in float64."""
+        if self.spec.same_dir:
+            raise LandscapeError("--orthogonalize: the two directions are parallel (--same_dir), they span no plane")
         xx = xy = yy = 0.0
         for i, ((_, w), m) in enumerate(zip(space, mask)):
             if m:
