@@ -585,7 +585,7 @@ def recorded_spec(attrs, spec, keep=()):
     the fields in `keep` (those the user set) and the dimensionality stay this run's (a 1D run may use
     the x direction of a 2D file)."""
     out = copy.copy(spec)
-    for f in SPEC_FIELDS + ("dir_type",):
+    for f in SPEC_FIELDS:      # (--dir_type is this run's: a file of another one is refused)
         if f in keep or (spec.ndim == 1 and f in Y_FIELDS):
             continue
         v = recorded_value(attrs, f, getattr(spec, f))
