@@ -495,6 +495,13 @@ def pca(models, dir_type="weights", ignore="", params=None, scratch_dir=None):
     """PCA of a training trajectory: `models` is the list of checkpoints (nn.Modules), the last one final."""
     if not isinstance(models, (list, tuple)) or len(models) < 3:
         raise LandscapeError("pca() needs a list of at least 3 models (checkpoints of one run)")
+    check_choice("dir_type", dir_type, net_plotter.DIR_TYPES)
+    if ignore not in (None, "", "biasbn"):
+        raise LandscapeError(f"ignore={ignore!r} must be '' or 'biasbn'")
+    params = check_text("params", params)
+    scratch_dir = check_text("scratch_dir", scratch_dir)
+    if scratch_dir is not None and not os.path.isdir(scratch_dir):
+        raise LandscapeError(f"scratch_dir={scratch_dir!r} is not a folder")
     nets = [private_copy(m, f"models[{i}]") for i, m in enumerate(models)]
     space = net_plotter.direction_space(nets[-1], dir_type)
     mask = net_plotter.entry_mask(space, params or "")

@@ -354,10 +354,16 @@ def test_every_attribute_a_run_writes_is_in_the_provenance_table(tmp_path, input
             with h5py.File(path, "r") as f:
                 kind = "direction" if "xdirection" in f else "surface"
                 seen[kind] |= set(f.attrs)
+    torch.manual_seed(0)     # and the eigenvalue maps' own keys
+    landscape.eigen_surface(inputs["nets"][0], inputs["data"], x="0:0:1", device="cpu", batch_size=BATCH, max_iter=5,
+                            out=str(tmp_path / "e.h5"))
+    with h5py.File(tmp_path / "e.h5", "r") as f:
+        seen["surface"] |= set(f.attrs)
     for kind, keys in seen.items():
         unknown = keys - provenance.keys(kind) - h5_keys
         assert not unknown, f"{kind} files record {sorted(unknown)}, which io/provenance.py does not list"
-    assert {"bn_recalibrate", "bn_recalibrate_batch", "data_sha256", "params"} <= seen["surface"]
+    assert {"bn_recalibrate", "bn_recalibrate_batch", "data_sha256", "params", "eig_tol", "eig_max_iter",
+            "eig_precision"} <= seen["surface"]
     assert {"data_sha256", "loss_name", "model2_sha256", "model_file2_sha256", "regenerated_ortho"} <= seen["direction"]
 
 

@@ -526,6 +526,9 @@ API_BAD_ARGUMENTS = [
     ("path", dict(params="^nothing$")),
     ("path", dict(comm="world")),
     ("interpolation", dict(directions="filter")),
+    ("pca", dict(dir_type="state")),
+    ("pca", dict(ignore="all")),
+    ("pca", dict(scratch_dir="no/such/folder")),
 ]
 
 
@@ -538,6 +541,8 @@ def _call_api(fn, kwargs, folder):
     out = str(folder / "o.h5")
     if fn == "path":
         return landscape.path([net, copy.deepcopy(net)], data, x="0:1:3", device="cpu", out=out, **kwargs)
+    if fn == "pca":
+        return landscape.pca([net, copy.deepcopy(net), copy.deepcopy(net)], **kwargs)
     if fn == "interpolation":
         return landscape.interpolation(net, copy.deepcopy(net), data, x="0:1:3", device="cpu", out=out, **kwargs)
     return getattr(landscape, fn)(net, data, x="-1:1:3", device="cpu", out=out, **kwargs)
@@ -640,6 +645,15 @@ def test_item15_api_interpolation_between_identical_models(mlp_ckpt, digits, cap
     res = landscape.interpolation(net, copy.deepcopy(net), (digits.train_x, digits.train_y), x="0:1:3", device="cpu")
     np.testing.assert_allclose(res["train_loss"], [want] * 3, rtol=1e-5)
     assert "warning: the x direction is zero everywhere" in capsys.readouterr().err
+
+
+def test_item15_regenerated_directions_that_vanish_are_warned_about(tmp_path, mlp_ckpt, digits, cli):
+    """--params matching only biases, with --xignore biasbn: every drawn entry is zeroed."""
+    copy_ckpt(mlp_ckpt, tmp_path, "m.t7")
+    want = loss_of(load("digits_mlp", str(tmp_path / "m.t7")), digits.train_x, digits.train_y)
+    r = cli(MLP + ["--model_file", "m.t7", "--x=-1:1:3", *FILTER_X, "--params", "bias", "--regenerate_directions",
+                   "--surf_file", "s.h5"], tmp_path)
+    _flat_line(r, tmp_path / "s.h5", [want] * 3)
 
 
 def test_an_mpi_abort_leaves_no_lock(tmp_path, mlp_ckpt):

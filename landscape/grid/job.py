@@ -244,9 +244,15 @@ def plan_job(job):
     if job.save_directions:
         h5_util.check_writable(job.save_directions)
     plan = obtain_directions(job)
+    zero = None
     if plan.directions is not None:
         zero = net_plotter.zero_direction_warning(plan.directions, plan.spec)
-        plan.warnings += [zero] if zero else []
+    elif plan.seeded is not None:  # drawn directions vanish where every moving entry is zeroed (biasbn)
+        space = space_of(job, plan.spec)
+        moving = [t for (_, t), m in zip(space, net_plotter.entry_mask(space, plan.spec.params)) if m]
+        if plan.spec.xignore == "biasbn" and all(t.dim() <= 1 for t in moving):
+            zero = net_plotter.zero_direction_warning([[torch.zeros(1)]], plan.spec)
+    plan.warnings += [zero] if zero else []
     prov = dict(job.prov, dir_sha256=directions_fingerprint(plan), marked_points=h5_util.points_json(plan.points))
     if plan.spec is not None:  # the subset and space the directions really have (a named file's own)
         prov.update(params=plan.spec.params, dir_type=plan.spec.dir_type)
