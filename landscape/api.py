@@ -23,7 +23,9 @@ computes the missing points on every rank (grid.scheduler) and records them on r
 """
 import copy
 import hashlib
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -37,6 +39,7 @@ from landscape import trajectory as projection
 from landscape.curvature import hvp as hess_vec_prod
 from landscape.curvature.model import (
     EIG_KEYS,
+    eig_inputs,
     eig_job_compute,
     hessian_params,
     resolve_hessian_batch,
@@ -45,8 +48,9 @@ from landscape.curvature.model import (
 )
 from landscape.errors import LandscapeError
 from landscape.evaluation import fast_model, loss_job_compute, loss_keys
-from landscape.grid.job import GridJob, Result, axis, parse_range, run_job
 from landscape.evaluation.batches import prepare_sets
+from landscape.grid.job import GridJob, Result, axis, parse_range, run_job
+from landscape.io import provenance
 from landscape.parallel import mpi as mpi4pytorch
 from landscape.parallel.dist import RENDEZVOUS_SECONDS, join_torchrun, point_groups, torchrun_world
 
@@ -89,27 +93,6 @@ def concat(parts):
     return torch.cat(parts)
 
 
-def tensors_sha256(*objs):
-    """A fingerprint of tensors (and nested tuples/dicts of them), for the provenance of API runs."""
-    h = hashlib.sha256()
-
-    def feed(o):
-        if isinstance(o, dict):
-            for k in sorted(o):
-                h.update(str(k).encode())
-                feed(o[k])
-        elif isinstance(o, (tuple, list)):
-            for v in o:
-                feed(v)
-        elif torch.is_tensor(o):
-            t = o.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    for o in objs:
-        feed(o)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------- the Python API
 def auto_comm(comm):
     """The communicator to split the work over: the given one, or (comm='auto') torchrun's ranks (joining
@@ -134,26 +117,130 @@ def ranks(comm, ranks_per_point, device):
         raise LandscapeError(str(e).replace("--ranks_per_point", "ranks_per_point")) from None
 
 
+def is_tensor_pair(data):
+    return isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1])
+
+
 def prepare_data(named, comm, group, device, data_in_memory, batch_size):
     """[(name, data)] -> ([(name, HostSet)] of this rank, the path taken ('yes': in memory, 'no':
-    streamed), a fingerprint of the data). Collective; see evaluation/batches.py."""
+    streamed), a fingerprint of each set). Collective; see evaluation/batches.py. A set given as tensors
+    is fingerprinted by its contents; a stream is not read for a hash: its kind, size and first batch."""
     named = [(n, d) for n, d in named if d is not None]
     ranks_on_node = 1 if comm is None else mpi4pytorch.local_size(comm)
     sets, in_memory = prepare_sets(named, comm, group, device, data_in_memory, batch_size, None, ranks_on_node)
-    given = [d for _, d in named if isinstance(d, (tuple, list)) and len(d) == 2 and torch.is_tensor(d[1])]
-    if len(given) == len(named):        # every set given as tensors: the hash of all of them
-        fingerprint = tensors_sha256(given)
-    else:                               # streams are not read for a hash: their kind, size and first batch
-        fingerprint = hashlib.sha256(" ".join(f"{type(d).__name__}:{hs.total}:{tensors_sha256(hs.sample)}"
-                                              for (_, d), hs in zip(named, sets)).encode()).hexdigest()
-    return [(n, hs) for (n, _), hs in zip(named, sets)], in_memory, fingerprint
+    prints = [provenance.tensors_sha256(*d) if is_tensor_pair(d) else hashlib.sha256(
+              f"{type(d).__name__}:{hs.total}:{provenance.tensors_sha256(hs.sample)}".encode()).hexdigest()
+              for (_, d), hs in zip(named, sets)]
+    return [(n, hs) for (n, _), hs in zip(named, sets)], in_memory, prints
 
 
 def full_tensors(data, what):
     """The whole set as tensors, for Hessian directions (computed on rank 0 alone): data given as tensors."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1]):
+    if is_tensor_pair(data):
         return as_tensors(data, what)
     raise LandscapeError(f"directions='hessian' needs the {what} as an (inputs, targets) pair of tensors")
+
+
+def check_data_parallel_recalibration(recal, group, in_memory):
+    """BN recalibration reads the whole training set in memory on one rank per point."""
+    if recal and group.size > 1:
+        raise LandscapeError("bn_recalibrate=True recomputes BatchNorm's statistics from the whole training set on "
+                             "one rank; it does not combine with ranks_per_point > 1")
+    if recal and in_memory != "yes":
+        raise LandscapeError("bn_recalibrate=True reads the training set from memory at every point; this data is "
+                             "streamed (data_in_memory='yes' if it fits)")
+
+
+# ----------------------------------------------------------------------------- argument checks
+# Every argument is checked here, before anything runs or is written; each failure is one LandscapeError
+# naming the argument and its value.
+def check_whole(name, value, lo):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise LandscapeError(f"{name}={value!r} must be a whole number >= {lo}")
+    return int(value)
+
+
+def check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
+            or not value > 0:
+        raise LandscapeError(f"{name}={value!r} must be a finite number > 0")
+    return float(value)
+
+
+def check_flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise LandscapeError(f"{name}={value!r} must be True or False")
+    return bool(value)
+
+
+def check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise LandscapeError(f"{name}={value!r} must be one of: {', '.join(repr(c) for c in choices)}")
+    return value
+
+
+def check_batch_size(value):
+    if value in (None, "auto"):
+        return "auto"
+    return check_whole("batch_size", value, 1)
+
+
+def check_text(name, value, suffix=None):
+    """None or a string (a path: ending in `suffix`)."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise LandscapeError(f"{name}={value!r} must be a string")
+    value = os.fspath(value)
+    if suffix and value and not value.endswith(suffix):
+        raise LandscapeError(f"{name}={value!r} must name an {suffix} file")
+    return value
+
+
+def check_comm(comm):
+    """None, 'auto', or an MPI communicator (something with Get_rank, Get_size, bcast and allgather)."""
+    if comm is None or comm == "auto":
+        return comm
+    if not all(callable(getattr(comm, m, None)) for m in ("Get_rank", "Get_size", "bcast", "allgather", "gather")):
+        raise LandscapeError(f"comm={comm!r} must be None, 'auto' or an MPI communicator (e.g. mpi4py's COMM_WORLD)")
+    return comm
+
+
+def check_run_args(batch_size, precision, comm, flush_seconds, progress, seed=0, points_per_pass=1,
+                   memory_format="auto", fold_bn=True, compile=False):
+    """The arguments every grid function shares."""
+    check_batch_size(batch_size)
+    check_choice("precision", precision, evaluation.PRECISIONS)
+    check_comm(comm)
+    check_positive("flush_seconds", flush_seconds)
+    check_flag("progress", progress)
+    check_whole("seed", seed, 0)
+    check_whole("points_per_pass", points_per_pass, 1)
+    check_choice("memory_format", memory_format, ("auto", "channels_last", "contiguous"))
+    check_flag("fold_bn", fold_bn)
+    check_flag("compile", compile)
+
+
+def check_bn_recalibrate(value, net, dir_type, points_per_pass=1):
+    """bn_recalibrate: a flag that needs a BatchNorm model, dir_type='weights' and one point per pass."""
+    if not check_flag("bn_recalibrate", value):
+        return False
+    if not evaluation.has_batchnorm(net):
+        raise LandscapeError("bn_recalibrate=True: the model has no BatchNorm layer with running statistics to "
+                             "recompute")
+    if dir_type == "states":
+        raise LandscapeError("bn_recalibrate=True recomputes the BatchNorm statistics that dir_type='states' moves: "
+                             "use dir_type='weights' with it")
+    if points_per_pass > 1:
+        raise LandscapeError("bn_recalibrate=True recomputes BatchNorm's statistics at each point, one point per "
+                             "pass: use points_per_pass=1")
+    return True
+
+
+def warn_bf16(precision, device):
+    line = evaluation.bf16_warning(precision, device)
+    if line:
+        print(line, file=sys.stderr, flush=True)
 
 
 def resolve_device(device):
@@ -194,16 +281,32 @@ def direction_choice(directions, ndim, norm_y=None):
 def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, test_data, out, *, model2, model3,
                       metrics, dir_type, params, batch_size, precision, points_per_pass, regenerate, orthogonalize,
                       dir_file, save_directions, same_dir, fold_bn, memory_format, compile, flush_seconds, progress,
-                      comm=None, ranks_per_point=1, data_in_memory="auto", eig=None):
-    """The GridJob of `surface()` and `eigen_surface()`, and this rank's PointGroup. Collective over comm."""
+                      bn_recalibrate=False, eig=None, comm=None, ranks_per_point=1, data_in_memory="auto"):
+    """The GridJob of `surface()` and `eigen_surface()`, and this rank's PointGroup; every argument checked
+    before anything runs. Collective over comm."""
+    check_run_args(batch_size, precision, comm, flush_seconds, progress, seed, points_per_pass, memory_format, fold_bn,
+                   compile)
+    for name, value in (("regenerate", regenerate), ("orthogonalize", orthogonalize), ("same_dir", same_dir)):
+        check_flag(name, value)
+    check_choice("dir_type", dir_type, net_plotter.DIR_TYPES)
+    if ignore not in (None, "", "biasbn"):
+        raise LandscapeError(f"ignore={ignore!r} must be '' or 'biasbn'")
+    params = check_text("params", params) or ""
+    out, dir_file = check_text("out", out, ".h5"), check_text("dir_file", dir_file, ".h5")
+    save_directions = check_text("save_directions", save_directions, ".h5")
     device = resolve_device(device)
     net = private_copy(model)
+    recal = check_bn_recalibrate(bn_recalibrate, net, dir_type, points_per_pass)
     xs, ys = axis(x, "x"), axis(y, "y")
     ndim = 1 if ys is None else 2
     kind, norm, explicit = direction_choice(directions, ndim)
+    if explicit is not None and (model2 is not None or model3 is not None or same_dir):
+        raise LandscapeError("explicit directions= already give every direction: they take no model2=, model3= "
+                             "or same_dir=True")
     _, nproc, group = ranks(comm, ranks_per_point, device)
-    sets, in_memory, fingerprint = prepare_data([("train", data), ("test", test_data)], comm, group, device,
-                                                data_in_memory, batch_size)
+    sets, in_memory, prints = prepare_data([("train", data), ("test", test_data)], comm, group, device,
+                                           data_in_memory, batch_size)
+    check_data_parallel_recalibration(recal, group, in_memory)
     train = sets[0][1].sample
     if eig is None:
         stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(net, train[0], train[1], loss, metrics))
@@ -212,37 +315,45 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
         mpi4pytorch.agree(comm, lambda: stats.check(net, train[0], train[1]))
     m2 = private_copy(model2, "model2") if model2 is not None else None
     m3 = private_copy(model3, "model3") if model3 is not None else None
+    kind = "explicit" if explicit is not None else kind
+    norm, ignore = ("", "") if explicit is not None else (norm, ignore or "")
     spec = net_plotter.DirectionSpec(
         dir_type=dir_type, ndim=ndim, seed=int(seed), xnorm="" if m2 is not None else norm, ynorm="" if m3 is not None else norm,
-        xignore=ignore or "", yignore=ignore or "", same_dir=bool(same_dir),
+        xignore=ignore, yignore=ignore, same_dir=bool(same_dir),
         xdir="target" if m2 is not None else kind, ydir="target" if m3 is not None else kind,
-        orthogonalize=bool(orthogonalize), params=params or "", regenerate=bool(regenerate)).check()
-    if out is not None and not str(out).endswith(".h5"):
-        raise LandscapeError(f"out={out!r} must name an .h5 file")
-    prov = {"model": type(model).__name__, "model_sha256": tensors_sha256(net.state_dict()),
-            "data_sha256": fingerprint, "train_size": sets[0][1].total,
-            "loss_name": stats.loss_name, "metrics": ",".join(stats.metrics), "precision": precision,
-            "dir_type": dir_type, "params": params or "", "seed": int(seed), "command": "landscape." +
-            ("eigen_surface" if eig else "surface"), "data_in_memory": in_memory, "ranks_per_point": group.size}
+        orthogonalize=bool(orthogonalize), params=params, regenerate=bool(regenerate)).check()
+    model_hash = provenance.tensors_sha256(net.state_dict())
+    inputs = {"model": type(model).__name__, "model_sha256": model_hash, "loss_name": stats.loss_name,
+              "train_size": sets[0][1].total, "data_sha256": prints[0],
+              "model2_sha256": provenance.tensors_sha256(m2.state_dict()) if m2 is not None else "",
+              "model3_sha256": provenance.tensors_sha256(m3.state_dict()) if m3 is not None else ""}
+    prov = dict(inputs, dir_type=dir_type, params=params, seed=int(seed),
+                command="landscape." + ("eigen_surface" if eig else "surface"), data_in_memory=in_memory,
+                ranks_per_point=group.size)
+    if test_data is not None:
+        prov.update(test_size=sets[1][1].total, test_data_sha256=prints[1])
     say = (lambda *a, **k: None) if not progress else print
     if eig is None:
         keys, missing = loss_keys([s[0] for s in sets], stats), None
         make = loss_job_compute(net, sets, stats, device, (), batch_size, precision, points_per_pass, fold_bn,
-                                memory_format, compile, say, group)
+                                memory_format, compile, say, group, bn_recalibrate=recal)
+        prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics)))
     else:
         keys, missing = EIG_KEYS, ["max_eig", "min_eig"]
         make = eig_job_compute(net, sets[0][1], stats.criterion, device, batch_size, precision, eig["tol"],
-                               eig["max_iter"], int(seed), params or "", group)
+                               eig["max_iter"], int(seed), params, group)
+        prov.update(eig_inputs(precision, eig["tol"], eig["max_iter"]))
     hessian = None
     if kind == "hessian":
         whole = full_tensors(data, "data")
-        hessian = lambda: top_eigenvectors(net, whole, stats.criterion, device, params or "", batch_size)
+        hessian = lambda: top_eigenvectors(net, whole, stats.criterion, device, params, batch_size)
     job = GridJob(net, xs, ys, keys, make, missing, spec=spec, explicit=explicit,
                   model2=(lambda: m2) if m2 is not None else None, model3=(lambda: m3) if m3 is not None else None,
                   hessian=hessian, dir_file=dir_file or (os.path.splitext(out)[0] + "_directions.h5" if out else ""),
-                  dir_given=False, surf_file=out or "", prov=prov, net_name=type(model).__name__,
-                  model_hash=prov["model_sha256"], save_directions=save_directions or "", device=device,
-                  flush_seconds=flush_seconds, progress=progress, quiet=not progress)
+                  dir_given=False, surf_file=out or "", prov=provenance.record("surface", **prov),
+                  dir_inputs=inputs, net_name=type(model).__name__, model_hash=model_hash,
+                  save_directions=save_directions or "", device=device, flush_seconds=flush_seconds,
+                  progress=progress, quiet=not progress)
     return job, group
 
 
@@ -250,39 +361,45 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
             device=None, test_data=None, out=None, *, model2=None, model3=None, metrics=None, dir_type="weights",
             params=None, batch_size="auto", precision="default", points_per_pass=1, regenerate=False,
             orthogonalize=False, dir_file=None, save_directions=None, same_dir=False, fold_bn=True,
-            memory_format="auto", compile=False, comm="auto", flush_seconds=5.0, progress=False, ranks_per_point=1,
-            data_in_memory="auto"):
+            memory_format="auto", compile=False, comm="auto", flush_seconds=5.0, progress=False,
+            bn_recalibrate=False, ranks_per_point=1, data_in_memory="auto"):
     """The loss (accuracy where defined, and metrics) of `model` on `data` over a 1D or 2D grid.
 
     Args:
         data, test_data: (inputs, targets) tensors, a Dataset, a DataLoader, an IterableDataset or any
             re-iterable of (inputs, targets) batches: kept on the device when they fit, else streamed
             for each point (data_in_memory: auto | yes | no; evaluation/batches.py).
-        comm: 'auto' (MPI's or torchrun's ranks when launched so), an mpi4py communicator, or None.
-        ranks_per_point: ranks that evaluate each point together, each on its shard of the data.
         loss: None (cross-entropy), 'crossentropy', 'mse' (the reference's), or any
             criterion(outputs, targets) -> mean loss. metrics: {name: fn(outputs, targets) -> mean}.
         x, y: 'min:max:num' (y=None: a 1D curve). directions: a normalisation for random directions
-            ('filter', ...; '' for none), 'hessian[:<norm>]', or explicit direction tensors.
+            ('filter', ...; '' for none), 'hessian[:<norm>]', or explicit direction tensors (`ignore` and
+            the normalisation apply to drawn directions only; `params` and `orthogonalize` to every kind).
             model2 / model3: the x / y direction is model2 - model / model3 - model (interpolation, planes).
         out: an .h5 surface file (the direction file beside it), with resume, locking and crash safety.
         regenerate: random directions drawn entry by entry on the device at every point, never stored.
+        bn_recalibrate: recompute BatchNorm's running statistics from `data` at every point (dir_type
+            'weights'; batches of batch_size, or 128 with 'auto').
+        comm: 'auto' (MPI's or torchrun's ranks when launched so), an mpi4py communicator, or None.
+        ranks_per_point: ranks that evaluate each point together, each on its shard of the data.
     Returns: Result(x, y, values={'train_loss', ['train_acc'], ['train_<metric>'], ['test_...']}, ...).
     """
-    comm = auto_comm(comm)
-    job, group = build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, test_data, out,
-                                   model2=model2, model3=model3, metrics=metrics, dir_type=dir_type, params=params,
-                                   batch_size=batch_size, precision=precision, points_per_pass=points_per_pass,
-                                   regenerate=regenerate, orthogonalize=orthogonalize, dir_file=dir_file,
-                                   save_directions=save_directions, same_dir=same_dir, fold_bn=fold_bn,
-                                   memory_format=memory_format, compile=compile, flush_seconds=flush_seconds,
-                                   progress=progress, comm=comm, ranks_per_point=ranks_per_point,
-                                   data_in_memory=data_in_memory)
+    comm = auto_comm(check_comm(comm))
+    job, group = build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, test_data, out, model2=model2,
+                            model3=model3, metrics=metrics, dir_type=dir_type, params=params, batch_size=batch_size,
+                            precision=precision, points_per_pass=points_per_pass, regenerate=regenerate,
+                            orthogonalize=orthogonalize, dir_file=dir_file, save_directions=save_directions,
+                            same_dir=same_dir, fold_bn=fold_bn, memory_format=memory_format, compile=compile,
+                            flush_seconds=flush_seconds, progress=progress, bn_recalibrate=bn_recalibrate, comm=comm,
+                            ranks_per_point=ranks_per_point, data_in_memory=data_in_memory)
+    warn_bf16(precision, job.device)
     return run_job(job, comm, group)
 
 
 def interpolation(model, model2, data, loss=None, x="-0.5:1.5:41", dir_type="states", **kwargs):
     """The loss along the line from `model` (x=0) to `model2` (x=1), as the reference's --model_file2."""
+    fixed = [k for k in ("y", "directions", "ignore", "model2", "model3") if k in kwargs]
+    if fixed:
+        raise LandscapeError(f"interpolation() sets {', '.join(fixed)} itself; use surface() for other directions")
     return surface(model, data, loss, x=x, y=None, directions="", ignore="", model2=model2, dir_type=dir_type,
                    **kwargs)
 
@@ -292,7 +409,10 @@ def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filte
                   batch_size="auto", comm="auto", progress=False, ranks_per_point=1, data_in_memory="auto", **kwargs):
     """The Hessian's largest and smallest eigenvalues (and the products each took) over a grid:
     values 'max_eig', 'min_eig', 'eig_iters'. Exact fp32 arithmetic by default."""
-    comm = auto_comm(comm)
+    tol, max_iter = check_positive("tol", tol), check_whole("max_iter", max_iter, 1)
+    if precision == "bf16":
+        raise LandscapeError("precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
+    comm = auto_comm(check_comm(comm))
     job, group = build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, None, out,
                             model2=kwargs.pop("model2", None), model3=kwargs.pop("model3", None), metrics=None,
                             dir_type=kwargs.pop("dir_type", "weights"), params=kwargs.pop("params", None),
@@ -301,8 +421,8 @@ def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filte
                             dir_file=kwargs.pop("dir_file", None), save_directions=None,
                             same_dir=kwargs.pop("same_dir", False), fold_bn=False, memory_format="contiguous",
                             compile=False, flush_seconds=kwargs.pop("flush_seconds", 5.0), progress=progress,
-                            comm=comm, ranks_per_point=ranks_per_point, data_in_memory=data_in_memory,
-                            eig={"tol": tol, "max_iter": max_iter})
+                            eig={"tol": tol, "max_iter": max_iter}, comm=comm, ranks_per_point=ranks_per_point,
+                            data_in_memory=data_in_memory)
     if kwargs:
         raise LandscapeError(f"eigen_surface() got unexpected arguments: {', '.join(kwargs)}")
     return run_job(job, comm, group)
@@ -310,34 +430,47 @@ def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filte
 
 def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="weights", device=None,
          test_data=None, out=None, *, metrics=None, batch_size="auto", precision="default", comm="auto",
-         flush_seconds=5.0, progress=False, ranks_per_point=1, data_in_memory="auto"):
-    """The loss along a path through N models (polychain, or the Bezier curve they control), t in [0, 1]."""
+         flush_seconds=5.0, progress=False, params=None, bn_recalibrate=False, ranks_per_point=1,
+         data_in_memory="auto"):
+    """The loss along a path through N models (polychain, or the Bezier curve they control), t in [0, 1].
+    params: only the matching entries travel, the others stay at models[0]'s; bn_recalibrate: as surface()."""
+    check_run_args(batch_size, precision, comm, flush_seconds, progress)
+    check_choice("path_type", path_type, net_plotter.PATH_TYPES)
+    check_choice("dir_type", dir_type, net_plotter.DIR_TYPES)
+    params = check_text("params", params) or ""
+    out = check_text("out", out, ".h5")
     device = resolve_device(device)
-    if path_type not in net_plotter.PATH_TYPES:
-        raise LandscapeError(f"path_type {path_type!r} must be one of: {', '.join(net_plotter.PATH_TYPES)}")
     if not isinstance(models, (list, tuple)) or len(models) < 2:
         raise LandscapeError("path() needs a list of at least two models")
     nets = [private_copy(m, f"models[{i}]") for i, m in enumerate(models)]
+    recal = check_bn_recalibrate(bn_recalibrate, nets[0], dir_type)
     xs = path_axis(x)
     comm = auto_comm(comm)
     _, nproc, group = ranks(comm, ranks_per_point, device)
-    sets, in_memory, fingerprint = prepare_data([("train", data), ("test", test_data)], comm, group, device,
-                                                data_in_memory, batch_size)
+    sets, in_memory, prints = prepare_data([("train", data), ("test", test_data)], comm, group, device,
+                                           data_in_memory, batch_size)
+    check_data_parallel_recalibration(recal, group, in_memory)
     train = sets[0][1].sample
     stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(nets[0], train[0], train[1], loss, metrics))
     net = nets[0]
     spaces = [net_plotter.direction_space(n, dir_type) for n in nets]
-    prov = {"model": type(models[0]).__name__, "path_type": path_type, "dir_type": dir_type,
-            "path_sha256": tensors_sha256(*[n.state_dict() for n in nets]), "loss_name": stats.loss_name,
-            "data_sha256": fingerprint, "precision": precision, "command": "landscape.path",
+    net_plotter.entry_mask(spaces[0], params)  # a subset that matches nothing is refused here
+    prov = {"model": type(models[0]).__name__, "model_sha256": provenance.tensors_sha256(net.state_dict()),
+            "path_type": path_type, "dir_type": dir_type, "params": params,
+            "path_sha256": provenance.tensors_sha256(*[n.state_dict() for n in nets]), "loss_name": stats.loss_name,
+            "train_size": sets[0][1].total, "data_sha256": prints[0], "command": "landscape.path",
             "data_in_memory": in_memory, "ranks_per_point": group.size}
+    if test_data is not None:
+        prov.update(test_size=sets[1][1].total, test_data_sha256=prints[1])
+    prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics)))
     say = print if progress else (lambda *a, **k: None)
     job = GridJob(net, xs, None, loss_keys([s[0] for s in sets], stats),
                   loss_job_compute(net, sets, stats, device, (), batch_size, precision, 1, True, "auto", False, say,
-                                   group),
-                  spec=net_plotter.DirectionSpec(dir_type=dir_type), path=spaces, path_type=path_type,
-                  surf_file=out or "", prov=prov, device=device, flush_seconds=flush_seconds,
-                  progress=progress, quiet=not progress)
+                                   group, bn_recalibrate=recal),
+                  spec=net_plotter.DirectionSpec(dir_type=dir_type, params=params), path=spaces, path_type=path_type,
+                  surf_file=out or "", prov=provenance.record("surface", **prov), device=device,
+                  flush_seconds=flush_seconds, progress=progress, quiet=not progress)
+    warn_bf16(precision, device)
     return run_job(job, comm, group)
 
 
@@ -382,14 +515,19 @@ def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, tra
     is summed over the group (curvature/distributed.py); every rank returns the result."""
     device = resolve_device(device)
     for name, value, lo in (("top_k", top_k, 1), ("trace_samples", trace_samples, 2), ("max_iter", max_iter, 1),
-                            ("esd_probes", esd_probes, 1), ("esd_steps", esd_steps, 2)):
-        if not isinstance(value, int) or value < lo:
-            raise LandscapeError(f"{name}={value!r} must be a whole number >= {lo}")
-    if not tol > 0:
-        raise LandscapeError(f"tol={tol!r} must be > 0")
+                            ("esd_probes", esd_probes, 1), ("esd_steps", esd_steps, 2), ("seed", seed, 0)):
+        check_whole(name, value, lo)
+    for name, value in (("min_eig", min_eig), ("vectors", vectors), ("trace", trace), ("esd", esd)):
+        check_flag(name, value)
+    check_positive("tol", tol)
+    check_batch_size(batch_size)
+    check_choice("precision", precision, evaluation.PRECISIONS)
+    if cache not in ("auto", True, False):
+        raise LandscapeError(f"cache={cache!r} must be 'auto', True or False")
+    params = check_text("params", params)
     if precision == "bf16":
         raise LandscapeError("precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
-    comm = auto_comm(comm)
+    comm = auto_comm(check_comm(comm))
     rank, nproc, group = ranks(comm, nproc_of(comm) if ranks_per_point is None else ranks_per_point, device)
     net = private_copy(model).to(device)
     if device.type == "cpu":
@@ -455,6 +593,13 @@ def pca(models, dir_type="weights", ignore="", params=None, scratch_dir=None):
     """PCA of a training trajectory: `models` is the list of checkpoints (nn.Modules), the last one final."""
     if not isinstance(models, (list, tuple)) or len(models) < 3:
         raise LandscapeError("pca() needs a list of at least 3 models (checkpoints of one run)")
+    check_choice("dir_type", dir_type, net_plotter.DIR_TYPES)
+    if ignore not in (None, "", "biasbn"):
+        raise LandscapeError(f"ignore={ignore!r} must be '' or 'biasbn'")
+    params = check_text("params", params)
+    scratch_dir = check_text("scratch_dir", scratch_dir)
+    if scratch_dir is not None and not os.path.isdir(scratch_dir):
+        raise LandscapeError(f"scratch_dir={scratch_dir!r} is not a folder")
     nets = [private_copy(m, f"models[{i}]") for i, m in enumerate(models)]
     space = net_plotter.direction_space(nets[-1], dir_type)
     mask = net_plotter.entry_mask(space, params or "")

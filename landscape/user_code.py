@@ -28,9 +28,17 @@ def load_callable(spec, what):
         spec_obj = importlib.util.spec_from_file_location(mod_name, target)
         module = importlib.util.module_from_spec(spec_obj)
         sys.path.insert(0, os.path.dirname(os.path.abspath(target)))  # let it import its neighbours
+        # registered before it runs, as `import` does: dataclasses, pickling and typing look the module
+        # up by name while it executes (e.g. a @dataclass under `from __future__ import annotations`)
+        previous = sys.modules.get(mod_name)
+        sys.modules[mod_name] = module
         try:
             spec_obj.loader.exec_module(module)
         except Exception as e:  # the user's code failed on import: say where, briefly
+            if previous is None:
+                sys.modules.pop(mod_name, None)
+            else:
+                sys.modules[mod_name] = previous
             raise UserError(f"importing {what} file '{target}' failed: {type(e).__name__}: {e}") from e
         finally:
             sys.path.pop(0)

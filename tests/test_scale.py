@@ -495,3 +495,32 @@ def test_the_api_refuses_bad_scale_arguments(digits_data):
             landscape.surface(net, data, x="-1:1:3", device="cpu")
     with pytest.raises(landscape.LandscapeError, match="ranks_per_point 3"):
         landscape.hessian(net, digits_data, device="cpu", ranks_per_point=3)
+
+
+# ----------------------------------------------------------------------------- BN recalibration needs the whole set
+@pytest.fixture
+def cnn_work(tmp_path, cnn_ckpt, monkeypatch):
+    shutil.copy(cnn_ckpt, tmp_path / "c.t7")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def cnn_line(*extra):
+    return ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "c.t7", "--x=-1:1:3", "--threads", "1",
+            "--batch_size", "128", "--xnorm", "filter", "--bn_recalibrate", *extra]
+
+
+def test_bn_recalibrate_refuses_streamed_data(cnn_work):
+    refuse(plot_surface.main, cnn_line("--data_in_memory", "no"), "--bn_recalibrate", "streamed")
+
+
+def test_bn_recalibrate_refuses_groups_of_ranks_under_mpiexec(cnn_work):
+    mpi_refusal(cnn_work, cnn_line("--ranks_per_point", "2"), "--bn_recalibrate", "--ranks_per_point")
+
+
+def test_api_bn_recalibrate_refuses_streamed_data(tmp_path, cnn_ckpt, digits_data):
+    before = snapshot(tmp_path)
+    with pytest.raises(landscape.LandscapeError, match="streamed"):
+        landscape.surface(load_net("digits_cnn", cnn_ckpt), Passes(*digits_data, 100), x="-1:1:3",
+                          bn_recalibrate=True, data_in_memory="no", out=str(tmp_path / "o.h5"))
+    assert snapshot(tmp_path) == before

@@ -99,6 +99,10 @@ def surface_parser(description="Compute (and plot) the loss surface of a trained
       help="draw each random direction entry from its own seed on the device at every point instead of storing "
            "the directions: only the model and its origin need to fit")
     a("--save_directions", default="", metavar="FILE", help="also write the directions, materialised, to FILE")
+    a("--bn_recalibrate", action="store_true",
+      help="at every point, recompute BatchNorm's running statistics from the training data (train mode, "
+           "cumulative average, batches of --batch_size, or 128 with auto) before evaluating, as "
+           "mode-connectivity work does; with --dir_type weights")
     a("--eval_test", action="store_true", help="also compute the test set's maps")
     a("--precision", default="default", help="default | fp32 | tf32 | bf16 (see README)")
     a("--points_per_pass", default=1, type=int, help="grid points evaluated together on each data batch")
@@ -133,12 +137,22 @@ def check_choices(cfg):
         raise UserError(f"--loss_name {cfg.loss_name!r} must be one of: crossentropy, mse, or path/to/file.py:fn")
 
 
-def check_combinations(cfg):
+# flags that make or name directions: a path has none, so they are refused with --path_files
+PATH_REFUSED = ("xdir", "ydir", "xnorm", "ynorm", "xignore", "yignore", "same_dir", "orthogonalize",
+                "regenerate_directions", "save_directions", "seed", "idx")
+
+
+def check_combinations(cfg, parser=None):
     if cfg.model_file3 and cfg.y is None:
         raise UserError("--model_file3 sets the y direction, so it needs --y")
     if cfg.path_files:
         if cfg.y is not None or cfg.model_file2 or cfg.model_file3 or cfg.dir_file:
             raise UserError("--path_files makes a 1D path: it takes no --y, --model_file2/3 or --dir_file")
+        refused = [f"--{f}" for f in PATH_REFUSED if parser is not None and given(cfg, parser, f)]
+        if refused:
+            raise UserError(f"--path_files moves the model along the path through its checkpoints, which has no "
+                            f"directions to make or save: {', '.join(refused)} cannot apply; drop "
+                            f"{'it' if len(refused) == 1 else 'them'}")
         if len(cfg.path_files) < 2:
             raise UserError("--path_files needs at least two checkpoints")
         if not 0 <= cfg.xmin <= cfg.xmax <= 1:
@@ -152,16 +166,22 @@ def check_combinations(cfg):
         raise UserError("--orthogonalize needs two directions (--y)")
     if cfg.regenerate_directions and (cfg.model_file2 or cfg.model_file3 or cfg.xdir or cfg.ydir or cfg.path_files):
         raise UserError("--regenerate_directions applies to random directions only")
+    if cfg.bn_recalibrate and cfg.dir_type == "states":
+        raise UserError("--bn_recalibrate recomputes the BatchNorm statistics that --dir_type states moves: "
+                        "use --dir_type weights with it")
+    if cfg.bn_recalibrate and cfg.points_per_pass > 1:
+        raise UserError("--bn_recalibrate recomputes BatchNorm's statistics at each point, one point per pass: "
+                        "drop --points_per_pass")
 
 
-def validate(cfg):
+def validate(cfg, parser=None):
     """Check flag values and combinations; fill in the parsed ranges. Pure: touches no file."""
     cfg.xmin, cfg.xmax, cfg.xnum = parse_range(cfg.x, "--x")
     cfg.ymin = cfg.ymax = cfg.ynum = None
     if cfg.y is not None:
         cfg.ymin, cfg.ymax, cfg.ynum = parse_range(cfg.y, "--y")
     check_choices(cfg)
-    check_combinations(cfg)
+    check_combinations(cfg, parser)
     for flag in ("ngpu", "points_per_pass"):
         if getattr(cfg, flag) < 1:
             raise UserError(f"--{flag} {getattr(cfg, flag)} must be >= 1")
@@ -184,7 +204,8 @@ def validate(cfg):
 
 
 def parse(argv=None, parser=None):
-    return validate((parser or surface_parser()).parse_args(argv))
+    parser = parser or surface_parser()
+    return validate(parser.parse_args(argv), parser)
 
 
 def given(cfg, parser, flag):
@@ -199,5 +220,7 @@ SPEC_FLAGS = {"seed": "seed", "xnorm": "xnorm", "xignore": "xignore", "ynorm": "
 
 
 def direction_flags_set(cfg, parser):
-    """The DirectionSpec fields whose flags the user set: a named --dir_file must agree with those."""
-    return {field for field, flag in SPEC_FLAGS.items() if given(cfg, parser, flag)}
+    """The DirectionSpec fields whose flags the user set: a named --dir_file must agree with those
+    (--model_file2/3 set the x/y direction's kind)."""
+    fields = {field for field, flag in SPEC_FLAGS.items() if given(cfg, parser, flag)}
+    return fields | ({"xdir"} if cfg.model_file2 else set()) | ({"ydir"} if cfg.model_file3 else set())

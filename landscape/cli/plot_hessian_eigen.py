@@ -70,6 +70,9 @@ def check_flags(cfg, parser):
                         "eigenvalues; drop it")
     if cfg.precision == "bf16":
         raise UserError("--precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
+    if cfg.bn_recalibrate:
+        raise UserError("--bn_recalibrate is for loss maps: the Hessian is taken with the BatchNorm statistics the "
+                        "point has; drop it")
     if not cfg.tol > 0 or cfg.max_iter < 1 or cfg.trace_samples < 2 or cfg.top_k < 1:
         raise UserError("--tol must be > 0, --max_iter >= 1, --trace_samples >= 2 and --top_k >= 1")
     if not cfg.trace_rel_se >= 0:
@@ -86,10 +89,12 @@ def check_flags(cfg, parser):
 
 
 def eig_compute(cfg, net, sets, stats, device, group=None):
-    """(keys, keys whose sentinel marks a missing point, make_compute) of an eigenvalue map."""
+    """(keys, keys whose sentinel marks a missing point, make_compute, what the values depend on) of an
+    eigenvalue map. Its precision is recorded apart from the loss maps', which may share the file."""
     make = curvature.eig_job_compute(net, sets[0], stats.criterion, device, cfg.batch_size, cfg.precision, cfg.tol,
                                      cfg.max_iter, cfg.seed, cfg.params, group)
-    return curvature.EIG_KEYS, ["max_eig", "min_eig"], make
+    return curvature.EIG_KEYS, ["max_eig", "min_eig"], make, curvature.eig_inputs(cfg.precision, cfg.tol,
+                                                                                    cfg.max_iter)
 
 
 def plot_eigs(cfg, surf_file, dir_file):

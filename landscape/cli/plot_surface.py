@@ -26,7 +26,7 @@ from landscape.evaluation import batches
 from landscape.curvature.model import top_eigenvectors
 from landscape.errors import UserError, run_cli
 from landscape.grid import job as grid_job
-from landscape.io import h5 as h5_util
+from landscape.io import provenance
 from landscape.parallel import dist
 from landscape.parallel import mpi as mpi4pytorch
 from landscape.zoo import data as dataloader
@@ -94,45 +94,78 @@ def load_inputs(cfg, comm=None, group=None, device="cpu"):
     stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(
         net, inputs, targets, cfg.loss_name, cfg.metrics or None, model_name=f"model '{cfg.model}'",
         data_name=data.name))
+    mpi4pytorch.agree(comm, lambda: check_bn_recalibrate(cfg, net, group, in_memory))
     return net, data, sets, in_memory, stats
 
 
-def provenance(cfg, data, stats, sets, in_memory, ranks_per_point):
+def check_bn_recalibrate(cfg, net, group, in_memory):
+    """--bn_recalibrate needs BatchNorm, and the whole training set in memory on each rank of a point."""
+    if not cfg.bn_recalibrate:
+        return
+    if not evaluation.has_batchnorm(net):
+        raise UserError(f"--bn_recalibrate: model '{cfg.model}' has no BatchNorm layer with running statistics "
+                        "to recompute; drop the flag")
+    if group is not None and group.size > 1:
+        raise UserError("--bn_recalibrate recomputes BatchNorm's statistics from the whole training set on one "
+                        "rank; it does not combine with --ranks_per_point > 1")
+    if in_memory != "yes":
+        raise UserError("--bn_recalibrate reads the training set from memory at every point; this data is "
+                        "streamed (use --data_in_memory yes if it fits, or drop --bn_recalibrate)")
+
+
+def data_inputs(cfg, data, stats, sets):
+    """The model, checkpoints, data and loss this run uses (keys of io/provenance.py's tables). The data's
+    hashes are recorded where the data is held as tensors (a stream is named by --dataset and its size)."""
     sha = model_loader.file_sha256
     test_size = sets[1].total if len(sets) > 1 else data.size("test")
-    fields = {"command": " ".join(shlex.quote(a) for a in sys.argv), "seed": cfg.seed, "model": cfg.model,
-              "model_file": cfg.model_file, "model_file_sha256": sha(cfg.model_file),
-              "model_file2_sha256": sha(cfg.model_file2), "model_file3_sha256": sha(cfg.model_file3),
-              "dir_type": cfg.dir_type, "dataset": data.name, "train_size": sets[0].total,
-              "test_size": "unknown" if test_size is None else test_size, "raw_data": int(cfg.raw_data),
-              "data_split": cfg.data_split, "split_idx": cfg.split_idx, "trainloader_sha256": sha(cfg.trainloader),
-              "testloader_sha256": sha(cfg.testloader), "loss_name": stats.loss_name,
-              "metrics": cfg.metrics, "precision": cfg.precision, "params": cfg.params,
-              "data_in_memory": in_memory, "ranks_per_point": ranks_per_point}
+    inputs = {"model": cfg.model, "model_file": cfg.model_file, "model_file_sha256": sha(cfg.model_file),
+              "model_file2": cfg.model_file2, "model_file2_sha256": sha(cfg.model_file2),
+              "model_file3": cfg.model_file3, "model_file3_sha256": sha(cfg.model_file3),
+              "dataset": data.name, "train_size": sets[0].total,
+              "test_size": "unknown" if test_size is None else test_size,
+              "raw_data": int(cfg.raw_data), "data_split": cfg.data_split, "split_idx": cfg.split_idx,
+              "trainloader_sha256": sha(cfg.trainloader), "testloader_sha256": sha(cfg.testloader),
+              "loss_name": stats.loss_name}
+    if data.train_x is not None:
+        inputs["data_sha256"] = provenance.tensors_sha256(data.train_x, data.train_y)
+    if data.test_x is not None:
+        inputs["test_data_sha256"] = provenance.tensors_sha256(data.test_x, data.test_y)
+    return inputs
+
+
+def surface_provenance(cfg, inputs, computed, notes=None):
+    """The surface file's record: this run's inputs, what its maps compute (`computed`), and `notes`."""
+    fields = {k: v for k, v in inputs.items() if k not in ("model_file2", "model_file3")}
+    fields.update(computed, command=" ".join(shlex.quote(a) for a in sys.argv), seed=cfg.seed,
+                  dir_type=cfg.dir_type, params=cfg.params, **(notes or {}))
     if cfg.path_files:
+        sha = model_loader.file_sha256
         fields.update(path_type=cfg.path_type, path_files=" ".join(cfg.path_files),
                       path_sha256=" ".join(sha(f) for f in cfg.path_files))
-    return h5_util.provenance(**fields)
+    return provenance.record("surface", **fields)
 
 
 def loss_compute(cfg, net, sets, stats, device, gpu_ids=(), group=None):
-    """(keys, keys whose sentinel marks a missing point, make_compute) of loss maps."""
+    """(keys, keys whose sentinel marks a missing point, make_compute, what the values depend on) of loss maps."""
     named = [(s.name, s) for s in sets]
     keys = evaluation.loss_keys([name for name, _ in named], stats)
     make = evaluation.loss_job_compute(net, named, stats, device, gpu_ids, cfg.batch_size, cfg.precision,
                                        cfg.points_per_pass, not cfg.no_fold_bn, cfg.memory_format, cfg.compile,
-                                       group=group)
-    return keys, keys, make
+                                       group=group, bn_recalibrate=cfg.bn_recalibrate)
+    return keys, keys, make, evaluation.loss_inputs(cfg.precision, cfg.batch_size, cfg.bn_recalibrate, cfg.metrics)
 
 
-def make_job(cfg, net, data, stats, device, what, prov):
+def make_job(cfg, net, data, stats, device, what, sets, notes=None):
     """The GridJob of this command line, files named as the reference names them; `what` is
-    (keys, missing keys, make_compute)."""
+    (keys, missing keys, make_compute, {what the values depend on}); `sets` this rank's data sets,
+    `notes` attributes recorded for information only."""
     x, y = grid(cfg)
-    keys, missing, make = what
+    keys, missing, make, *computed = what
+    inputs = data_inputs(cfg, data, stats, sets)
     load = lambda path: model_loader.load(cfg.dataset, cfg.model, path)
-    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="", prov=prov,
-                  net_name=cfg.model, model_hash=model_loader.file_sha256(cfg.model_file), device=device,
+    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="",
+                  prov=surface_provenance(cfg, inputs, computed[0] if computed else {}, notes), dir_inputs=inputs,
+                  net_name=cfg.model, model_hash=inputs["model_file_sha256"], device=device,
                   flush_seconds=cfg.flush_seconds)
     if cfg.path_files:
         spaces = [net_plotter.direction_space(load(f), cfg.dir_type) for f in cfg.path_files]
@@ -151,7 +184,6 @@ def make_job(cfg, net, data, stats, device, what, prov):
                             model3=lambda: load(cfg.model_file3), build_model=lambda: model_loader.build(cfg.model),
                             hessian=hessian, dir_file=dir_file, dir_given=bool(cfg.dir_file),
                             compare=options.direction_flags_set(cfg, build_parser()) if cfg.dir_file else True,
-                            model_file2=cfg.model_file2, model_file3=cfg.model_file3,
                             save_directions=cfg.save_directions, **common)
     job.surf_file = name_surface_file(cfg, dir_file)
     return job
@@ -174,7 +206,8 @@ def plot_results(cfg, surf_file, dir_file):
 
 def run(cfg, comm, rank, nproc, compute=None, plot=plot_results):
     """Every rank: load, build the job, compute the missing points (rank 0 writes), (rank 0) plot.
-    `compute(cfg, net, sets, stats, device, group)` -> (keys, missing keys, make_compute); default: loss maps."""
+    `compute(cfg, net, sets, stats, device, group)` -> (keys, missing keys, make_compute, {what the values
+    depend on}); default: loss maps."""
     device, gpu_ids = mpi4pytorch.agree(comm, lambda: mpi4pytorch.pick_device(cfg.cuda, cfg.ngpu, comm))
     torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(comm))
     k = cfg.ranks_per_point or 1
@@ -184,8 +217,11 @@ def run(cfg, comm, rank, nproc, compute=None, plot=plot_results):
     own = None if cfg.dry_run else group            # a dry run times rank 0's shard alone
     what = compute(cfg, net, sets, stats, device, own) if compute else loss_compute(cfg, net, sets, stats, device,
                                                                                     gpu_ids, own)
-    prov = provenance(cfg, data, stats, sets, in_memory, k)
-    job = mpi4pytorch.agree(comm, lambda: make_job(cfg, net, data, stats, device, what, prov))
+    notes = {"data_in_memory": in_memory, "ranks_per_point": k}
+    job = mpi4pytorch.agree(comm, lambda: make_job(cfg, net, data, stats, device, what, sets, notes))
+    warning = evaluation.bf16_warning(cfg.precision, device)
+    if warning and rank == 0:
+        print(warning, file=sys.stderr, flush=True)
     if cfg.dry_run:
         if rank == 0:
             grid_job.dry_run(job, nproc, k)

@@ -87,6 +87,12 @@ def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, ma
     return make
 
 
+def eig_inputs(precision, tol, max_iter):
+    """What an eigenvalue map's values depend on beyond the model, data and directions (recorded in the
+    surface file, compared on resume; keys of io/provenance.py's SURFACE table)."""
+    return {"eig_precision": precision, "eig_tol": float(tol), "eig_max_iter": int(max_iter)}
+
+
 def resolve_hessian_batch(batch_size, net, inputs, device, n=None):
     """The Hessian's batch size: a number, or (auto) the evaluation's choice for this model and device
     (`inputs`: a sample of the n examples, all of them by default)."""

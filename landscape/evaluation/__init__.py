@@ -18,7 +18,10 @@ Sums are accumulated on the device and read back once per set, so a GPU is never
 """
 import contextlib
 import math
+import os
+import platform
 import re
+import subprocess
 import time
 
 import numpy as np
@@ -284,6 +287,73 @@ def arithmetic(precision, device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def cpu_has_native_bf16():
+    """True if this CPU has bfloat16 instructions (x86: AVX-512 BF16 or AMX-BF16; Arm: BF16), False if
+    it has not (PyTorch then emulates bf16 in float32 and it runs slower than float32: measured 9x
+    on an AVX2-only CPU), None where the system does not say. LL_ASSUME_CPU_BF16=0/1 overrides."""
+    forced = os.environ.get("LL_ASSUME_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = set(" ".join(line.split(":", 1)[1] for line in f
+                                 if line.split(":", 1)[0].strip() in ("flags", "Features")).split())
+        return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
+    except (OSError, IndexError):
+        pass
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+            return out == "1" if out in ("0", "1") else None
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return None
+
+
+def bf16_warning(precision, device):
+    """A one-line warning when --precision bf16 would be emulated on this CPU (slower, not faster), or None."""
+    if precision != "bf16" or torch.device(device).type != "cpu" or cpu_has_native_bf16() is not False:
+        return None
+    return ("warning: --precision bf16 on this CPU is emulated (no AVX-512 BF16 or AMX instructions): it runs "
+            "slower than fp32 (about 9x on an AVX2-only CPU), with bf16's rounding; use --precision default here")
+
+
+# ----------------------------------------------------------------------------- BatchNorm recalibration
+BN_RECALIBRATE_BATCH = 128   # recalibration batch when --batch_size is auto (the reference's --batch_size)
+
+
+def has_batchnorm(net):
+    """True if `net` has a BatchNorm layer that keeps running statistics."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in net.modules())
+
+
+def recalibration_batch(batch_size):
+    """The batch size BatchNorm statistics are recomputed with: the evaluation's, or 128 with 'auto'."""
+    return BN_RECALIBRATE_BATCH if batch_size in (None, "auto") else int(batch_size)
+
+
+def recalibrate_bn(net, inputs, batch_size):
+    """Recompute every BatchNorm's running statistics from `inputs` (the training data), as mode-connectivity
+    work does (Garipov et al. 2018): statistics reset, BN layers in train mode with momentum None (a
+    cumulative average over the batches), no gradients; then eval mode again. Other layers (dropout)
+    stay in eval mode."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in bns]
+    with torch.no_grad():
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        try:
+            for start in range(0, batch_count(inputs), batch_size):
+                forward(net, take(inputs, start, start + batch_size))
+        finally:
+            for m, momentum in zip(bns, momenta):
+                m.momentum = momentum
+                m.eval()
+
+
 # ----------------------------------------------------------------------------- one set, one or many points
 def evaluate(net, x, y, loss_name="crossentropy", batch_size=128, autocast=contextlib.nullcontext):
     """Mean loss and accuracy (%) of a classifier `net` on (x, y), which already live on its device."""
@@ -364,25 +434,32 @@ class GridEvaluator:
     (batches.DeviceSet, or StreamedSet read for each point). With points_per_pass K > 1, K points
     share each pass (through `net`, vmapped). With data-parallel points (`group`, parallel/dist.py),
     each rank holds a shard of every set, and one all-reduce per point (or pass) adds the group's
-    sums and counts before they become means.
+    sums and counts before they become means. With `recalibrate` (a batch size), BatchNorm's
+    statistics are recomputed from the first set (the training data, a DeviceSet) at every point,
+    after the move and before the evaluation.
     """
 
-    def __init__(self, net, mover, sets, stats, precision, device, points_per_pass=1, runner=None, group=None):
+    def __init__(self, net, mover, sets, stats, precision, device, points_per_pass=1, runner=None, group=None,
+                 recalibrate=0):
         self.net, self.mover, self.sets, self.stats = net, mover, sets, stats
         self.runner = runner if runner is not None else net
         self.precision, self.device = precision, device
         self.k = points_per_pass
         self.group = group
         self.examples, self.seconds = 0, 0.0      # this rank's examples evaluated and the time they took
+        self.recalibrate = recalibrate
+        assert not (recalibrate and points_per_pass > 1), "BN recalibration evaluates one point per pass"
 
     def __call__(self, coords):
         coords = np.asarray(coords, dtype=np.float64).reshape(len(coords), -1)
         out = np.empty((len(coords), len(self.stats.names) * len(self.sets)))
         t0 = time.perf_counter()
         with arithmetic(self.precision, self.device):
-            if self.k == 1:
+            if self.k == 1 or not self.mover.names:  # (no entry moves: every point is the origin)
                 for i, c in enumerate(coords):
                     self.mover.set(c)
+                    if self.recalibrate:
+                        recalibrate_bn(self.net, self.sets[0].inputs, self.recalibrate)
                     if hasattr(self.runner, "refresh"):
                         self.runner.refresh()
                     sums = torch.stack([set_sums(self.runner, s, self.stats, self.device) for s in self.sets])
@@ -419,21 +496,25 @@ class GridEvaluator:
 
 
 def make_grid_evaluator(net, make_mover, sets, stats, device, gpu_ids=(), batch_size="auto", precision="default",
-                        points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print, group=None):
+                        points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print, group=None,
+                        bn_recalibrate=False):
     """Set up the evaluation of grid points on this rank's device: the fast model (BN folding,
     memory layout, compile), the mover (built after the layout change, which replaces the parameter
     tensors), the data (batches.HostSets, or (inputs, targets) pairs) moved to the device once or
-    streamed, and the batch size. Returns a GridEvaluator."""
-    fast = fast_model.prepare(net, device, fold_bn=fold_bn, memory_format=memory_format, compile=compile)
+    streamed, and the batch size. Returns a GridEvaluator. With bn_recalibrate, the first set (the
+    training data) must be in memory: BatchNorm's statistics are recomputed from it at every point."""
+    sets = [s if hasattr(s, "tensors") else batches.HostSet("", tensors=tuple(s), count=len(s[1]),
+                                                            total=len(s[1]), sample=(take(s[0], 0, 2), s[1][:2]))
+            for s in sets]
+    fast = fast_model.prepare(net, device, fold_bn=fold_bn, memory_format=memory_format, compile=compile,
+                              sample=call_args(to_device(sets[0].sample[0], device)))
     mover = make_mover()
     runner = fast
     if len(gpu_ids) > 1:
         runner = torch.nn.DataParallel(fast.graph, device_ids=list(gpu_ids))
         runner.refresh = fast.refresh
-    sets = [s if hasattr(s, "tensors") else batches.HostSet("", tensors=tuple(s), count=len(s[1]),
-                                                            total=len(s[1]), sample=(take(s[0], 0, 2), s[1][:2]))
-            for s in sets]
     sample = to_device(sets[0].sample[0], device, fast.prepare_input)
+    requested_batch = batch_size
     if batch_size in (None, "auto"):
         first = next((s for s in sets if s.in_memory), None)
         batch_size = auto_batch_size(fast, sample, first.count if first else batches.DATASET_BATCH, device)
@@ -444,7 +525,10 @@ def make_grid_evaluator(net, make_mover, sets, stats, device, gpu_ids=(), batch_
             seconds = fast.warm_up(*args, **kwargs)
         say(f"torch.compile took {seconds:.1f} s")
     k = 1 if len(gpu_ids) > 1 else points_per_pass
-    return GridEvaluator(net, mover, dev_sets, stats, precision, device, k, runner=runner, group=group)
+    recalibrate = recalibration_batch(requested_batch) if bn_recalibrate else 0
+    assert not recalibrate or isinstance(dev_sets[0], batches.DeviceSet), "BN recalibration reads data in memory"
+    return GridEvaluator(net, mover, dev_sets, stats, precision, device, k, runner=runner, group=group,
+                         recalibrate=recalibrate)
 
 
 # ----------------------------------------------------------------------------- batch size
@@ -507,11 +591,21 @@ def loss_keys(set_names, stats):
 
 
 def loss_job_compute(net, sets, stats, device, gpu_ids=(), batch_size="auto", precision="default",
-                     points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print, group=None):
+                     points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print, group=None,
+                     bn_recalibrate=False):
     """make_compute for loss (and accuracy, metrics) maps; `sets`: [(name, HostSet)] or [(name, inputs,
-    targets)] on the CPU."""
+    targets)] on the CPU, the training set first (BN recalibration reads it)."""
     def make(make_mover):
         return make_grid_evaluator(net, make_mover, [s[1] if len(s) == 2 else s[1:] for s in sets], stats, device,
                                    gpu_ids, batch_size, precision, points_per_pass, fold_bn, memory_format, compile,
-                                   say, group)
+                                   say, group, bn_recalibrate)
     return make
+
+
+def loss_inputs(precision, batch_size, bn_recalibrate, metrics=""):
+    """What a loss map's values depend on beyond the model, data and directions (recorded in the surface
+    file, compared on resume; keys of io/provenance.py's SURFACE table)."""
+    return {"precision": precision, "metrics": metrics, "bn_recalibrate": int(bool(bn_recalibrate)),
+            "bn_recalibrate_batch": recalibration_batch(batch_size) if bn_recalibrate else 0}
+
+

@@ -2,8 +2,11 @@
 
 - BatchNorm folding: in eval mode, BN(conv(x)) = conv'(x) with W' = W * s and b' = (b - mean) * s + beta,
   s = gamma / sqrt(running_var + eps), exact up to rounding. The model is traced with torch.fx;
-  every Conv/Linear whose only consumer is a BatchNorm gets a folded twin, and the BN disappears
-  from the graph. All other layers are shared with the original model, so the grid engine keeps
+  every Conv/Linear whose only consumer is a BatchNorm over that layer's output features gets a
+  folded twin, and the BN disappears from the graph. BN normalises dimension 1: a convolution's
+  output channels, always; a Linear's output features only when its output is (B, features), so
+  a Linear is folded only where one pass on a sample showed the BN a 2-D input (on (B, C, L) input
+  BatchNorm1d(C) normalises C, not the Linear's features, and folding would be wrong). All other layers are shared with the original model, so the grid engine keeps
   writing the original parameters; `refresh()` recomputes the folded weights after each move (a
   few elementwise ops on the weights, nothing on the data).
 - channels_last memory layout for convolutional models, which oneDNN and cuDNN run faster.
@@ -39,12 +42,45 @@ def folded_twin(layer):
     return twin
 
 
-def fold_batchnorm(net):
-    """(graph module with BNs folded into their producers, [(folded name, layer, bn)]), or (net, [])."""
+def batchnorm_input_dims(net, sample):
+    """{BatchNorm module: the set of input dimensionalities it saw} in one pass of `net` on `sample`,
+    an (args, kwargs) pair; {} without a sample."""
+    if sample is None:
+        return {}
+    dims = {}
+
+    def record(module, args):
+        dims.setdefault(module, set()).add(args[0].dim() if args and torch.is_tensor(args[0]) else -1)
+    hooks = [m.register_forward_pre_hook(record) for m in net.modules() if isinstance(m, BN_TYPES)]
+    try:
+        with torch.no_grad():
+            net(*sample[0], **sample[1])
+    except Exception:  # the model's own failure is reported by the evaluation itself
+        return {}
+    finally:
+        for h in hooks:
+            h.remove()
+    return dims
+
+
+def folds_exactly(layer, bn, dims):
+    """True if BN(layer(x)) normalises the layer's output features, so folding is exact: a convolution
+    (batched: its output is (B, C_out, ...)) or a Linear whose output BN saw as (B, features)."""
+    seen = dims.get(bn)
+    if isinstance(layer, nn.Linear):
+        return seen == {2}
+    batched = next(n for cls, n in ((nn.Conv1d, 3), (nn.Conv2d, 4), (nn.Conv3d, 5)) if isinstance(layer, cls))
+    return seen is None or seen == {batched}
+
+
+def fold_batchnorm(net, sample=None):
+    """(graph module with BNs folded into their producers, [(folded name, layer, bn)]), or (net, []).
+    `sample`: (args, kwargs) of a small input, which shows which Linear layers may fold (see above)."""
     try:
         gm = torch.fx.symbolic_trace(net)
     except Exception:  # dynamic control flow, custom modules: evaluate the model as it is
         return net, []
+    dims = batchnorm_input_dims(net, sample)
     modules = dict(gm.named_modules())
     pairs = []
     for node in list(gm.graph.nodes):
@@ -55,6 +91,8 @@ def fold_batchnorm(net):
                 and isinstance(modules.get(prev.target), FOLDABLE) and modules[node.target].track_running_stats):
             continue
         layer, bn = modules[prev.target], modules[node.target]
+        if not folds_exactly(layer, bn, dims):
+            continue
         name = f"folded_{len(pairs)}"
         gm.add_submodule(name, folded_twin(layer))
         prev.target = name
@@ -71,10 +109,10 @@ def fold_batchnorm(net):
 class FastModel:
     """Callable like the model; call refresh() after the original's weights or BN statistics move."""
 
-    def __init__(self, net, fold_bn=True, channels_last=False, compile=False):
+    def __init__(self, net, fold_bn=True, channels_last=False, compile=False, sample=None):
         self.net = net
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.graph, self.pairs = fold_batchnorm(net) if fold_bn else (net, [])
+        self.graph, self.pairs = fold_batchnorm(net, sample) if fold_bn else (net, [])
         self.refresh()
         self.module = torch.compile(self.graph) if compile else self.graph
 
@@ -155,8 +193,9 @@ def keep_freed_memory():
         return False
 
 
-def prepare(net, device, fold_bn=True, memory_format="auto", compile=False):
+def prepare(net, device, fold_bn=True, memory_format="auto", compile=False, sample=None):
     """Move `net` to `device` in the chosen memory layout and wrap it for fast evaluation.
+    `sample`: (args, kwargs) of a small input on `device` (lets Linear -> BatchNorm1d pairs fold).
 
     Call before building the PointSetter: converting the layout replaces the parameter tensors.
     """
@@ -166,4 +205,4 @@ def prepare(net, device, fold_bn=True, memory_format="auto", compile=False):
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    return FastModel(net, fold_bn=fold_bn, channels_last=channels_last, compile=compile)
+    return FastModel(net, fold_bn=fold_bn, channels_last=channels_last, compile=compile, sample=sample)

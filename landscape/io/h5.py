@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from landscape import __version__
+from landscape.io import provenance
 from landscape.errors import UserError
 
 MISSING = -1.0
@@ -267,28 +268,11 @@ def write_surface(surf):
     atomic_write(surf.path, write)
 
 
-# ----------------------------------------------------------------------------- provenance and resume checks
-# Attributes that change a surface's values: resuming into a file that recorded another value is
-# refused. (key, what the message calls it)
-SURFACE_CHECKS = (("model_file_sha256", "checkpoint"), ("model_sha256", "model weights"), ("model", "model"),
-                  ("dataset", "dataset"), ("train_size", "training-set size"), ("test_size", "test-set size"),
-                  ("data_sha256", "data"), ("raw_data", "--raw_data"), ("data_split", "--data_split"),
-                  ("split_idx", "--split_idx"), ("trainloader_sha256", "--trainloader file"),
-                  ("testloader_sha256", "--testloader file"), ("loss_name", "loss"), ("metrics", "metrics"),
-                  ("precision", "--precision"), ("dir_type", "--dir_type"), ("params", "--params"),
-                  ("path_type", "--path_type"), ("path_sha256", "path checkpoints"),
-                  ("hessian_params", "Hessian parameters"))
-
-
-def provenance(**fields):
-    """The attributes a new surface file records: what made it (the caller's fields) and when."""
-    return dict(fields, tool=tool_version(), layout="(ny, nx): Z[j, i] is the value at (x[i], y[j])",
-                created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-
-
+# ----------------------------------------------------------------------------- resume checks
 def check_surface(surf, x, y, prov, dir_file):
-    """Refuse to resume into a surface file made for another grid, model, data, loss, precision or
-    direction file: every value it holds would be mixed with values of another surface."""
+    """Refuse to resume into a surface file made for another grid or with other inputs (the compared
+    entries of io/provenance.py's SURFACE table): every value it holds would be mixed with values
+    of another surface."""
     path = surf.path
     if (surf.y is None) != (y is None):
         raise UserError(f"surface file '{path}' is {'1D' if surf.y is None else '2D'}, but this run is "
@@ -298,15 +282,18 @@ def check_surface(surf, x, y, prov, dir_file):
             raise UserError(f"surface file '{path}' has a different {axis} grid "
                             f"([{theirs[0]}, {theirs[-1]}] x {len(theirs)}); use another --surf_file")
     attrs = surf.attrs
-    if attrs.get("dir_sha256"):
-        if attrs["dir_sha256"] != prov.get("dir_sha256"):
-            raise UserError(f"surface file '{path}' was computed along other directions than '{dir_file}'")
-    elif surf.dir_file and dir_file and os.path.basename(surf.dir_file) != os.path.basename(dir_file):
+    if not attrs.get("dir_sha256") and surf.dir_file and dir_file and \
+            os.path.basename(surf.dir_file) != os.path.basename(dir_file):
         raise UserError(f"surface file '{path}' belongs to direction file '{surf.dir_file}', not '{dir_file}'")
-    for key, what in SURFACE_CHECKS:
-        if key in attrs and key in prov and str(attrs[key]) != str(prov[key]):
-            raise UserError(f"surface file '{path}' was computed with another {what} "
-                            f"({attrs[key]} vs {prov[key]}); use another --surf_file")
+    diff = provenance.first_difference("surface", attrs, prov)
+    if diff is None:
+        return
+    entry, theirs, mine = diff
+    if entry.key == "dir_sha256":
+        raise UserError(f"surface file '{path}' was computed along other directions than "
+                        f"'{dir_file or 'these'}'; use another --surf_file")
+    raise UserError(f"surface file '{path}' was computed with another {entry.what} "
+                    f"({provenance.short(theirs)} vs {provenance.short(mine)}); use another --surf_file")
 
 
 def points_json(points):
@@ -370,5 +357,4 @@ def read_projection_file(path):
 
 def tool_version():
     """What wrote a file: this tool's version, with Python's, PyTorch's and h5py's."""
-    return f"loss-landscape {__version__} (python {sys.version.split()[0]}, torch {torch.__version__}, h5py {h5py.__version__})"
-
+    return provenance.tool_version()
