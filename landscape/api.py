@@ -141,14 +141,16 @@ def full_tensors(data, what):
     raise LandscapeError(f"directions='hessian' needs the {what} as an (inputs, targets) pair of tensors")
 
 
-def check_data_parallel_recalibration(recal, group, in_memory):
-    """BN recalibration reads the whole training set in memory on one rank per point."""
+def check_data_parallel_recalibration(recal, group, in_memory, examples):
+    """BN recalibration reads the whole training set (at least 2 examples) in memory on one rank per point."""
     if recal and group.size > 1:
         raise LandscapeError("bn_recalibrate=True recomputes BatchNorm's statistics from the whole training set on "
                              "one rank; it does not combine with ranks_per_point > 1")
     if recal and in_memory != "yes":
         raise LandscapeError("bn_recalibrate=True reads the training set from memory at every point; this data is "
                              "streamed (data_in_memory='yes' if it fits)")
+    if recal:
+        evaluation.recalibration_batches(examples, 1)
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -306,7 +308,7 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
     _, nproc, group = ranks(comm, ranks_per_point, device)
     sets, in_memory, prints = prepare_data([("train", data), ("test", test_data)], comm, group, device,
                                            data_in_memory, batch_size)
-    check_data_parallel_recalibration(recal, group, in_memory)
+    check_data_parallel_recalibration(recal, group, in_memory, sets[0][1].total)
     train = sets[0][1].sample
     if eig is None:
         stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(net, train[0], train[1], loss, metrics))
@@ -449,7 +451,7 @@ def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="w
     _, nproc, group = ranks(comm, ranks_per_point, device)
     sets, in_memory, prints = prepare_data([("train", data), ("test", test_data)], comm, group, device,
                                            data_in_memory, batch_size)
-    check_data_parallel_recalibration(recal, group, in_memory)
+    check_data_parallel_recalibration(recal, group, in_memory, sets[0][1].total)
     train = sets[0][1].sample
     stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(nets[0], train[0], train[1], loss, metrics))
     net = nets[0]

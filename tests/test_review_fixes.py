@@ -93,3 +93,69 @@ def test_surface_of_a_weight_normalised_model_is_its_plain_loss(norm):
     net.float()
     res = landscape.surface(net, (x, y), x="0:0:1", directions="filter")   # fold_bn=True, the default
     assert res.values["train_loss"][0] == pytest.approx(plain, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- 4. BN recalibration's last batch
+class LinBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.bn, self.fc = nn.Linear(64, 32), nn.BatchNorm1d(32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.lin(x.flatten(1))).relu())
+
+
+def test_recalibration_batches_merge_a_last_batch_of_one_example():
+    from landscape.evaluation import recalibration_batches
+    assert recalibration_batches(1437, 1436) == [(0, 1437)]
+    assert recalibration_batches(9, 4) == [(0, 4), (4, 9)]
+    assert recalibration_batches(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert recalibration_batches(2, 128) == [(0, 2)]
+    with pytest.raises(landscape.LandscapeError, match="at least 2"):
+        recalibration_batches(1, 128)
+
+
+def test_bn_recalibrate_with_a_last_batch_of_one_on_batchnorm1d_equals_the_whole_set_statistics():
+    """1437 examples in batches of 1436: one batch of 1437, so the statistics are the set's own
+    (mean, unbiased variance of the Linear's outputs), computed here directly."""
+    from landscape.zoo.data import load_digits
+    d = load_digits()
+    torch.manual_seed(0)
+    net = LinBN().eval()
+    res = landscape.surface(net, (d.train_x, d.train_y), x="0:0:1", directions="filter", bn_recalibrate=True,
+                            batch_size=1436)
+    ref = copy.deepcopy(net).double()
+    with torch.no_grad():
+        h = ref.lin(d.train_x.double().flatten(1))                           # (1437, 32)
+        ref.bn.running_mean.copy_(h.mean(0))
+        ref.bn.running_var.copy_(h.var(0, unbiased=True))
+        loss = F.cross_entropy(ref(d.train_x.double()), d.train_y).item()
+    assert res.values["train_loss"][0] == pytest.approx(loss, rel=1e-5)
+
+
+def test_bn_recalibrate_on_a_training_set_of_one_example_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    from landscape.cli import plot_surface
+    from landscape.errors import run_cli
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    one = (torch.randn(1, 1, 8, 8), torch.tensor([3]))
+    with pytest.raises(landscape.LandscapeError, match="at least 2"):
+        landscape.surface(LinBN(), one, x="0:1:2", bn_recalibrate=True, out="s.h5")
+    (tmp_path / "mine.py").write_text(
+        "import torch, torch.nn as nn\n"
+        "class LinBN(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.lin, self.bn, self.fc = nn.Linear(64, 32), nn.BatchNorm1d(32), nn.Linear(32, 10)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.bn(self.lin(x.flatten(1))))\n"
+        "def model():\n    return LinBN()\n"
+        "def data():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    return (torch.randn(1, 1, 8, 8, generator=g), torch.tensor([3])), (torch.randn(4, 1, 8, 8), torch.zeros(4).long())\n")
+    torch.save({"state_dict": LinBN().state_dict()}, tmp_path / "m.t7")   # the file's LinBN has the same entries
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = run_cli(plot_surface.main, ["--model", "mine.py:model", "--dataset", "mine.py:data", "--model_file", "m.t7",
+                                     "--x=-1:1:3", "--bn_recalibrate"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "at least 2" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

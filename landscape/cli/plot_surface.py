@@ -94,12 +94,13 @@ def load_inputs(cfg, comm=None, group=None, device="cpu"):
     stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(
         net, inputs, targets, cfg.loss_name, cfg.metrics or None, model_name=f"model '{cfg.model}'",
         data_name=data.name))
-    mpi4pytorch.agree(comm, lambda: check_bn_recalibrate(cfg, net, group, in_memory))
+    mpi4pytorch.agree(comm, lambda: check_bn_recalibrate(cfg, net, group, in_memory, sets[0].total))
     return net, data, sets, in_memory, stats
 
 
-def check_bn_recalibrate(cfg, net, group, in_memory):
-    """--bn_recalibrate needs BatchNorm, and the whole training set in memory on each rank of a point."""
+def check_bn_recalibrate(cfg, net, group, in_memory, examples):
+    """--bn_recalibrate needs BatchNorm, and the whole training set (at least 2 examples) in memory on each
+    rank of a point."""
     if not cfg.bn_recalibrate:
         return
     if not evaluation.has_batchnorm(net):
@@ -111,6 +112,7 @@ def check_bn_recalibrate(cfg, net, group, in_memory):
     if in_memory != "yes":
         raise UserError("--bn_recalibrate reads the training set from memory at every point; this data is "
                         "streamed (use --data_in_memory yes if it fits, or drop --bn_recalibrate)")
+    evaluation.recalibration_batches(examples, 1)
 
 
 def data_inputs(cfg, data, stats, sets):

@@ -333,21 +333,36 @@ def recalibration_batch(batch_size):
     return BN_RECALIBRATE_BATCH if batch_size in (None, "auto") else int(batch_size)
 
 
+def recalibration_batches(n, batch_size):
+    """[(start, stop)] of the recalibration batches over n examples: batches of batch_size, except that a
+    last batch of 1 example is merged into the one before (BatchNorm in train mode cannot take a batch of
+    one sample per channel, e.g. BatchNorm1d on (1, C)). A set of 1 example is refused."""
+    if n < 2:
+        raise LandscapeError(f"bn_recalibrate (--bn_recalibrate) recomputes BatchNorm's statistics from the training "
+                             f"data, which holds {n} example(s): it needs at least 2")
+    starts = list(range(0, n, batch_size))
+    if n - starts[-1] == 1:
+        starts.pop()
+    return [(a, b) for a, b in zip(starts, starts[1:] + [n])]
+
+
 def recalibrate_bn(net, inputs, batch_size):
     """Recompute every BatchNorm's running statistics from `inputs` (the training data), as mode-connectivity
     work does (Garipov et al. 2018): statistics reset, BN layers in train mode with momentum None (a
     cumulative average over the batches), no gradients; then eval mode again. Other layers (dropout)
-    stay in eval mode."""
+    stay in eval mode. Batches of `batch_size`; a last batch of a single example is merged into the
+    previous one (recalibration_batches)."""
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     momenta = [m.momentum for m in bns]
+    spans = recalibration_batches(batch_count(inputs), batch_size)
     with torch.no_grad():
         for m in bns:
             m.reset_running_stats()
             m.momentum = None
             m.train()
         try:
-            for start in range(0, batch_count(inputs), batch_size):
-                forward(net, take(inputs, start, start + batch_size))
+            for start, stop in spans:
+                forward(net, take(inputs, start, stop))
         finally:
             for m, momentum in zip(bns, momenta):
                 m.momentum = momentum
