@@ -452,9 +452,12 @@ def _split_path(path):
 def name_direction_file(cfg):
     """The reference's direction-file name, e.g. <model_file>_weights_xignore=biasbn_xnorm=filter.h5.
 
-    Identical to the reference's for paths with folders; two of its bugs are fixed: a --model_file3
-    in the same folder as --model_file no longer glues a path into the name, and files in different
-    folders with no common folder no longer lose the first character of the second folder. Choices
+    Identical to the reference's for paths with folders; three of its bugs are fixed: a --model_file3
+    in the same folder as --model_file no longer glues a path into the name, files in different
+    folders with no common folder no longer lose the first character of the second folder, and the
+    folders of a --model_file2 elsewhere (an absolute path, ../x, a deeper folder) are part of the
+    name with '_' for '/', so the file lands beside model_file's folder, as for the reference's
+    sibling folders, instead of in a folder that does not exist. Choices
     the reference did not have are appended only when used (_xdir=hessian, _ortho, _params=<hash>,
     _regen, _seed=<s> for a seed other than 123), so the reference's names stay as they were.
     """
@@ -471,7 +474,8 @@ def name_direction_file(cfg):
             prefix = commonprefix([file1, file2])
             prefix = prefix[:prefix.rfind("/")] if "/" in prefix else None
             rel2 = file2[len(prefix) + 1:file2.rfind("/")] if prefix is not None else dir2
-            name = dir1 + "_" + base1 + "_" + rel2 + "_" + base2
+            # the name's only folder is model_file's: the second file's folders become part of the name
+            name = dir1 + "_" + base1 + "_" + rel2.replace("/", "_") + "_" + base2
     name += "_" + cfg.dir_type
     if getattr(cfg, "xdir", "") == "hessian" and not file2:
         name += "_xdir=hessian"

@@ -159,3 +159,36 @@ def test_bn_recalibrate_on_a_training_set_of_one_example_is_refused_in_one_line(
     err = capsys.readouterr().err
     assert rc == 2 and "at least 2" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# ----------------------------------------------------------------------------- 5. direction-file names of unrelated folders
+@pytest.mark.parametrize("file2,name", [
+    ("/tmp/rv/copy2.t7", "m1_model_2.t7__tmp_rv_copy2.t7_weights.h5"),
+    ("../rv/copy2.t7", "m1_model_2.t7_.._rv_copy2.t7_weights.h5"),
+    ("m2/deeper/copy2.t7", "m1_model_2.t7_m2_deeper_copy2.t7_weights.h5"),
+    ("m2/copy2.t7", "m1_model_2.t7_m2_copy2.t7_weights.h5"),          # the reference's own case, unchanged
+])
+def test_a_model_file2_in_an_unrelated_folder_is_named_without_folders_of_its_own(file2, name):
+    from landscape import directions
+    from landscape.cli import plot_surface
+    cfg = plot_surface.parse_config(["--model_file", "m1/model_2.t7", "--model_file2", file2, "--x=0:1:3"])
+    assert directions.name_direction_file(cfg) == name
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent"])
+def test_interpolation_to_a_checkpoint_in_an_unrelated_folder_runs(mlp_ckpt, tmp_path, monkeypatch, where):
+    import shutil
+    from landscape.cli import plot_surface
+    from landscape.errors import run_cli
+    work = tmp_path / "work"
+    (work / "m1").mkdir(parents=True)
+    shutil.copy(mlp_ckpt, work / "m1" / "model_2.t7")
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(mlp_ckpt, tmp_path / "elsewhere" / "copy2.t7")
+    monkeypatch.chdir(work)
+    file2 = str(tmp_path / "elsewhere" / "copy2.t7") if where == "absolute" else "../elsewhere/copy2.t7"
+    rc = run_cli(plot_surface.main, ["--dataset", "digits", "--model", "digits_mlp", "--model_file", "m1/model_2.t7",
+                                     "--model_file2", file2, "--x=0:1:3"])
+    assert rc == 0
+    made = sorted(p.name for p in work.iterdir() if p.suffix == ".h5")
+    assert len(made) == 2 and all(p.startswith("m1_model_2.t7_") for p in made)
