@@ -192,3 +192,39 @@ def test_interpolation_to_a_checkpoint_in_an_unrelated_folder_runs(mlp_ckpt, tmp
     assert rc == 0
     made = sorted(p.name for p in work.iterdir() if p.suffix == ".h5")
     assert len(made) == 2 and all(p.startswith("m1_model_2.t7_") for p in made)
+
+
+# ----------------------------------------------------------------------------- 7. the viewer without plotly
+class DigitsMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x.flatten(1)).relu())
+
+
+def mlp_and_data(seed=0):
+    torch.manual_seed(seed)
+    return DigitsMLP(), digits_batch(64, seed)
+
+
+def without_plotly(monkeypatch):
+    import sys
+    for name in [m for m in sys.modules if m == "plotly" or m.startswith("plotly.")] + ["plotly"]:
+        monkeypatch.setitem(sys.modules, name, None)   # every `import plotly...` now fails
+
+
+def test_html_without_plotly_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from landscape.errors import run_cli
+    from landscape.plots import plot_2d, viewer
+    net, data = mlp_and_data()
+    surf = str(tmp_path / "s.h5")
+    landscape.surface(net, data, x="-1:1:2", y="-1:1:2", out=surf)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    without_plotly(monkeypatch)
+    assert run_cli(plot_2d.main, ["--surf_file", surf, "--html"]) == 2
+    assert capsys.readouterr().err == "error: --html needs plotly: pip install 'loss-landscape[viewer]'\n"
+    with pytest.raises(landscape.LandscapeError, match=r"pip install 'loss-landscape\[viewer\]'"):
+        viewer.write_html(surf)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
