@@ -13,6 +13,7 @@ The compare page holds one figure per surface file (1D and 2D files may be mixed
 labelled by `labels` (default: the file names), that switches the displayed surface.
 """
 import html
+import importlib
 import os
 
 import numpy as np
@@ -59,8 +60,8 @@ PLOTLY_MISSING = "--html needs plotly: pip install 'loss-landscape[viewer]'"
 def require_plotly():
     """Refuse in one line, before anything is written, where the [viewer] extra is not installed."""
     try:
-        import plotly.graph_objects  # noqa: F401
-        import plotly.offline  # noqa: F401
+        for module in ("plotly.graph_objects", "plotly.offline", "plotly.subplots"):
+            importlib.import_module(module)
     except ImportError:
         raise UserError(PLOTLY_MISSING) from None
 
