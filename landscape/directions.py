@@ -34,6 +34,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -138,6 +139,122 @@ def ignore_biasbn(direction):
     for d in direction:
         if d.dim() <= 1:
             d.zero_()
+
+
+# ----------------------------------------------------------------------------- the reference's helpers, for users' scripts
+# net_plotter's public functions, with the reference's signatures and meaning, on top of the code above.
+# Lists of tensors are in net.parameters() order (weights) or state_dict() order (states).
+def entries(tensors):
+    """A list of tensors, or a state_dict, as [(name, tensor)] (a direction space)."""
+    return list(tensors.items()) if isinstance(tensors, dict) else [("", torch.as_tensor(t)) for t in tensors]
+
+
+def get_random_weights(weights):
+    """One Gaussian tensor per weight tensor, drawn from torch's global generator (as the reference)."""
+    return [torch.randn(w.shape) for _, w in entries(weights)]
+
+
+def get_random_states(states):
+    """One Gaussian tensor per state_dict entry, drawn from torch's global generator."""
+    return get_random_weights(states)
+
+
+def get_diff_weights(weights, weights2):
+    """weights2 - weights, entry by entry."""
+    return target_direction(entries(weights), entries(weights2))
+
+
+def get_diff_states(states, states2):
+    """states2 - states, entry by entry (integer entries such as num_batches_tracked: zero)."""
+    return target_direction(entries(states), entries(states2))
+
+
+def normalize_directions_for_weights(direction, weights, norm="filter", ignore="biasbn"):
+    """Normalise `direction` in place against `weights` (see the module docstring)."""
+    if len(direction) != len(weights):
+        raise LandscapeError(f"the direction has {len(direction)} tensors, the weights {len(weights)}")
+    normalize_directions(direction, entries(weights), norm, ignore)
+
+
+def normalize_directions_for_states(direction, states, norm="filter", ignore="ignore"):
+    """Normalise `direction` in place against a state_dict (the reference's default ignore='ignore' keeps
+    entries of dim <= 1, copying the states into them)."""
+    normalize_directions_for_weights(direction, states, norm, ignore)
+
+
+def create_random_direction(net, dir_type="weights", ignore="biasbn", norm="filter"):
+    """A normalised random direction over net's weights or states, drawn from torch's global generator."""
+    return random_direction(direction_space(net, dir_type), norm, ignore)
+
+
+def create_target_direction(net, net2, dir_type="states"):
+    """net2 - net over weights or states: the direction that moves net to net2 at step 1."""
+    return target_direction(direction_space(net, dir_type), direction_space(net2, dir_type))
+
+
+def set_weights(net, weights, directions=None, step=None):
+    """Set net's parameters to `weights`, plus step * directions[0] (1D, a number) or
+    step[0] * directions[0] + step[1] * directions[1] (2D)."""
+    move_entries([p.data for p in net.parameters()], weights, directions, step)
+
+
+def set_states(net, states, directions=None, step=None):
+    """Load the state_dict `states` into net, moved as set_weights moves the weights (directions over
+    state_dict entries; integer entries never move)."""
+    net.load_state_dict(states)
+    if directions is not None:
+        targets = list(net.state_dict().values())
+        move_entries(targets, targets, directions, step)
+
+
+def move_entries(targets, origin, directions=None, step=None):
+    """targets <- origin + sum_a step_a * directions[a], in place (float entries; integers keep origin)."""
+    origin = [torch.as_tensor(w) for _, w in entries(origin)]
+    if len(origin) != len(targets):
+        raise LandscapeError(f"{len(origin)} tensors given for the model's {len(targets)} entries")
+    steps = []
+    if directions is not None:
+        if step is None:
+            raise LandscapeError("a step is needed to move along directions")
+        steps = list(np.atleast_1d(np.asarray(step, dtype=np.float64)))
+        if len(steps) != len(directions):
+            raise LandscapeError(f"{len(directions)} direction(s) but {len(steps)} step(s)")
+    with torch.no_grad():
+        for k, t in enumerate(targets):
+            moved = origin[k].to(t.device, torch.float64 if t.is_floating_point() else t.dtype).clone()
+            if t.is_floating_point():
+                for a, d in zip(steps, directions or ()):
+                    moved.add_(torch.as_tensor(d[k]).to(t.device, torch.float64).reshape(t.shape), alpha=float(a))
+            t.copy_(moved)
+
+
+def setup_direction(args, dir_file, net):
+    """Write the directions a parsed command line asks for into `dir_file` (the reference's file
+    layout), unless it already holds them. As the reference, random directions come from torch's
+    global generator in its current state, and --model_file2/3 are loaded with model_loader.load."""
+    if os.path.exists(dir_file):
+        try:
+            h5_util.read_direction_info(dir_file)      # it holds an x direction: done
+            print(f"{dir_file} is already set up")
+            return
+        except LandscapeError:
+            pass                                       # not a direction file: written anew, as the reference
+    dir_type = getattr(args, "dir_type", "weights")
+
+    def target(path):
+        from landscape.zoo import loader
+        return create_target_direction(net, loader.load(args.dataset, args.model, path), dir_type)
+    xdir = target(args.model_file2) if getattr(args, "model_file2", "") else \
+        create_random_direction(net, dir_type, getattr(args, "xignore", ""), getattr(args, "xnorm", ""))
+    dirs = [xdir]
+    if getattr(args, "y", None):
+        if getattr(args, "same_dir", False):
+            dirs.append(xdir)
+        elif getattr(args, "model_file3", ""):
+            dirs.append(target(args.model_file3))
+        else:
+            dirs.append(create_random_direction(net, dir_type, getattr(args, "yignore", ""), getattr(args, "ynorm", "")))
+    h5_util.write_direction_file(dir_file, dirs, {"dir_type": dir_type, "model": getattr(args, "model", "")})
 
 
 # ----------------------------------------------------------------------------- how directions are made

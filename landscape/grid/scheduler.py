@@ -42,6 +42,15 @@ def split_inds(num_inds, nproc):
     return [range(r * chunk + min(r, rem), (r + 1) * chunk + min(r + 1, rem)) for r in range(nproc)]
 
 
+def get_job_indices(vals, xcoordinates, ycoordinates, comm):
+    """(this rank's missing indices, their coordinates, the number of points of every rank): the
+    reference's static split of the missing points (split_inds) over comm's ranks (comm None: one)."""
+    inds, coords = get_unplotted_indices(vals, xcoordinates, ycoordinates)
+    rank, nproc = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+    splits = split_inds(len(inds), nproc)
+    return inds[splits[rank]], coords[splits[rank]], [len(r) for r in splits]
+
+
 def chunk_size(want, remaining, nproc, multiple):
     """Points to hand out: what the rank asks for, at most half a fair share of what is left,
     at least one pass of `multiple` points, rounded up to a multiple of it."""

@@ -115,6 +115,68 @@ def barrier(comm):
         comm.Barrier()
 
 
+# ----------------------------------------------------------------------------- the reference's mpi4pytorch helpers
+# For users' scripts, with the reference's signatures and meaning: comm None (or falsy) is one process.
+def setup_MPI():
+    """MPI's world communicator, or None where mpi4py cannot load an MPI runtime."""
+    try:
+        return setup_mpi(True)[0]
+    except UserError:
+        return None
+
+
+def is_master(comm):
+    return not comm or comm.Get_rank() == 0
+
+
+def print_once(comm, *message):
+    """Print the message's parts, joined without spaces, on rank 0 only."""
+    if is_master(comm):
+        print("".join(str(m) for m in message))
+
+
+def reduce_array(comm, array, op, root=None):
+    """The element-wise max or min ('max'/'min') of `array` over the ranks, as float64: on every rank
+    (root None, Allreduce) or on `root` alone (Reduce; the other ranks get the identity: the lowest or
+    highest float). Without comm, the array itself."""
+    if not comm:
+        return array
+    import numpy as np
+    from mpi4py import MPI
+    array = np.asarray(array, dtype=np.float64)
+    total = np.full_like(array, np.finfo(np.float64).min if op == "max" else np.finfo(np.float64).max)
+    mpi_op = MPI.MAX if op == "max" else MPI.MIN
+    if root is None:
+        comm.Allreduce(array, total, op=mpi_op)
+    else:
+        comm.Reduce(array, total, op=mpi_op, root=root)
+    return total
+
+
+def reduce_max(comm, array, display_info=False):
+    return reduce_array(comm, array, "max", root=0)
+
+
+def reduce_min(comm, array, display_info=False):
+    return reduce_array(comm, array, "min", root=0)
+
+
+def allreduce_max(comm, array, display_info=False):
+    return reduce_array(comm, array, "max")
+
+
+def allreduce_min(comm, array, display_info=False):
+    return reduce_array(comm, array, "min")
+
+
+def get_rank(comm):
+    return 0 if not comm else comm.Get_rank()
+
+
+def get_num_procs(comm):
+    return 1 if not comm else comm.Get_size()
+
+
 # ----------------------------------------------------------------------------- CPU threads
 def own_cores():
     """The set of CPU cores this process may run on."""

@@ -81,6 +81,12 @@ def resolve_datapath(datapath):
     return os.path.join(CLONE_ROOT, datapath)
 
 
+def get_relative_path(file):
+    """The reference's helper: `file` taken from the clone's root (where its dataloader.py sat), or from the
+    working directory when the package runs installed."""
+    return os.path.join(CLONE_ROOT or os.getcwd(), file)
+
+
 def cifar_folder(datapath):
     """The `cifar-10-batches-py` folder under `datapath` (or `datapath` itself if it is that folder)."""
     if os.path.basename(os.path.normpath(datapath)) == CIFAR_FOLDER:
