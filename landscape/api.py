@@ -328,7 +328,8 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
     inputs = {"model": type(model).__name__, "model_sha256": model_hash, "loss_name": stats.loss_name,
               "train_size": sets[0][1].total, "data_sha256": prints[0],
               "model2_sha256": provenance.tensors_sha256(m2.state_dict()) if m2 is not None else "",
-              "model3_sha256": provenance.tensors_sha256(m3.state_dict()) if m3 is not None else ""}
+              "model3_sha256": provenance.tensors_sha256(m3.state_dict()) if m3 is not None else "",
+              **evaluation.code_inputs(loss, metrics)}
     prov = dict(inputs, dir_type=dir_type, params=params, seed=int(seed),
                 command="landscape." + ("eigen_surface" if eig else "surface"), data_in_memory=in_memory,
                 ranks_per_point=group.size)
@@ -461,7 +462,7 @@ def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="w
             "path_type": path_type, "dir_type": dir_type, "params": params,
             "path_sha256": provenance.tensors_sha256(*[n.state_dict() for n in nets]), "loss_name": stats.loss_name,
             "train_size": sets[0][1].total, "data_sha256": prints[0], "command": "landscape.path",
-            "data_in_memory": in_memory, "ranks_per_point": group.size}
+            "data_in_memory": in_memory, "ranks_per_point": group.size, **evaluation.code_inputs(loss, metrics)}
     if test_data is not None:
         prov.update(test_size=sets[1][1].total, test_data_sha256=prints[1])
     prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics)))

@@ -631,7 +631,7 @@ def name_direction_file(cfg):
 # file and compared when it is reused; the keys are those of io/provenance.py's DIRECTION table).
 TARGET_INPUTS = {"x": ("model_file2", "model_file2_sha256", "model2_sha256"),
                  "y": ("model_file3", "model_file3_sha256", "model3_sha256")}
-HESSIAN_INPUTS = ("loss_name", "dataset", "data_split", "split_idx", "train_size", "data_sha256")
+HESSIAN_INPUTS = ("loss_name", "loss_sha256", "dataset", "data_split", "split_idx", "train_size", "data_sha256")
 
 
 def defining_inputs(spec, inputs):

@@ -51,3 +51,18 @@ def load_callable(spec, what):
     if not callable(fn):
         raise UserError(f"{what} '{spec}': '{target}' has no callable named '{fn_name}'")
     return fn
+
+
+def spec_sha256(spec):
+    """The sha256 of the file a `file.py:fn` or `module:fn` spec runs (recorded in the files, compared on
+    resume, so an edited loss or model file is noticed); '' where there is no such file."""
+    from landscape.io.provenance import file_sha256
+    target = spec.rpartition(":")[0]
+    if target.endswith(".py") or os.sep in target:
+        return file_sha256(target) if os.path.isfile(target) else ""
+    try:
+        found = importlib.util.find_spec(target)
+    except (ImportError, ValueError):
+        return ""
+    origin = getattr(found, "origin", None)
+    return file_sha256(origin) if origin and os.path.isfile(origin) else ""

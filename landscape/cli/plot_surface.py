@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from landscape import directions as net_plotter
-from landscape import errors, evaluation
+from landscape import errors, evaluation, user_code
 from landscape.cli import options
 from landscape.evaluation import batches
 from landscape.curvature.model import top_eigenvectors
@@ -127,7 +127,10 @@ def data_inputs(cfg, data, stats, sets):
               "test_size": "unknown" if test_size is None else test_size,
               "raw_data": int(cfg.raw_data), "data_split": cfg.data_split, "split_idx": cfg.split_idx,
               "trainloader_sha256": sha(cfg.trainloader), "testloader_sha256": sha(cfg.testloader),
-              "loss_name": stats.loss_name}
+              "loss_name": stats.loss_name, **evaluation.code_inputs(cfg.loss_name, cfg.metrics or None)}
+    for key, spec in (("model_code_sha256", cfg.model), ("dataset_code_sha256", cfg.dataset)):
+        if user_code.is_user_spec(spec):   # the user's own code: an edited file makes other numbers
+            inputs[key] = user_code.spec_sha256(spec)
     if data.train_x is not None:
         inputs["data_sha256"] = provenance.tensors_sha256(data.train_x, data.train_y)
     if data.test_x is not None:

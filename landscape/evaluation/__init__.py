@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from landscape import user_code
 from landscape.errors import LandscapeError
 from landscape.evaluation import batches, fast_model
+from landscape.io import provenance
 from landscape.evaluation.batches import DeviceSet, batch_count, on_device, take, to_device  # noqa: F401
 
 LOSS_NAMES = ("crossentropy", "mse")
@@ -112,6 +113,19 @@ def resolve_metrics(spec):
         if not callable(fn):
             raise LandscapeError(f"{where}: metric '{name}' is {type(fn).__name__}, not a function")
     return dict(metrics)
+
+
+def code_inputs(loss=None, metrics=None):
+    """Fingerprints of the user's own loss and metrics code (keys of io/provenance.py's tables), so a
+    resume with other code is refused: a `file.py:fn` spec by its file's bytes, a callable by
+    provenance.code_sha256 (a criterion's class and settings, a function's code and closure). The
+    built-in names record nothing beyond their name."""
+    out = {}
+    for key, spec in (("loss_sha256", loss), ("metrics_sha256", metrics)):
+        if spec is None or (isinstance(spec, str) and (spec in LOSS_NAMES or spec == "")):
+            continue
+        out[key] = user_code.spec_sha256(spec) if isinstance(spec, str) else provenance.code_sha256(spec)
+    return {k: v for k, v in out.items() if v}
 
 
 def call_user(fn, what, *args):

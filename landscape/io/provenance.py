@@ -11,10 +11,14 @@ Comparison rule: a key is compared when this run records it and the file does to
 lacks it and the entry has a `default`, the value files written before the key existed imply).
 Values are compared as text, so 1 and "1" agree.
 """
+import functools
 import hashlib
+import re
 import time
+import types
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -34,6 +38,7 @@ def _note(key, what=""):
 SURFACE = (
     # the model and where it sits
     Input("model", "model", True),
+    Input("model_code_sha256", "--model code (its file)", True),
     _note("model_file", "--model_file path"),
     Input("model_file_sha256", "checkpoint (--model_file)", True),
     Input("model_file2_sha256", "--model_file2 checkpoint", True),
@@ -46,6 +51,7 @@ SURFACE = (
     Input("path_sha256", "path checkpoints", True),
     # the data
     Input("dataset", "dataset", True),
+    Input("dataset_code_sha256", "--dataset code (its file)", True),
     Input("raw_data", "--raw_data", True),
     Input("data_split", "--data_split", True),
     Input("split_idx", "--split_idx", True),
@@ -57,7 +63,9 @@ SURFACE = (
     Input("test_data_sha256", "test data", True),
     # what a point computes: loss maps
     Input("loss_name", "loss", True),
+    Input("loss_sha256", "loss (its code or settings)", True),
     Input("metrics", "metrics", True),
+    Input("metrics_sha256", "metrics (their code)", True),
     Input("precision", "--precision", True),
     Input("bn_recalibrate", "--bn_recalibrate", True, default=0),
     Input("bn_recalibrate_batch", "--bn_recalibrate batch size", True, default=0),
@@ -108,6 +116,7 @@ DIRECTION = (
     Input("model3_sha256", "model3 weights", True),
     # what defines a Hessian direction: the loss and the data it is the Hessian of
     Input("loss_name", "loss", True),
+    Input("loss_sha256", "loss (its code or settings)", True),
     Input("dataset", "dataset", True),
     Input("data_split", "--data_split", True),
     Input("split_idx", "--split_idx", True),
@@ -193,6 +202,118 @@ def tensors_sha256(*objs):
                 h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))  # no copy of the data
     for o in objs:
         feed(o)
+    return h.hexdigest()
+
+
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")   # an object's id in a repr: differs between runs
+PLAIN = (type(None), bool, int, float, complex, str, bytes)
+CODE_DEPTH = 6                                  # how far code_text follows references (closures, globals, attributes)
+
+
+def code_sha256(obj):
+    """A fingerprint of a user's callable, so a resume with other code or settings is refused (a repr
+    names every CrossEntropyLoss() alike, every lambda '<lambda>'):
+    - an nn.Module: its class's qualified name, the non-tensor attributes (vars) of it and of every
+      submodule, and its parameters and buffers (tensors_sha256);
+    - a function or lambda: its code object (bytecode, constants, names, nested code), its defaults,
+      the values in its closure cells, and the plain values, tensors and functions of its own module
+      that it names; a bound method: the function and its object; functools.partial: the function
+      and its arguments;
+    - anything else: its class's qualified name and attributes, or its repr without ids.
+    Python's bytecode differs between Python versions, so a function's fingerprint does too."""
+    return hashlib.sha256(code_text(obj, 0, set()).encode()).hexdigest()
+
+
+def code_text(obj, depth, seen):
+    """A canonical text of `obj` for code_sha256 (ids never enter it)."""
+    if isinstance(obj, PLAIN):
+        return repr(obj)
+    if torch.is_tensor(obj):
+        return "tensor:" + tensors_sha256(obj)
+    if depth > CODE_DEPTH or id(obj) in seen:
+        return "<" + qualified_name(type(obj)) + ">"
+    seen = seen | {id(obj)}
+
+    def more(o):
+        return code_text(o, depth + 1, seen)
+    if isinstance(obj, np.ndarray):
+        return f"array:{obj.dtype}{obj.shape}:" + hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()
+    if isinstance(obj, (list, tuple)):
+        return type(obj).__name__ + "[" + ",".join(more(v) for v in obj) + "]"
+    if isinstance(obj, (set, frozenset)):
+        return "set[" + ",".join(sorted(more(v) for v in obj)) + "]"
+    if isinstance(obj, dict):
+        return "{" + ",".join(sorted(f"{more(k)}:{more(v)}" for k, v in obj.items())) + "}"
+    if isinstance(obj, torch.nn.Module):
+        return module_text(obj, more)
+    if isinstance(obj, functools.partial):
+        return f"partial({more(obj.func)},{more(obj.args)},{more(obj.keywords)})"
+    if isinstance(obj, types.MethodType):
+        return f"method({more(obj.__func__)},{more(obj.__self__)})"
+    if isinstance(obj, types.FunctionType):
+        return function_text(obj, more)
+    if isinstance(obj, types.CodeType):
+        return f"code({obj.co_code.hex()},{more(obj.co_consts)},{','.join(obj.co_names)})"
+    if isinstance(obj, (type, types.ModuleType, types.BuiltinFunctionType)):
+        return qualified_name(obj)
+    if not hasattr(obj, "__dict__"):
+        return ADDRESS.sub("", repr(obj))
+    call = getattr(type(obj), "__call__", None)       # an instance of a class: its attributes and its __call__
+    return (f"{qualified_name(type(obj))}({more(public_vars(obj))})"
+            + (f".call:{more(call)}" if isinstance(call, types.FunctionType) else ""))
+
+
+def qualified_name(obj):
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
+
+
+def public_vars(obj):
+    """An object's own attributes that are not private bookkeeping (nn.Module's _parameters, hooks, ...)."""
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_") and k != "training"}
+
+
+def module_text(module, more):
+    """An nn.Module: class names and attributes of the whole tree, and one hash of every tensor in it."""
+    tree = [f"{name}:{qualified_name(type(m))}({more(public_vars(m))})" for name, m in module.named_modules()]
+    tensors = dict(module.named_parameters(remove_duplicate=False), **dict(module.named_buffers(remove_duplicate=False)))
+    return "module[" + ";".join(tree) + "]tensors:" + tensors_sha256(tensors)
+
+
+def function_text(fn, more):
+    """A function: its code, defaults, closure values, and the globals of its own module that it names."""
+    cells = []
+    for cell in fn.__closure__ or ():
+        try:
+            cells.append(more(cell.cell_contents))
+        except ValueError:                         # a cell not yet filled
+            cells.append("<empty>")
+    named = {}
+    for name in code_names(fn.__code__):
+        value = fn.__globals__.get(name)
+        if isinstance(value, PLAIN + (tuple, list, dict, np.ndarray)) or torch.is_tensor(value) or (
+                isinstance(value, types.FunctionType) and value.__module__ == fn.__module__):
+            named[name] = value
+    return (f"function({more(fn.__code__)},defaults={more(fn.__defaults__)},kwdefaults={more(fn.__kwdefaults__)},"
+            f"closure=[{','.join(cells)}],globals={more(named)})")
+
+
+def code_names(code):
+    """Every name a code object and the code nested in it (comprehensions, inner functions) refer to."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= code_names(const)
+    return names
+
+
+def file_sha256(path):
+    """The sha256 of a file's bytes, or '' for no path."""
+    if not path:
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()
 
 
