@@ -22,7 +22,9 @@ computes the missing points on every rank (grid.scheduler) and records them on r
 (io.h5.Recorder: atomic rewrites every flush_seconds, and on the way out whatever happens).
 """
 import copy
+import functools
 import hashlib
+import inspect
 import math
 import os
 import sys
@@ -134,6 +136,16 @@ def prepare_data(named, comm, group, device, data_in_memory, batch_size):
     return [(n, hs) for (n, _), hs in zip(named, sets)], in_memory, prints
 
 
+def make_statistics(net, sets, loss, metrics):
+    """What a point computes, checked on two samples of every set (the model, the loss and each metric
+    must take the test data too)."""
+    (_, train), rest = sets[0], sets[1:]
+    stats = evaluation.make_statistics(net, train.sample[0], train.sample[1], loss, metrics)
+    for name, hs in rest:
+        stats.check(net, hs.sample[0], hs.sample[1], data_name=f"the {name}_data")
+    return stats
+
+
 def full_tensors(data, what):
     """The whole set as tensors, for Hessian directions (computed on rank 0 alone): data given as tensors."""
     if is_tensor_pair(data):
@@ -156,10 +168,42 @@ def check_data_parallel_recalibration(recal, group, in_memory, examples):
 # ----------------------------------------------------------------------------- argument checks
 # Every argument is checked here, before anything runs or is written; each failure is one LandscapeError
 # naming the argument and its value.
+def checked_call(fn):
+    """A public API function whose call is bound to its signature first: an argument it does not take,
+    or one missing, is a LandscapeError naming it (not a TypeError from somewhere inside)."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise LandscapeError(f"{fn.__name__}(): {e}") from None
+        return fn(*args, **kwargs)
+    return call
+
+
 def check_whole(name, value, lo):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
         raise LandscapeError(f"{name}={value!r} must be a whole number >= {lo}")
     return int(value)
+
+
+SEED_MAX = 2 ** 63 - 1    # torch's generators take a signed 64-bit seed
+
+
+def check_seed(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= SEED_MAX:
+        raise LandscapeError(f"{name}={value!r} must be a whole number in [0, 2**63)")
+    return int(value)
+
+
+def check_nonnegative(name, value):
+    """None, or a number >= 0 (not NaN)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                              or not value >= 0):
+        raise LandscapeError(f"{name}={value!r} must be None or a number >= 0")
+    return value
 
 
 def check_positive(name, value):
@@ -194,8 +238,8 @@ def check_text(name, value, suffix=None):
     if not isinstance(value, (str, os.PathLike)):
         raise LandscapeError(f"{name}={value!r} must be a string")
     value = os.fspath(value)
-    if suffix and value and not value.endswith(suffix):
-        raise LandscapeError(f"{name}={value!r} must name an {suffix} file")
+    if suffix and not value.endswith(suffix):
+        raise LandscapeError(f"{name}={value!r} must name an {suffix} file (None: no file)")
     return value
 
 
@@ -216,7 +260,7 @@ def check_run_args(batch_size, precision, comm, flush_seconds, progress, seed=0,
     check_comm(comm)
     check_positive("flush_seconds", flush_seconds)
     check_flag("progress", progress)
-    check_whole("seed", seed, 0)
+    check_seed("seed", seed)
     check_whole("points_per_pass", points_per_pass, 1)
     check_choice("memory_format", memory_format, ("auto", "channels_last", "contiguous"))
     check_flag("fold_bn", fold_bn)
@@ -254,6 +298,11 @@ def resolve_device(device):
         raise LandscapeError(f"device {device!r} is not a device: {evaluation.first_line(e)}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LandscapeError("device 'cuda' was asked for, but no CUDA GPU is available")
+    try:  # a device that holds no data (meta) or cannot be reached is refused here, not mid-run
+        torch.ones(1, device=device).add_(1).cpu().item()
+    except Exception as e:
+        raise LandscapeError(f"device {str(device)!r} cannot compute and return values: {evaluation.first_line(e)}") \
+            from None
     return device
 
 
@@ -261,6 +310,8 @@ def private_copy(model, what="model"):
     """A copy of the user's model in eval mode on the CPU (their own object is never moved or changed)."""
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"{what} must be a torch.nn.Module, not {type(model).__name__}")
+    if next(model.parameters(), None) is None:
+        raise LandscapeError(f"{what} ({type(model).__name__}) has no parameters: there is nothing to move")
     net = copy.deepcopy(model).cpu()
     net.eval()
     return net
@@ -299,19 +350,23 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
     device = resolve_device(device)
     net = private_copy(model)
     recal = check_bn_recalibrate(bn_recalibrate, net, dir_type, points_per_pass)
+    if x is None:
+        raise LandscapeError("x is required: 'min:max:num', a (min, max, num) tuple or a list of coordinates")
     xs, ys = axis(x, "x"), axis(y, "y")
     ndim = 1 if ys is None else 2
     kind, norm, explicit = direction_choice(directions, ndim)
     if explicit is not None and (model2 is not None or model3 is not None or same_dir):
         raise LandscapeError("explicit directions= already give every direction: they take no model2=, model3= "
                              "or same_dir=True")
+    if model3 is not None and ys is None:
+        raise LandscapeError("model3= sets the y direction, so it needs y=")
     _, nproc, group = ranks(comm, ranks_per_point, device)
     sets, in_memory, prints = prepare_data([("train", data), ("test", test_data)], comm, group, device,
                                            data_in_memory, batch_size)
     check_data_parallel_recalibration(recal, group, in_memory, sets[0][1].total)
     train = sets[0][1].sample
     if eig is None:
-        stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(net, train[0], train[1], loss, metrics))
+        stats = mpi4pytorch.agree(comm, lambda: make_statistics(net, sets, loss, metrics))
     else:
         stats = evaluation.Statistics(*evaluation.resolve_loss(loss))
         mpi4pytorch.agree(comm, lambda: stats.check(net, train[0], train[1]))
@@ -360,6 +415,7 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
     return job, group
 
 
+@checked_call
 def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ignore="biasbn", seed=123,
             device=None, test_data=None, out=None, *, model2=None, model3=None, metrics=None, dir_type="weights",
             params=None, batch_size="auto", precision="default", points_per_pass=1, regenerate=False,
@@ -398,15 +454,19 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
     return run_job(job, comm, group)
 
 
+@checked_call
 def interpolation(model, model2, data, loss=None, x="-0.5:1.5:41", dir_type="states", **kwargs):
     """The loss along the line from `model` (x=0) to `model2` (x=1), as the reference's --model_file2."""
     fixed = [k for k in ("y", "directions", "ignore", "model2", "model3") if k in kwargs]
     if fixed:
         raise LandscapeError(f"interpolation() sets {', '.join(fixed)} itself; use surface() for other directions")
+    if model2 is None:
+        raise LandscapeError("interpolation() needs model2, the model at x=1 (surface() draws random directions)")
     return surface(model, data, loss, x=x, y=None, directions="", ignore="", model2=model2, dir_type=dir_type,
                    **kwargs)
 
 
+@checked_call
 def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filter", ignore="biasbn", seed=123,
                   device=None, out=None, *, tol=hess_vec_prod.LANCZOS_TOL, max_iter=100, precision="fp32",
                   batch_size="auto", comm="auto", progress=False, ranks_per_point=1, data_in_memory="auto", **kwargs):
@@ -431,6 +491,7 @@ def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filte
     return run_job(job, comm, group)
 
 
+@checked_call
 def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="weights", device=None,
          test_data=None, out=None, *, metrics=None, batch_size="auto", precision="default", comm="auto",
          flush_seconds=5.0, progress=False, params=None, bn_recalibrate=False, ranks_per_point=1,
@@ -453,8 +514,7 @@ def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="w
     sets, in_memory, prints = prepare_data([("train", data), ("test", test_data)], comm, group, device,
                                            data_in_memory, batch_size)
     check_data_parallel_recalibration(recal, group, in_memory, sets[0][1].total)
-    train = sets[0][1].sample
-    stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(nets[0], train[0], train[1], loss, metrics))
+    stats = mpi4pytorch.agree(comm, lambda: make_statistics(nets[0], sets, loss, metrics))
     net = nets[0]
     spaces = [net_plotter.direction_space(n, dir_type) for n in nets]
     net_plotter.entry_mask(spaces[0], params)  # a subset that matches nothing is refused here
@@ -478,6 +538,8 @@ def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="w
 
 
 def path_axis(x):
+    if x is None:
+        raise LandscapeError("x is required: 'min:max:num' in [0, 1], a (min, max, num) tuple or a list of t")
     xs = axis(x, "--x")
     if xs.min() < 0 or xs.max() > 1:
         raise LandscapeError(f"a path is parametrised by t in [0, 1]; --x={x!r} leaves it")
@@ -506,6 +568,7 @@ class HessianResult:
     data_in_memory: str = ""       # 'yes': kept on the device; 'no': streamed for each product
 
 
+@checked_call
 def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, trace=True, trace_samples=100,
             trace_rel_se=0.02, esd=False, esd_probes=1, esd_steps=100, params=None, device=None,
             batch_size="auto", precision="fp32", tol=hess_vec_prod.LANCZOS_TOL, max_iter=100, seed=0, cache="auto",
@@ -516,6 +579,8 @@ def hessian(model, data, loss=None, *, top_k=1, min_eig=True, vectors=False, tra
     Under mpirun or torchrun (comm='auto') the ranks share the work: groups of ranks_per_point ranks
     (default: every rank) each multiply by the Hessian of their shard of the data, and every product
     is summed over the group (curvature/distributed.py); every rank returns the result."""
+    check_nonnegative("trace_rel_se", trace_rel_se)
+    check_seed("seed", seed)
     device = resolve_device(device)
     for name, value, lo in (("top_k", top_k, 1), ("trace_samples", trace_samples, 2), ("max_iter", max_iter, 1),
                             ("esd_probes", esd_probes, 1), ("esd_steps", esd_steps, 2), ("seed", seed, 0)):
@@ -592,6 +657,7 @@ class PCAResult:
     coords: np.ndarray
 
 
+@checked_call
 def pca(models, dir_type="weights", ignore="", params=None, scratch_dir=None):
     """PCA of a training trajectory: `models` is the list of checkpoints (nn.Modules), the last one final."""
     if not isinstance(models, (list, tuple)) or len(models) < 3:
@@ -605,6 +671,11 @@ def pca(models, dir_type="weights", ignore="", params=None, scratch_dir=None):
         raise LandscapeError(f"scratch_dir={scratch_dir!r} is not a folder")
     nets = [private_copy(m, f"models[{i}]") for i, m in enumerate(models)]
     space = net_plotter.direction_space(nets[-1], dir_type)
+    shapes = [tuple(t.shape) for _, t in space]
+    for i, n in enumerate(nets[:-1]):
+        if [tuple(t.shape) for _, t in net_plotter.direction_space(n, dir_type)] != shapes:
+            raise LandscapeError(f"models[{i}] does not have the architecture of the last model (its entries differ "
+                                 "in number or shape): a trajectory is one model's checkpoints")
     mask = net_plotter.entry_mask(space, params or "")
     final = projection.flat_space(space, ignore, mask)
     rows = (projection.flat_space(net_plotter.direction_space(n, dir_type), ignore, mask).numpy() - final.numpy()

@@ -551,3 +551,80 @@ def test_cli_resume_with_an_edited_model_or_dataset_file_is_refused(in_tmp, caps
     capsys.readouterr()
     assert run_cli(plot_surface.main, argv) == 2
     assert f"another {what}" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- 3. every API argument is checked before anything is written
+def _mlp():
+    return mlp_and_data()[0]
+
+
+def _data():
+    return mlp_and_data()[1]
+
+
+def _dirs(n=1, fill=None):
+    g = torch.Generator().manual_seed(1)
+    return [[torch.full_like(p, fill) if fill is not None else torch.randn(p.shape, generator=g)
+             for p in _mlp().parameters()] for _ in range(n)]
+
+
+S = dict(x="-1:1:3", out="s.h5")
+BAD_CALLS = {
+    "surface": [
+        dict(x=None, out="s.h5"), dict(x=3, out="s.h5"), dict(S, y=5), dict(S, seed=2 ** 64), dict(S, seed=-1),
+        dict(S, device="meta"), dict(S, directions=_dirs(2)), dict(S, y="-1:1:3", directions=_dirs(3)),
+        dict(S, directions=_dirs(1, float("nan"))), dict(S, directions=_dirs(1, float("inf"))),
+        dict(S, test_data=(torch.randn(10, 3), torch.zeros(10).long())), dict(S, model3=DigitsMLP()),
+        dict(x="-1:1:3", out=""), dict(S, regenerate=True, save_directions="s.h5"), dict(S, dir_file="s.h5"),
+        dict(S, foo=1), dict(S, bn_recalibrate=True), dict(S, model2=nn.Flatten()), dict(S, loss="nll2"),
+        dict(S, metrics={"loss": lambda o, t: o.mean()}), dict(S, directions="filterz"), dict(S, params="^zz"),
+    ],
+    "interpolation": [dict(model2=None, x="0:1:3", out="s.h5"), dict(model2="m", x="0:1:3", out="s.h5"),
+                      dict(model2=True, x="0:1:3", out="s.h5", foo=1), dict(model2=True, x=None, out="s.h5")],
+    "path": [dict(x="0:1:3", out="s.h5", y="0:1:3"), dict(x="0:1:3", out="s.h5", seed=3), dict(x=None, out="s.h5"),
+             dict(x="-1:1:3", out="s.h5"), dict(x="0:1:3", out="s.h5", device="meta"), dict(x="0:1:3", out="s")],
+    "eigen_surface": [dict(S, tol=0), dict(S, precision="bf16"), dict(S, seed=2 ** 64), dict(x=None, out="s.h5"),
+                      dict(S, foo=1), dict(S, device="meta"), dict(S, directions=_dirs(2))],
+    "hessian": [dict(trace_rel_se=-1), dict(trace_rel_se="x"), dict(trace_rel_se=float("nan")), dict(seed=2 ** 64),
+                dict(device="meta"), dict(top_k=0), dict(foo=1)],
+    "pca": [dict(models=[DigitsMLP(), DigitsMLP(), ConvBN()]), dict(models=[DigitsMLP(), DigitsMLP()]),
+            dict(models=[DigitsMLP()] * 3, foo=1), dict(models=[nn.Flatten()] * 3)],
+}
+
+
+def call_api(function, kwargs):
+    kw = dict(kwargs)
+    if function == "pca":
+        return landscape.pca(kw.pop("models"), **kw)
+    if function == "path":
+        return landscape.path([_mlp(), DigitsMLP()], _data(), **kw)
+    if function == "interpolation":
+        model2 = kw.pop("model2")
+        return landscape.interpolation(_mlp(), DigitsMLP() if model2 is True else model2, _data(), **kw)
+    return getattr(landscape, function)(_mlp(), _data(), **kw)
+
+
+@pytest.mark.parametrize("function,kwargs", [(f, kw) for f, calls in BAD_CALLS.items() for kw in calls],
+                         ids=[f"{f}-{i}" for f, calls in BAD_CALLS.items() for i in range(len(calls))])
+def test_every_api_function_refuses_bad_arguments_in_one_line_writing_nothing(in_tmp, function, kwargs):
+    with pytest.raises(landscape.LandscapeError) as e:
+        call_api(function, kwargs)
+    assert "\n" not in str(e.value).strip()
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_unknown_keyword_arguments_are_named():
+    with pytest.raises(landscape.LandscapeError, match=r"path\(\): got an unexpected keyword argument 'seed'"):
+        landscape.path([_mlp(), DigitsMLP()], _data(), seed=3)
+
+
+def test_cli_refuses_one_file_for_the_surface_and_the_directions(mlp_ckpt, in_tmp, capsys):
+    from landscape.cli import plot_surface
+    from landscape.errors import run_cli
+    base = ["--dataset", "digits", "--model", "digits_mlp", "--model_file", mlp_ckpt, "--x=-1:1:3", "--xnorm", "filter"]
+    for extra in (["--regenerate_directions", "--save_directions", "x.h5", "--surf_file", "x.h5"],
+                  ["--save_directions", "x.h5", "--surf_file", "x.h5"], ["--dir_file", "x.h5", "--surf_file", "x.h5"]):
+        assert run_cli(plot_surface.main, base + extra) == 2
+        err = capsys.readouterr().err
+        assert "same file 'x.h5'" in err and len(err.strip().splitlines()) == 1
+        assert list(in_tmp.iterdir()) == []

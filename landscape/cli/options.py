@@ -191,6 +191,8 @@ def validate(cfg, parser=None):
         raise UserError(f"--ranks_per_point {cfg.ranks_per_point} must be >= 1 (or 0 for the default)")
     if not cfg.rendezvous_timeout > 0:
         raise UserError(f"--rendezvous_timeout {cfg.rendezvous_timeout} must be > 0")
+    if not 0 <= cfg.seed < 2 ** 63:
+        raise UserError(f"--seed {cfg.seed} must be in [0, 2**63)")
     if cfg.data_split < 1 or not 0 <= cfg.split_idx < cfg.data_split:
         raise UserError(f"--split_idx {cfg.split_idx} must be in [0, --data_split={cfg.data_split})")
     net_plotter.compile_params(cfg.params)

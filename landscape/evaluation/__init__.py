@@ -214,7 +214,8 @@ class Statistics:
             loss, correct = batch_loss_sum(outputs, targets, self.loss_name)
             vals = [loss.double(), correct.double()]
         else:
-            vals = [call_user(self.criterion, f"loss '{self.loss_name}'", outputs, targets).double().reshape(()) * b]
+            loss = call_user(self.criterion, f"loss '{self.loss_name}'", outputs, targets)
+            vals = [torch.as_tensor(loss, device=outputs.device).double().reshape(()) * b]
             if self.accuracy_dim is not None:
                 vals.append((outputs.argmax(dim=self.accuracy_dim) == targets).sum().double())
         for name, fn in self.metrics.items():

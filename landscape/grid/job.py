@@ -62,16 +62,23 @@ def parse_range(text, flag="--x"):
 
 
 def axis(spec, flag):
-    """A grid axis from 'min:max:num', a (min, max, num) tuple, or an array of coordinates."""
+    """A grid axis from 'min:max:num', a (min, max, num) tuple (a range, like the string), or a list or
+    array of coordinates (a list [-1, 1, 3] is three coordinates); None: no axis."""
     if spec is None:
         return None
+    if np.ndim(spec) == 0 and not isinstance(spec, str):
+        raise LandscapeError(f"{flag}={spec!r} must be 'min:max:num', a (min, max, num) tuple or a list of "
+                             "coordinates")
     if isinstance(spec, str):
         lo, hi, num = parse_range(spec, flag)
         return np.linspace(lo, hi, num=num)
     if isinstance(spec, tuple) and len(spec) == 3:
         lo, hi, num = parse_range(":".join(str(v) for v in spec), flag)
         return np.linspace(lo, hi, num=num)
-    a = np.asarray(spec, dtype=np.float64).ravel()
+    try:
+        a = np.asarray(spec, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise LandscapeError(f"{flag}: coordinates must be a non-empty list of finite numbers") from None
     if a.size == 0 or not np.isfinite(a).all():
         raise LandscapeError(f"{flag}: coordinates must be a non-empty list of finite numbers")
     return a
@@ -208,8 +215,12 @@ def explicit_directions(given, space, spec):
 
 def check_explicit(directions, space, ndim):
     """Directions given as tensors: a list (x[, y]) of lists in the space's order or of {name: tensor}."""
-    if not isinstance(directions, (list, tuple)) or len(directions) < ndim:
+    if not isinstance(directions, (list, tuple)) or not directions or \
+            not all(isinstance(d, (list, tuple, dict)) for d in directions):
         raise LandscapeError(f"directions must be a list of {ndim} direction(s), each a list of tensors or a dict")
+    if len(directions) != ndim:
+        raise LandscapeError(f"directions: {len(directions)} given for a {ndim}D surface, which takes exactly "
+                             f"{ndim} ({'x' if ndim == 1 else 'x and y'})")
     out = []
     for a, d in enumerate(directions[:ndim]):
         if isinstance(d, dict):
@@ -223,7 +234,11 @@ def check_explicit(directions, space, ndim):
             if tuple(torch.as_tensor(v).shape) != tuple(t.shape):
                 raise LandscapeError(f"direction {a}, entry '{name}': shape {tuple(torch.as_tensor(v).shape)}, "
                                      f"the model's is {tuple(t.shape)}")
-        out.append([torch.as_tensor(v).detach().float().cpu().clone() for v in d])
+        tensors = [torch.as_tensor(v).detach().float().cpu().clone() for v in d]
+        bad = next((name for (name, _), v in zip(space, tensors) if not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise LandscapeError(f"direction {a}, entry '{bad}' holds NaN or inf values")
+        out.append(tensors)
     return out
 
 
@@ -239,8 +254,21 @@ def directions_fingerprint(plan):
 RUN_INFO = ("data_in_memory", "ranks_per_point")
 
 
+def check_distinct_files(job):
+    """The surface file, the direction file and the file --save_directions writes must be three files."""
+    named = [(what, path) for what, path in (("surface file (--surf_file, out=)", job.surf_file),
+                                               ("direction file (--dir_file, dir_file=)", job.dir_file),
+                                               ("--save_directions file (save_directions=)", job.save_directions))
+             if path]
+    for i, (what, path) in enumerate(named):
+        for other, path2 in named[i + 1:]:
+            if os.path.abspath(path) == os.path.abspath(path2):
+                raise LandscapeError(f"the {what} and the {other} are the same file '{path}': give them different names")
+
+
 def plan_job(job):
     """Check the output folders, the directions and the surface file against this run; write nothing."""
+    check_distinct_files(job)
     if job.surf_file:
         h5_util.check_writable(job.surf_file)
     if job.dir_file and not os.path.exists(job.dir_file):
