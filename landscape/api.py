@@ -430,7 +430,10 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
             for each point (data_in_memory: auto | yes | no; evaluation/batches.py).
         loss: None (cross-entropy), 'crossentropy', 'mse' (the reference's), or any
             criterion(outputs, targets) -> mean loss. metrics: {name: fn(outputs, targets) -> mean}.
-        x, y: 'min:max:num' (y=None: a 1D curve). directions: a normalisation for random directions
+        x, y: a range, 'min:max:num' or the tuple (min, max, num), or the coordinates themselves as a list or
+            array: x=(-1, 1, 3) is -1, 0, 1, but x=[-1, 1, 3] is the three points -1, 1, 3 (y=None: a 1D
+            curve).
+        directions: a normalisation for random directions
             ('filter', ...; '' for none), 'hessian[:<norm>]', or explicit direction tensors (`ignore` and
             the normalisation apply to drawn directions only; `params` and `orthogonalize` to every kind).
             model2 / model3: the x / y direction is model2 - model / model3 - model (interpolation, planes).

@@ -628,3 +628,9 @@ def test_cli_refuses_one_file_for_the_surface_and_the_directions(mlp_ckpt, in_tm
         err = capsys.readouterr().err
         assert "same file 'x.h5'" in err and len(err.strip().splitlines()) == 1
         assert list(in_tmp.iterdir()) == []
+
+
+def test_a_list_of_x_is_coordinates_and_a_tuple_is_a_range():
+    net, data = mlp_and_data()
+    assert landscape.surface(net, data, x=[-1, 1, 3]).x.tolist() == [-1.0, 1.0, 3.0]
+    assert landscape.surface(net, data, x=(-1, 1, 3)).x.tolist() == [-1.0, 0.0, 1.0]
