@@ -634,3 +634,16 @@ def test_a_list_of_x_is_coordinates_and_a_tuple_is_a_range():
     net, data = mlp_and_data()
     assert landscape.surface(net, data, x=[-1, 1, 3]).x.tolist() == [-1.0, 1.0, 3.0]
     assert landscape.surface(net, data, x=(-1, 1, 3)).x.tolist() == [-1.0, 0.0, 1.0]
+
+
+# ----------------------------------------------------------------------------- 8. versions, packaging, arithmetic
+def test_the_hessian_json_records_the_tool_version(mlp_ckpt, in_tmp):
+    import json
+    import shutil
+    from landscape.cli import plot_hessian_eigen
+    from landscape.errors import run_cli
+    shutil.copy(mlp_ckpt, in_tmp / "m.t7")
+    assert run_cli(plot_hessian_eigen.main, ["--dataset", "digits", "--model", "digits_mlp", "--model_file", "m.t7",
+                                             "--at_center", "--trace_samples", "2", "--max_iter", "20"]) == 0
+    record = json.load(open(in_tmp / "m.t7_hessian.json"))
+    assert record["landscape_version"] == landscape.__version__

@@ -136,7 +136,7 @@ def at_center(cfg, comm, rank, nproc):
               "lanczos_products": r.lanczos_products, "trace": r.trace, "trace_stderr": r.trace_stderr,
               "trace_samples": r.trace_samples, "precision": cfg.precision, "seconds": r.seconds,
               "ranks": nproc, "ranks_per_point": k, "data_in_memory": r.data_in_memory,
-              "tool": h5_util.tool_version()}
+              "tool": h5_util.tool_version(), "landscape_version": h5_util.__version__}
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     if cfg.out:
