@@ -395,7 +395,7 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
         keys, missing = loss_keys([s[0] for s in sets], stats), None
         make = loss_job_compute(net, sets, stats, device, (), batch_size, precision, points_per_pass, fold_bn,
                                 memory_format, compile, say, group, bn_recalibrate=recal)
-        prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics)))
+        prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics), device))
     else:
         keys, missing = EIG_KEYS, ["max_eig", "min_eig"]
         make = eig_job_compute(net, sets[0][1], stats.criterion, device, batch_size, precision, eig["tol"],
@@ -528,7 +528,7 @@ def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="w
             "data_in_memory": in_memory, "ranks_per_point": group.size, **evaluation.code_inputs(loss, metrics)}
     if test_data is not None:
         prov.update(test_size=sets[1][1].total, test_data_sha256=prints[1])
-    prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics)))
+    prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics), device))
     say = print if progress else (lambda *a, **k: None)
     job = GridJob(net, xs, None, loss_keys([s[0] for s in sets], stats),
                   loss_job_compute(net, sets, stats, device, (), batch_size, precision, 1, True, "auto", False, say,

@@ -647,3 +647,33 @@ def test_the_hessian_json_records_the_tool_version(mlp_ckpt, in_tmp):
                                              "--at_center", "--trace_samples", "2", "--max_iter", "20"]) == 0
     record = json.load(open(in_tmp / "m.t7_hessian.json"))
     assert record["landscape_version"] == landscape.__version__
+
+
+@pytest.fixture
+def tf32_switches():
+    """PyTorch's TF32 switches, set by the test and restored after it (monkeypatch cannot: they are properties)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True   # PyTorch's defaults
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_the_arithmetic_follows_precision_and_device_type(tf32_switches):
+    from landscape.evaluation import arithmetic_name
+    assert [arithmetic_name(p, "cpu") for p in ("default", "fp32", "tf32", "bf16")] == \
+        ["fp32", "fp32", "fp32", "bf16 autocast"]
+    assert [arithmetic_name(p, "cuda") for p in ("default", "fp32", "tf32", "bf16")] == \
+        ["tf32 convolutions", "fp32", "tf32", "bf16 autocast"]
+    torch.backends.cuda.matmul.allow_tf32 = True
+    assert arithmetic_name("default", torch.device("cuda", 1)) == "tf32"
+
+
+def test_a_surface_begun_in_one_arithmetic_refuses_to_resume_in_another(in_tmp, monkeypatch, tf32_switches):
+    """--precision default begun on a CPU (fp32), resumed where it means TF32 convolutions (a CUDA device)."""
+    from landscape import evaluation
+    first = resume()
+    assert first.attrs["arithmetic"] == "fp32"
+    real = evaluation.arithmetic_name
+    monkeypatch.setattr(evaluation, "arithmetic_name", lambda precision, device: real(precision, "cuda"))
+    with pytest.raises(landscape.LandscapeError, match=r"another arithmetic.*\(fp32 vs tf32 convolutions\)"):
+        resume()

@@ -157,7 +157,8 @@ def loss_compute(cfg, net, sets, stats, device, gpu_ids=(), group=None):
     make = evaluation.loss_job_compute(net, named, stats, device, gpu_ids, cfg.batch_size, cfg.precision,
                                        cfg.points_per_pass, not cfg.no_fold_bn, cfg.memory_format, cfg.compile,
                                        group=group, bn_recalibrate=cfg.bn_recalibrate)
-    return keys, keys, make, evaluation.loss_inputs(cfg.precision, cfg.batch_size, cfg.bn_recalibrate, cfg.metrics)
+    return keys, keys, make, evaluation.loss_inputs(cfg.precision, cfg.batch_size, cfg.bn_recalibrate, cfg.metrics,
+                                                    device)
 
 
 def make_job(cfg, net, data, stats, device, what, sets, notes=None):

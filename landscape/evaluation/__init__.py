@@ -302,6 +302,22 @@ def arithmetic(precision, device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def arithmetic_name(precision, device):
+    """The arithmetic a point's values are computed in, from --precision and the device type: 'fp32',
+    'tf32', 'tf32 convolutions' or 'tf32 matmuls' (on CUDA, where TF32 exists; 'default' keeps
+    PyTorch's switches as they are, by default TF32 convolutions only), or 'bf16 autocast'. Recorded
+    and compared on resume: a surface begun on a CPU and resumed on a GPU would mix two arithmetics."""
+    if precision == "bf16":
+        return "bf16 autocast"
+    if torch.device(device).type != "cuda" or precision == "fp32":
+        return "fp32"
+    if precision == "tf32":
+        return "tf32"
+    matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    return {(True, True): "tf32", (False, True): "tf32 convolutions", (True, False): "tf32 matmuls"}.get(
+        (bool(matmul), bool(conv)), "fp32")
+
+
 def cpu_has_native_bf16():
     """True if this CPU has bfloat16 instructions (x86: AVX-512 BF16 or AMX-BF16; Arm: BF16), False if
     it has not (PyTorch then emulates bf16 in float32 and it runs slower than float32: measured 9x
@@ -632,10 +648,11 @@ def loss_job_compute(net, sets, stats, device, gpu_ids=(), batch_size="auto", pr
     return make
 
 
-def loss_inputs(precision, batch_size, bn_recalibrate, metrics=""):
+def loss_inputs(precision, batch_size, bn_recalibrate, metrics="", device="cpu"):
     """What a loss map's values depend on beyond the model, data and directions (recorded in the surface
     file, compared on resume; keys of io/provenance.py's SURFACE table)."""
-    return {"precision": precision, "metrics": metrics, "bn_recalibrate": int(bool(bn_recalibrate)),
+    return {"precision": precision, "arithmetic": arithmetic_name(precision, device), "metrics": metrics,
+            "bn_recalibrate": int(bool(bn_recalibrate)),
             "bn_recalibrate_batch": recalibration_batch(batch_size) if bn_recalibrate else 0}
 
 

@@ -67,6 +67,7 @@ SURFACE = (
     Input("metrics", "metrics", True),
     Input("metrics_sha256", "metrics (their code)", True),
     Input("precision", "--precision", True),
+    Input("arithmetic", "arithmetic (--precision on this device type: fp32, tf32, bf16 autocast)", True),
     Input("bn_recalibrate", "--bn_recalibrate", True, default=0),
     Input("bn_recalibrate_batch", "--bn_recalibrate batch size", True, default=0),
     # what a point computes: eigenvalue maps (plot_hessian_eigen.py, eigen_surface)
