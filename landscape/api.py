@@ -465,6 +465,9 @@ def interpolation(model, model2, data, loss=None, x="-0.5:1.5:41", dir_type="sta
         raise LandscapeError(f"interpolation() sets {', '.join(fixed)} itself; use surface() for other directions")
     if model2 is None:
         raise LandscapeError("interpolation() needs model2, the model at x=1 (surface() draws random directions)")
+    unknown = sorted(set(kwargs) - set(inspect.signature(surface).parameters))
+    if unknown:
+        raise LandscapeError(f"interpolation(): got an unexpected keyword argument {unknown[0]!r}")
     return surface(model, data, loss, x=x, y=None, directions="", ignore="", model2=model2, dir_type=dir_type,
                    **kwargs)
 

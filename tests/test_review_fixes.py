@@ -616,6 +616,8 @@ def test_every_api_function_refuses_bad_arguments_in_one_line_writing_nothing(in
 def test_unknown_keyword_arguments_are_named():
     with pytest.raises(landscape.LandscapeError, match=r"path\(\): got an unexpected keyword argument 'seed'"):
         landscape.path([_mlp(), DigitsMLP()], _data(), seed=3)
+    with pytest.raises(landscape.LandscapeError, match=r"interpolation\(\): got an unexpected keyword argument 'foo'"):
+        landscape.interpolation(_mlp(), DigitsMLP(), _data(), foo=3)
 
 
 def test_cli_refuses_one_file_for_the_surface_and_the_directions(mlp_ckpt, in_tmp, capsys):
