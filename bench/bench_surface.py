@@ -46,6 +46,7 @@ sys.path.insert(0, REPO)
 
 import dataloader  # noqa: E402
 from landscape import evaluation  # noqa: E402
+import h5_util  # noqa: E402
 import model_loader  # noqa: E402
 import mpi4pytorch  # noqa: E402
 import plot_surface  # noqa: E402
@@ -198,7 +199,7 @@ def seconds_per_point(args, workdir):
 def engine_maps(args, workdir):
     """The engine's train_loss map for `args` (for the precision comparisons)."""
     _, cfg = engine(args, workdir)
-    return plot_surface.h5_util.read_surface(cfg.surf_file).values["train_loss"]
+    return h5_util.read_surface(cfg.surf_file).values["train_loss"]
 
 
 def plain_loop(model, model_file, dataset, datapath, device, batch_size, reps, n_train=None):

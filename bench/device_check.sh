@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The GPU checks of the speed issue as ONE prepared run of at most 8 minutes on a lent GPU machine:
-#   1. pytest -m gpu tests/test_gpu.py: the engine on CUDA against the same commands on the CPU (time-limited);
+#   1. pytest -m gpu tests/test_gpu.py tests/test_scale_gpu.py: the engine on CUDA against the same commands
+#      on the CPU, and data-parallel points / streamed data on the GPU against one rank (time-limited);
 #   2. bench/bench_surface.py --sections gpu: ResNet-56 on 50,000 CIFAR-shaped images (written once), every
 #      --precision with and without --compile against the plain eager loop, 4 MPI ranks on the one card
 #      against 1, --batch_size auto against 2048, and the largest |loss - loss_fp32| per precision on a
-#      5x5 grid; it skips or stops rows itself to end before the deadline.
+#      5x5 grid; it skips or stops rows itself to end before the deadline;
+#   3. bench/bench_scale.py --sections gpu --quick: 2 ranks sharing each point (--ranks_per_point 2) on the
+#      one card against 1 rank: equality and --at_center time (the scale issue's 2-rank row), in the
+#      DEVICE_CHECK_SCALE_SECONDS (150) kept for it.
 # Everything it prints goes to $OUT/device_check.log; the test report to $OUT/gpu_tests.txt and the
-# benchmark's tables to $OUT/gpu_bench.md. No network is used.
+# benchmark's tables to $OUT/gpu_bench.md, the scale rows to $OUT/gpu_scale.md. No network is used.
 #
 #   bash bench/device_check.sh            # on the GPU machine (its python3 holds torch with CUDA)
 #   bash bench/device_check.sh --quick    # without a GPU: the same steps, tiny sizes, on the CPU
@@ -29,6 +33,7 @@ TEE=$!
 START=$SECONDS
 if [ $QUICK = 1 ]; then TOTAL=${DEVICE_CHECK_SECONDS:-1800}; TESTS=${DEVICE_CHECK_TEST_SECONDS:-1500}
 else TOTAL=${DEVICE_CHECK_SECONDS:-480}; TESTS=${DEVICE_CHECK_TEST_SECONDS:-210}; fi
+SCALE=${DEVICE_CHECK_SCALE_SECONDS:-150}
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 export PYTHONUNBUFFERED=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 say() { echo "[device_check $((SECONDS - START)) s] $*"; }
@@ -60,14 +65,14 @@ if mpi_works; then say "MPI: $(mpiexec_path)"; else say "MPI unavailable: its te
 # ---- 1. the GPU tests (on the CPU with the device flags removed, in --quick)
 TEST_ENV=()
 [ $QUICK = 1 ] && TEST_ENV=(LL_GPU_TESTS_ON_CPU=1)
-say "pytest -m gpu tests/test_gpu.py (limit ${TESTS} s)"
-env "${TEST_ENV[@]}" timeout -k 10 "$TESTS" "$PY" -m pytest -m gpu tests/test_gpu.py -q -rs --durations=15 \
-    -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.txt"
+say "pytest -m gpu tests/test_gpu.py tests/test_scale_gpu.py (limit ${TESTS} s)"
+env "${TEST_ENV[@]}" timeout -k 10 "$TESTS" "$PY" -m pytest -m gpu tests/test_gpu.py tests/test_scale_gpu.py -q -rs \
+    --durations=15 -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.txt"
 TEST_RC=${PIPESTATUS[0]}
 say "tests exited $TEST_RC$([ "$TEST_RC" = 124 ] && echo ' (stopped at the time limit)')"
 
-# ---- 2. the GPU benchmark rows, within what is left
-LEFT=$((TOTAL - (SECONDS - START) - 15))
+# ---- 2. the GPU benchmark rows, within what is left (less the scale rows' share)
+LEFT=$((TOTAL - (SECONDS - START) - 15 - SCALE))
 if [ $LEFT -lt 30 ]; then
     say "benchmark skipped: only ${LEFT} s left"
 else
@@ -76,6 +81,19 @@ else
     say "bench_surface.py ${BENCH[*]}"
     timeout -k 10 $((LEFT + 10)) "$PY" bench/bench_surface.py "${BENCH[@]}" 2>&1 | tee "$OUT/gpu_bench.md"
     say "benchmark exited ${PIPESTATUS[0]}"
+fi
+
+# ---- 3. the scale issue's 2-rank data-parallel row on the one card (skipped on the CPU: --quick)
+LEFT=$((TOTAL - (SECONDS - START) - 10))
+if [ $QUICK = 1 ]; then
+    say "bench_scale.py --sections gpu skipped in --quick (no GPU; bench_scale.py --quick is its CPU form)"
+elif [ $LEFT -lt 60 ]; then
+    say "bench_scale.py skipped: only ${LEFT} s left"
+else
+    say "bench_scale.py --sections gpu --quick --launchers mpiexec (limit ${LEFT} s)"
+    timeout -k 10 "$LEFT" "$PY" bench/bench_scale.py --sections gpu --quick --launchers mpiexec 2>&1 \
+        | tee "$OUT/gpu_scale.md"
+    say "bench_scale exited ${PIPESTATUS[0]}"
 fi
 say "done in $((SECONDS - START)) s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exec >&- 2>&-

@@ -11,6 +11,13 @@ launchers), plots, zoo (the model zoo, the data, the trainer) and cli (the comma
 """
 __version__ = "2.0.0"
 
+import os as _os  # noqa: E402
+
+# Under torchrun, c10d prints about 40 lines of C++ stack for every failed connection attempt unless
+# this is set before torch is imported; a missing peer is then reported in one line (parallel/dist.py).
+if _os.environ.get("TORCHELASTIC_RUN_ID") or ("RANK" in _os.environ and "WORLD_SIZE" in _os.environ):
+    _os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
+
 from landscape.api import (  # noqa: E402
                            HessianResult,
                            LandscapeError,

@@ -30,8 +30,11 @@ Other directions: the difference of two checkpoints (`target`), the Hessian's to
 entry by entry from their seed on the device (`SeededDirections`), which are never stored whole.
 `params` (a regular expression searched in the entry names) keeps only the matching entries.
 """
+import copy
 import hashlib
+import json
 import math
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -42,10 +45,11 @@ import torch
 
 from landscape.errors import LandscapeError
 from landscape.io import h5 as h5_util
+from landscape.io import provenance
 
 NORMS = ("", "filter", "layer", "weight", "dfilter", "dlayer")
 DIR_TYPES = ("weights", "states")
-DIR_KINDS = ("random", "target", "hessian")
+DIR_KINDS = ("random", "target", "hessian", "explicit")   # explicit: tensors given to the API
 CURVATURES = ("hessian", "ggn", "ef")     # as landscape.curvature.model.CURVATURES
 PATH_TYPES = ("polychain", "bezier")
 
@@ -138,6 +142,122 @@ def ignore_biasbn(direction):
             d.zero_()
 
 
+# ----------------------------------------------------------------------------- the reference's helpers, for users' scripts
+# net_plotter's public functions, with the reference's signatures and meaning, on top of the code above.
+# Lists of tensors are in net.parameters() order (weights) or state_dict() order (states).
+def entries(tensors):
+    """A list of tensors, or a state_dict, as [(name, tensor)] (a direction space)."""
+    return list(tensors.items()) if isinstance(tensors, dict) else [("", torch.as_tensor(t)) for t in tensors]
+
+
+def get_random_weights(weights):
+    """One Gaussian tensor per weight tensor, drawn from torch's global generator (as the reference)."""
+    return [torch.randn(w.shape) for _, w in entries(weights)]
+
+
+def get_random_states(states):
+    """One Gaussian tensor per state_dict entry, drawn from torch's global generator."""
+    return get_random_weights(states)
+
+
+def get_diff_weights(weights, weights2):
+    """weights2 - weights, entry by entry."""
+    return target_direction(entries(weights), entries(weights2))
+
+
+def get_diff_states(states, states2):
+    """states2 - states, entry by entry (integer entries such as num_batches_tracked: zero)."""
+    return target_direction(entries(states), entries(states2))
+
+
+def normalize_directions_for_weights(direction, weights, norm="filter", ignore="biasbn"):
+    """Normalise `direction` in place against `weights` (see the module docstring)."""
+    if len(direction) != len(weights):
+        raise LandscapeError(f"the direction has {len(direction)} tensors, the weights {len(weights)}")
+    normalize_directions(direction, entries(weights), norm, ignore)
+
+
+def normalize_directions_for_states(direction, states, norm="filter", ignore="ignore"):
+    """Normalise `direction` in place against a state_dict (the reference's default ignore='ignore' keeps
+    entries of dim <= 1, copying the states into them)."""
+    normalize_directions_for_weights(direction, states, norm, ignore)
+
+
+def create_random_direction(net, dir_type="weights", ignore="biasbn", norm="filter"):
+    """A normalised random direction over net's weights or states, drawn from torch's global generator."""
+    return random_direction(direction_space(net, dir_type), norm, ignore)
+
+
+def create_target_direction(net, net2, dir_type="states"):
+    """net2 - net over weights or states: the direction that moves net to net2 at step 1."""
+    return target_direction(direction_space(net, dir_type), direction_space(net2, dir_type))
+
+
+def set_weights(net, weights, directions=None, step=None):
+    """Set net's parameters to `weights`, plus step * directions[0] (1D, a number) or
+    step[0] * directions[0] + step[1] * directions[1] (2D)."""
+    move_entries([p.data for p in net.parameters()], weights, directions, step)
+
+
+def set_states(net, states, directions=None, step=None):
+    """Load the state_dict `states` into net, moved as set_weights moves the weights (directions over
+    state_dict entries; integer entries never move)."""
+    net.load_state_dict(states)
+    if directions is not None:
+        targets = list(net.state_dict().values())
+        move_entries(targets, targets, directions, step)
+
+
+def move_entries(targets, origin, directions=None, step=None):
+    """targets <- origin + sum_a step_a * directions[a], in place (float entries; integers keep origin)."""
+    origin = [torch.as_tensor(w) for _, w in entries(origin)]
+    if len(origin) != len(targets):
+        raise LandscapeError(f"{len(origin)} tensors given for the model's {len(targets)} entries")
+    steps = []
+    if directions is not None:
+        if step is None:
+            raise LandscapeError("a step is needed to move along directions")
+        steps = list(np.atleast_1d(np.asarray(step, dtype=np.float64)))
+        if len(steps) != len(directions):
+            raise LandscapeError(f"{len(directions)} direction(s) but {len(steps)} step(s)")
+    with torch.no_grad():
+        for k, t in enumerate(targets):
+            moved = origin[k].to(t.device, torch.float64 if t.is_floating_point() else t.dtype).clone()
+            if t.is_floating_point():
+                for a, d in zip(steps, directions or ()):
+                    moved.add_(torch.as_tensor(d[k]).to(t.device, torch.float64).reshape(t.shape), alpha=float(a))
+            t.copy_(moved)
+
+
+def setup_direction(args, dir_file, net):
+    """Write the directions a parsed command line asks for into `dir_file` (the reference's file
+    layout), unless it already holds them. As the reference, random directions come from torch's
+    global generator in its current state, and --model_file2/3 are loaded with model_loader.load."""
+    if os.path.exists(dir_file):
+        try:
+            h5_util.read_direction_info(dir_file)      # it holds an x direction: done
+            print(f"{dir_file} is already set up")
+            return
+        except LandscapeError:
+            pass                                       # not a direction file: written anew, as the reference
+    dir_type = getattr(args, "dir_type", "weights")
+
+    def target(path):
+        from landscape.zoo import loader
+        return create_target_direction(net, loader.load(args.dataset, args.model, path), dir_type)
+    xdir = target(args.model_file2) if getattr(args, "model_file2", "") else \
+        create_random_direction(net, dir_type, getattr(args, "xignore", ""), getattr(args, "xnorm", ""))
+    dirs = [xdir]
+    if getattr(args, "y", None):
+        if getattr(args, "same_dir", False):
+            dirs.append(xdir)
+        elif getattr(args, "model_file3", ""):
+            dirs.append(target(args.model_file3))
+        else:
+            dirs.append(create_random_direction(net, dir_type, getattr(args, "yignore", ""), getattr(args, "ynorm", "")))
+    h5_util.write_direction_file(dir_file, dirs, {"dir_type": dir_type, "model": getattr(args, "model", "")})
+
+
 # ----------------------------------------------------------------------------- how directions are made
 @dataclass
 class DirectionSpec:
@@ -150,8 +270,8 @@ class DirectionSpec:
     ynorm: str = ""
     yignore: str = ""
     same_dir: bool = False
-    xdir: str = "random"          # random | target (model2 - model) | hessian (top eigenvector)
-    ydir: str = "random"          # random | target (model3 - model) | hessian (2nd eigenvector)
+    xdir: str = "random"          # random | target (model2 - model) | hessian (top eigenvector) | explicit
+    ydir: str = "random"          # random | target (model3 - model) | hessian (2nd eigenvector) | explicit
     orthogonalize: bool = False   # Gram-Schmidt y against x, y rescaled to |x|
     params: str = ""              # regex: only matching entries move
     regenerate: bool = False      # SeededDirections: drawn on the device, entry by entry, never stored
@@ -170,7 +290,7 @@ class DirectionSpec:
             raise LandscapeError(f"--dir_type {self.dir_type!r} must be one of: {', '.join(DIR_TYPES)}")
         if self.regenerate and (self.xdir != "random" or (self.ndim == 2 and self.ydir != "random" and not self.same_dir)):
             raise LandscapeError("--regenerate_directions applies to random directions only (not to "
-                                 "--model_file2/3 or hessian directions)")
+                                 "--model_file2/3, hessian or explicit directions)")
         if self.curvature not in CURVATURES:
             raise LandscapeError(f"--curvature {self.curvature!r} must be one of: {', '.join(CURVATURES)}")
         if self.orthogonalize and self.ndim != 2:
@@ -231,6 +351,8 @@ def make_directions(spec, net, model2=None, model3=None, build_model=None, hessi
     spec.check()
     space = direction_space(net, spec.dir_type)
     mask = entry_mask(space, spec.params)
+    if "hessian" in spec.kinds():
+        hessian_slices(net, spec.params)  # refuses a subset the Hessian cannot cover, before any work
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         if build_model is not None:
@@ -243,8 +365,8 @@ def make_directions(spec, net, model2=None, model3=None, build_model=None, hessi
             elif kind == "target":
                 dirs.append(target_direction(space, direction_space((model2 if axis == "x" else model3)(), spec.dir_type)))
             elif kind == "hessian":
-                dirs.append(unflatten_eigenvector(eig[0 if axis == "x" else 1][0], space, mask,
-                                                  getattr(spec, axis + "norm"), bool(spec.params)))
+                dirs.append(unflatten_eigenvector(eig[0 if axis == "x" else 1][0], net, space, mask,
+                                                  getattr(spec, axis + "norm"), spec.params))
             else:
                 dirs.append(random_direction(space, getattr(spec, axis + "norm"), getattr(spec, axis + "ignore")))
                 warn_unnormalized(getattr(spec, axis + "norm"), axis)
@@ -258,21 +380,41 @@ def make_directions(spec, net, model2=None, model3=None, build_model=None, hessi
     return dirs, points
 
 
-def unflatten_eigenvector(vector, space, mask, norm, subset):
-    """A flat vector over the Hessian's parameters (masked entries of dim > 1, or all masked entries
-    when a --params subset is given) -> a direction over `space`; `norm` rescales entries of dim > 1."""
-    covered = hessian_entries(space, mask, subset)
-    out, i = [], 0
-    for k, (_, w) in enumerate(space):
-        d = torch.zeros(w.shape, dtype=torch.float32)
-        if covered[k]:
-            d.copy_(vector[i:i + w.numel()].reshape(w.shape).float().cpu())
+def hessian_slices(net, params=""):
+    """{parameter name: (start, stop)} of the Hessian's flat vectors: the parameters it covers (those
+    matching --params, else those of dimension > 1), in net.parameters() order. BatchNorm statistics
+    are no parameters: a Hessian direction never moves them, under --dir_type states either."""
+    space = direction_space(net, "weights")
+    pattern = compile_params(params)
+    mask = [m and (pattern is None or bool(pattern.search(n))) for m, (n, _) in zip(entry_mask(space), space)]
+    covered = hessian_entries(space, mask, bool(params))
+    slices, i = {}, 0
+    for (name, w), c in zip(space, covered):
+        if c:
+            slices[name] = (i, i + w.numel())
             i += w.numel()
+    if not slices:
+        raise LandscapeError(f"--xdir/--ydir hessian: --params {params!r} matches no parameter (BatchNorm statistics "
+                             "are not parameters), so there is no Hessian to take")
+    return slices
+
+
+def unflatten_eigenvector(vector, net, space, mask, norm, params=""):
+    """A flat vector over the Hessian's parameters (see hessian_slices) -> a direction over `space`
+    (weights or states, matched by name); `norm` rescales entries of dim > 1."""
+    slices = hessian_slices(net, params)
+    size = max(stop for _, stop in slices.values())
+    if size != len(vector):
+        raise LandscapeError(f"the Hessian's eigenvector has {len(vector)} entries, its parameters {size}")
+    out = []
+    for k, (name, w) in enumerate(space):
+        d = torch.zeros(w.shape, dtype=torch.float32)
+        if mask[k] and name in slices:
+            start, stop = slices[name]
+            d.copy_(vector[start:stop].reshape(w.shape).float().cpu())
             if w.dim() > 1 and norm:
                 normalize_direction(d, w.float(), norm)
         out.append(d)
-    if i != len(vector):
-        raise LandscapeError(f"the Hessian's eigenvector has {len(vector)} entries, the direction space {i}")
     return out
 
 
@@ -287,10 +429,14 @@ def flat(direction):
 
 
 def marked_points(spec, dirs):
-    """Where the checkpoints sit on the grid: the model at 0, --model_file2 at x=1, --model_file3 at y=1."""
+    """Where the checkpoints sit on the grid: the model at 0, --model_file2 at x=1, --model_file3 at y=1.
+    With a --params subset the point x=1 moves only the subset to model_file2's: it is not that
+    checkpoint, so it is not marked."""
     if "target" not in spec.kinds():
         return []
     points = [("model_file", 0.0, 0.0 if spec.ndim == 2 else None)]
+    if spec.params:
+        return points
     if spec.xdir == "target":
         points.append(("model_file2", 1.0, 0.0 if spec.ndim == 2 else None))
     if spec.ndim == 2 and spec.ydir == "target" and not spec.same_dir:
@@ -316,10 +462,10 @@ def orthogonalize(xdir, ydir, spec):
         n = d.numel()
         out.append((rest[i:i + n] * scale).reshape(d.shape).float())
         i += n
-    points = [("model_file", 0.0, 0.0)]
-    if spec.xdir == "target":
+    points = [("model_file", 0.0, 0.0)] if "target" in spec.kinds() else []
+    if spec.xdir == "target" and not spec.params:
         points.append(("model_file2", 1.0, 0.0))
-    if spec.ydir == "target":
+    if spec.ydir == "target" and not spec.params:
         points.append(("model_file3", a, 1.0 / scale))
     return out, points
 
@@ -346,35 +492,77 @@ class SeededDirections:
 
     The same (seed, entry, device type) always gives the same tensor, so every rank, and a resumed
     run, sees the same directions. (These draws differ from the default mode's, which follow the
-    reference's single global stream.)
+    reference's single global stream.) With --orthogonalize the y direction is Gram-Schmidt'ed
+    against x entry by entry, y' = s (y - a x), with the two numbers a = y.x / x.x and
+    s = |x| / |y - a x| computed once over all entries (`gram_schmidt`) and recorded.
     """
 
-    def __init__(self, spec, device_type):
+    def __init__(self, spec, device_type, ortho=None):
         self.spec, self.device_type = spec, device_type
+        self.ortho = ortho            # (a, s) of y' = s (y - a x), or None
 
     def entry_seed(self, axis, i):
         digest = hashlib.sha256(f"{self.spec.seed}/{axis}/{i}".encode()).digest()
         return int.from_bytes(digest[:7], "little")
 
-    def draw(self, axis, i, w):
-        """Entry i of direction `axis` (0 or 1), normalised against `w`, on w's device."""
-        if self.spec.same_dir:
-            axis = 0
+    def raw(self, axis, i, w):
+        """Entry i of the drawn direction `axis` (0 or 1), normalised against `w`, on w's device."""
         norm, ignore = (self.spec.xnorm, self.spec.xignore) if axis == 0 else (self.spec.ynorm, self.spec.yignore)
         gen = torch.Generator(device=self.device_type).manual_seed(self.entry_seed(axis, i))
         d = torch.randn(w.shape, generator=gen, device=self.device_type, dtype=torch.float32).to(w.device)
         normalize_entry(d, w, norm, ignore)
         return d
 
+    def entry(self, i, w):
+        """Entry i of every direction: [dx] or [dx, dy], y orthogonalised against x if asked."""
+        x = self.raw(0, i, w)
+        if self.spec.ndim == 1:
+            return [x]
+        if self.spec.same_dir:
+            return [x, x]
+        y = self.raw(1, i, w)
+        if self.ortho is not None:
+            a, s = self.ortho
+            y.sub_(x, alpha=a).mul_(s)
+        return [x, y]
+
+    def draw(self, axis, i, w):
+        """Entry i of direction `axis` (0 or 1), normalised against `w`, on w's device."""
+        return self.entry(i, w)[axis]
+
+    def gram_schmidt(self, space, mask):
+        """(a, s) for y' = s (y - a x): a = y.x / x.x, s = |x| / |y - a x|, summed entry by entry in float64."""
+        if self.spec.same_dir:
+            raise LandscapeError("--orthogonalize: the two directions are parallel (--same_dir), they span no plane")
+        xx = xy = yy = 0.0
+        for i, ((_, w), m) in enumerate(zip(space, mask)):
+            if m:
+                x, y = self.raw(0, i, w).double(), self.raw(1, i, w).double()
+                xx, xy, yy = xx + float((x * x).sum()), xy + float((x * y).sum()), yy + float((y * y).sum())
+        if xx == 0 or yy == 0:
+            raise LandscapeError("--orthogonalize needs two non-zero directions")
+        a = xy / xx
+        rest = yy - a * xy           # |y - a x|^2
+        if rest <= 1e-24 * yy:
+            raise LandscapeError("--orthogonalize: the two directions are parallel, they span no plane")
+        return a, math.sqrt(xx / rest)
+
     def materialize(self, space, mask):
         """The equivalent stored directions (for --save_directions), as CPU tensors."""
-        return [[self.draw(a, i, w).cpu() if m else torch.zeros(w.shape) for i, ((_, w), m) in
-                 enumerate(zip(space, mask))] for a in range(self.spec.ndim)]
+        out = [[] for _ in range(self.spec.ndim)]
+        for i, ((_, w), m) in enumerate(zip(space, mask)):
+            ds = self.entry(i, w) if m else [torch.zeros(w.shape)] * self.spec.ndim
+            for a, d in enumerate(ds):
+                out[a].append(d.cpu())
+        return out
 
     def attrs(self):
-        return {"regenerated": 1, "regenerated_device_type": self.device_type,
-                "regenerated_scheme": "entry i of axis a: torch.Generator(device).manual_seed(int.from_bytes("
-                                      "sha256(f'{seed}/{a}/{i}')[:7], 'little')), randn(shape), normalised"}
+        a = {"regenerated": 1, "regenerated_device_type": self.device_type,
+             "regenerated_scheme": "entry i of axis a: torch.Generator(device).manual_seed(int.from_bytes("
+                                   "sha256(f'{seed}/{a}/{i}')[:7], 'little')), randn(shape), normalised"}
+        if self.ortho is not None:
+            a["regenerated_ortho"] = json.dumps(list(self.ortho))
+        return a
 
 
 # ----------------------------------------------------------------------------- file names
@@ -387,9 +575,12 @@ def _split_path(path):
 def name_direction_file(cfg):
     """The reference's direction-file name, e.g. <model_file>_weights_xignore=biasbn_xnorm=filter.h5.
 
-    Identical to the reference's for paths with folders; two of its bugs are fixed: a --model_file3
-    in the same folder as --model_file no longer glues a path into the name, and files in different
-    folders with no common folder no longer lose the first character of the second folder. Choices
+    Identical to the reference's for paths with folders; three of its bugs are fixed: a --model_file3
+    in the same folder as --model_file no longer glues a path into the name, files in different
+    folders with no common folder no longer lose the first character of the second folder, and the
+    folders of a --model_file2 elsewhere (an absolute path, ../x, a deeper folder) are part of the
+    name with '_' for '/', so the file lands beside model_file's folder, as for the reference's
+    sibling folders, instead of in a folder that does not exist. Choices
     the reference did not have are appended only when used (_xdir=hessian, _ortho, _params=<hash>,
     _regen, _seed=<s> for a seed other than 123), so the reference's names stay as they were.
     """
@@ -406,7 +597,8 @@ def name_direction_file(cfg):
             prefix = commonprefix([file1, file2])
             prefix = prefix[:prefix.rfind("/")] if "/" in prefix else None
             rel2 = file2[len(prefix) + 1:file2.rfind("/")] if prefix is not None else dir2
-            name = dir1 + "_" + base1 + "_" + rel2 + "_" + base2
+            # the name's only folder is model_file's: the second file's folders become part of the name
+            name = dir1 + "_" + base1 + "_" + rel2.replace("/", "_") + "_" + base2
     name += "_" + cfg.dir_type
     if getattr(cfg, "xdir", "") == "hessian" and not file2:
         name += "_xdir=hessian"
@@ -443,21 +635,49 @@ def name_direction_file(cfg):
 
 
 # ----------------------------------------------------------------------------- direction files
-def direction_attrs(spec, net_name, model_hash, model_file2="", model_file3="", points=()):
-    """What made a direction file, so a later run can refuse one made for something else."""
+# The run's inputs, beyond the spec and the origin, that define a direction (recorded in the direction
+# file and compared when it is reused; the keys are those of io/provenance.py's DIRECTION table).
+TARGET_INPUTS = {"x": ("model_file2", "model_file2_sha256", "model2_sha256"),
+                 "y": ("model_file3", "model_file3_sha256", "model3_sha256")}
+HESSIAN_INPUTS = ("loss_name", "loss_sha256", "dataset", "data_split", "split_idx", "train_size", "data_sha256")
+
+
+def defining_inputs(spec, inputs):
+    """The entries of `inputs` that define `spec`'s directions: the target checkpoints of a target
+    direction, the loss and data of a Hessian direction, and then the origin's checkpoint too (a
+    difference or an eigenvector belongs to its origin). Empty values (not given) are left out."""
+    keys = []
+    for axis, kind in zip("xy", spec.kinds()):
+        if kind == "target" and not (axis == "y" and spec.same_dir):
+            keys += TARGET_INPUTS[axis]
+    if "hessian" in spec.kinds():
+        keys += HESSIAN_INPUTS
+    if keys:
+        keys.append("model_file_sha256")
+    return {k: inputs[k] for k in keys if inputs.get(k) not in (None, "")}
+
+
+def direction_attrs(spec, net_name, model_hash, inputs=None, points=(), extra=None):
+    """What made a direction file (io/provenance.py's DIRECTION table), so a later run can refuse one
+    made for something else: the spec, the origin's checkpoint, the inputs that define these
+    directions, where the checkpoints sit; `extra`, e.g. a regenerated recipe."""
     a = {f"spec_{k}": v for k, v in spec.attrs().items()}
     a.update({"dir_type": spec.dir_type, "model": net_name, "model_file_sha256": model_hash, "seed": spec.seed,
               "xnorm": spec.xnorm, "xignore": spec.xignore, "ynorm": spec.ynorm, "yignore": spec.yignore,
-              "model_file2": model_file2, "model_file3": model_file3,
               "marked_points": h5_util.points_json(points)})
-    return a
+    a.update(defining_inputs(spec, dict(inputs or {}, model_file_sha256=model_hash)))
+    a.update(extra or {})
+    return provenance.record("direction", **a)
 
 
-# DirectionSpec fields compared when a direction file is reused, and what the message calls them
-COMPARED = (("seed", "--seed"), ("xdir", "the x direction"), ("xnorm", "--xnorm"), ("xignore", "--xignore"),
-            ("ydir", "the y direction"), ("ynorm", "--ynorm"), ("yignore", "--yignore"), ("same_dir", "--same_dir"),
-            ("orthogonalize", "--orthogonalize"), ("params", "--params"), ("regenerate", "--regenerate_directions"),
-            ("curvature", "--curvature"))
+SPEC_FIELDS = ("seed", "xdir", "xnorm", "xignore", "ydir", "ynorm", "yignore", "same_dir", "orthogonalize", "params",
+               "regenerate", "curvature")
+# what a message calls each field (the flag that sets it)
+SPEC_WHAT = (("seed", "--seed"), ("xdir", "x direction (--xdir, --model_file2)"), ("xnorm", "--xnorm"),
+             ("xignore", "--xignore"), ("ydir", "y direction (--ydir, --model_file3)"), ("ynorm", "--ynorm"),
+             ("yignore", "--yignore"), ("same_dir", "--same_dir"), ("orthogonalize", "--orthogonalize"),
+             ("params", "--params"), ("regenerate", "--regenerate_directions"), ("curvature", "--curvature"))
+Y_FIELDS = ("ydir", "ynorm", "yignore", "same_dir", "orthogonalize")
 
 
 def relevant_fields(spec):
@@ -468,11 +688,11 @@ def relevant_fields(spec):
         fields.add("curvature")
     if "random" in kinds:
         fields.add("seed")
-    if kinds[0] != "target":
+    if kinds[0] not in ("target", "explicit"):
         fields |= {"xnorm"} | ({"xignore"} if kinds[0] == "random" else set())
     if spec.ndim == 2:
         fields |= {"ydir", "same_dir", "orthogonalize"}
-        if kinds[1] != "target" and not spec.same_dir:
+        if kinds[1] not in ("target", "explicit") and not spec.same_dir:
             fields |= {"ynorm"} | ({"yignore"} if kinds[1] == "random" else set())
     return fields
 
@@ -480,6 +700,10 @@ def relevant_fields(spec):
 def recorded_value(attrs, field, like):
     """A DirectionSpec field as recorded in a file (spec_<field>, or the older top-level name), or None."""
     value = attrs.get("spec_" + field, attrs.get(field))
+    if field == "regenerate" and value is None and attrs.get("regenerated"):
+        value = True
+    if field == "curvature" and value is None:
+        value = "hessian"             # files record the curvature only when it is not the Hessian
     if value is None:
         return None
     if isinstance(like, bool):
@@ -489,11 +713,28 @@ def recorded_value(attrs, field, like):
     return str(value)
 
 
-def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=True):
+def recorded_spec(attrs, spec, keep=()):
+    """The DirectionSpec a direction file records, over `spec` (this run's) where it records nothing;
+    the fields in `keep` (those the user set) and the dimensionality stay this run's (a 1D run may use
+    the x direction of a 2D file)."""
+    out = copy.copy(spec)
+    for f in SPEC_FIELDS:      # (--dir_type is this run's: a file of another one is refused)
+        if f in keep or (spec.ndim == 1 and f in Y_FIELDS):
+            continue
+        v = recorded_value(attrs, f, getattr(spec, f))
+        if v is not None:
+            setattr(out, f, v)
+    return out
+
+
+def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=True, inputs=None):
     """Refuse a direction file made for another model, direction type, dimensionality, seed,
-    normalisation, ignore rule or subset. `compare`: True compares every choice that changes the
-    directions; a set of DirectionSpec fields compares only those (for a --dir_file the user named,
-    the flags the user set: the file defines the rest).
+    normalisation, ignore rule or subset, or from other inputs that define its directions (target
+    checkpoints; the loss and data of a Hessian direction; the origin of either): the compared
+    entries of io/provenance.py's DIRECTION table. `compare`: True compares every choice that
+    changes the directions; a set of DirectionSpec fields compares only those (for a --dir_file the
+    user named, the flags the user set: the file defines the rest). `spec` is this run's, for a
+    named file already read over the file's own (recorded_spec).
 
     Returns a warning to print once every other check has passed (or None).
     """
@@ -507,16 +748,27 @@ def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=Tr
     recorded_model = attrs.get("model")
     if recorded_model and recorded_model != net_name:
         raise LandscapeError(f"direction file '{dir_file}' was made for model '{recorded_model}', not '{net_name}'")
-    if compare:
-        fields = relevant_fields(spec) & (compare if isinstance(compare, (set, frozenset)) else set(relevant_fields(spec)))
-        for field, what in COMPARED:
-            mine = getattr(spec, field)
-            theirs = recorded_value(attrs, field, mine)
-            if field == "curvature" and theirs is None:
-                theirs = "hessian"            # files record the curvature only when it is not the Hessian
-            if field in fields and theirs is not None and theirs != mine:
-                raise LandscapeError(f"direction file '{dir_file}' was made with {what} {theirs!r}, not {mine!r}; "
-                                     "use another --dir_file, or delete it to make new directions")
+    # a named file: every flag the user set must agree with it; else every field that changes these directions
+    fields = set(compare) if isinstance(compare, (set, frozenset)) else relevant_fields(spec) if compare else set()
+    unrecorded = [f for f in SPEC_FIELDS if f in fields and recorded_value(attrs, f, getattr(spec, f)) is None]
+    if unrecorded and isinstance(compare, (set, frozenset)):
+        what = dict(SPEC_WHAT)[unrecorded[0]]
+        raise LandscapeError(f"direction file '{dir_file}' records no {what}: it holds its own directions, which "
+                             f"{what} cannot change; drop it")
+    mine = {f"spec_{f}": getattr(spec, f) for f in SPEC_FIELDS if f in fields}
+    mine.update(defining_inputs(spec, dict(inputs or {}, model_file_sha256=model_hash)))
+    theirs = dict(attrs, **{f"spec_{f}": recorded_value(attrs, f, getattr(spec, f)) for f in SPEC_FIELDS
+                            if recorded_value(attrs, f, getattr(spec, f)) is not None})
+    diff = provenance.first_difference("direction", theirs, mine)
+    if diff is not None:
+        entry, was, now = diff
+        if entry.key.startswith("spec_"):
+            raise LandscapeError(f"direction file '{dir_file}' was made with {entry.what} "
+                                 f"{recorded_value(attrs, entry.key[5:], now)!r}, not {now!r}; use another "
+                                 "--dir_file, or delete it to make new directions")
+        raise LandscapeError(f"direction file '{dir_file}' was made with another {entry.what} "
+                             f"({provenance.short(was)} vs {provenance.short(now)}), which defines its directions; "
+                             "delete it to make new ones, or give another --idx or --dir_file")
     if not attrs.get("regenerated"):
         shapes = info["shapes"]
         want = [tuple(w.shape) for _, w in space]
@@ -530,6 +782,19 @@ def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=Tr
     if recorded_hash and model_hash and recorded_hash != model_hash:
         return (f"warning: direction file '{dir_file}' was made from a different checkpoint than this model; "
                 "its normalisation follows that checkpoint's weights")
+    return None
+
+
+def zero_direction_warning(directions, spec):
+    """A one-line warning for a direction that is zero everywhere (every point along it is the origin),
+    or None. The grid is still computed: a flat line, as the reference computes it."""
+    for axis, d in zip("xy", directions):
+        if all(not bool(torch.count_nonzero(t)) for t in d):
+            kind = getattr(spec, axis + "dir") if spec is not None else "random"
+            why = {"target": f" (--model_file{2 if axis == 'x' else 3} holds the same weights as --model_file"
+                             f"{' in the --params subset' if spec.params else ''})"}.get(kind, "")
+            return (f"warning: the {axis} direction is zero everywhere{why}: every point along {axis} is the "
+                    "model itself, a flat line")
     return None
 
 
@@ -563,6 +828,8 @@ class PointSetter:
     def set(self, coord):
         """Move the model to grid coordinate `coord` (a scalar or an (x, y) pair)."""
         coord = np.atleast_1d(coord)
+        if not self.targets:  # every direction is zero: every point is the origin
+            return
         with torch.no_grad():
             torch._foreach_copy_(self.targets, self.origin)
             for step, d in zip(coord, self.dirs):
@@ -586,17 +853,19 @@ class PointSetter:
         return out
 
     def restore(self):
-        with torch.no_grad():
-            torch._foreach_copy_(self.targets, self.origin)
+        if self.targets:
+            with torch.no_grad():
+                torch._foreach_copy_(self.targets, self.origin)
 
 
 class SeededSetter(PointSetter):
     """PointSetter for SeededDirections: each entry's direction is drawn again at every point, so
     beside the model only its origin is kept (the masked, moving entries)."""
 
-    def __init__(self, net, seeded, dir_type, params=""):
-        space = direction_space(net, dir_type)
-        mask = entry_mask(space, params)
+    def __init__(self, net, seeded):
+        # the subset and the space are the recipe's own (a reused file's, whatever the command line says)
+        space = direction_space(net, seeded.spec.dir_type)
+        mask = entry_mask(space, seeded.spec.params)
         self.seeded = seeded
         self.index = [i for i, m in enumerate(mask) if m]
         self.names = [space[i][0] for i in self.index]
@@ -611,9 +880,10 @@ class SeededSetter(PointSetter):
         with torch.no_grad():
             for k, (t, w) in enumerate(zip(self.targets, self.origin)):
                 t.copy_(w)
-                for axis, step in enumerate(coord):
-                    if step != 0:
-                        t.add_(self.entry(k, axis).view(t.shape), alpha=float(step))
+                if any(step != 0 for step in coord):
+                    for step, d in zip(coord, self.seeded.entry(self.index[k], w)):
+                        if step != 0:
+                            t.add_(d.view(t.shape), alpha=float(step))
 
 
 class PathSetter(PointSetter):
@@ -621,9 +891,10 @@ class PathSetter(PointSetter):
     - polychain: the polygonal chain, checkpoint i at t = i / (N - 1);
     - bezier: the Bezier curve with the checkpoints as control points,
       w(t) = sum_i C(N-1, i) t^i (1 - t)^(N-1-i) w_i (for N = 3, the quadratic curve bent by w_2).
+    Only the entries matching `params` travel; the others keep the model's own values.
     """
 
-    def __init__(self, net, spaces, dir_type, path_type, device=None):
+    def __init__(self, net, spaces, dir_type, path_type, device=None, params=""):
         if path_type not in PATH_TYPES:
             raise LandscapeError(f"--path_type {path_type!r} must be polychain or bezier")
         if len(spaces) < 2:
@@ -631,7 +902,7 @@ class PathSetter(PointSetter):
         space = direction_space(net, dir_type)
         for other in spaces:
             target_direction(space, other)  # same architecture, or one line saying it is not
-        mask = entry_mask(space)
+        mask = entry_mask(space, params)    # the rest (other subsets, integers) stays at the model's own
         keep = [i for i, m in enumerate(mask) if m]
         self.names = [space[i][0] for i in keep]
         self.targets = [space[i][1] for i in keep]

@@ -70,6 +70,36 @@ def cal_angle(vec1, vec2):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+# the reference's projection.py helpers, for users' scripts (same signatures and meaning)
+def tensorlist_to_tensor(weights):
+    """A list of tensors as one flat float32 vector."""
+    return torch.cat([torch.as_tensor(w).reshape(-1).float() for w in weights])
+
+
+def nplist_to_tensor(nplist):
+    """A list of arrays as one flat float64 vector; 0-dimensional entries are left out, as the reference."""
+    return torch.cat([torch.as_tensor(np.asarray(d, dtype=np.float64)).reshape(-1) for d in nplist
+                      if np.ndim(d) > 0])
+
+
+def npvec_to_tensorlist(direction, params):
+    """A flat vector -> a list of tensors shaped like `params`: a list of tensors (copies of their dtype) or a
+    state_dict (float32 tensors, one per entry, integer entries included)."""
+    if isinstance(params, dict):
+        space = [(k, torch.zeros(v.shape)) for k, v in params.items()]
+        return unflatten(np.asarray(direction, dtype=np.float64), space)
+    space = [("", torch.as_tensor(p)) for p in params]
+    out = unflatten(np.asarray(direction, dtype=np.float64), [(n, torch.zeros(t.shape)) for n, t in space])
+    return [o.to(t.dtype) for o, (_, t) in zip(out, space)]
+
+
+def project_1D(w, d):
+    """The length of w's projection onto d: w.d / |d|."""
+    if len(w) != len(d):
+        raise UserError(f"project_1D: vectors of {len(w)} and {len(d)} entries")
+    return float(torch.dot(torch.as_tensor(w).double(), torch.as_tensor(d).double()) / torch.as_tensor(d).double().norm())
+
+
 # ----------------------------------------------------------------------------- PCA
 def trajectory_rows(model_files, load, final_vec, dir_type, ignore, mask=None):
     """Yield d_e = w_e - w_final for each checkpoint, one at a time (float64 numpy vectors)."""
@@ -168,7 +198,7 @@ def setup_PCA_directions(args, model_files, net_final, model_name):
 def project_2D(d, dx, dy, proj_method):
     """Coordinates of vector d in the plane of dx, dy: 'cos' (orthogonal directions) or 'lstsq'."""
     if proj_method == "cos":
-        return float(d @ dx / dx.norm()), float(d @ dy / dy.norm())
+        return project_1D(d, dx), project_1D(d, dy)
     A = torch.stack([dx, dy], 1)                      # (P, 2)
     coef = torch.linalg.solve(A.T @ A, A.T @ d)       # the 2x2 normal equations
     return float(coef[0]), float(coef[1])

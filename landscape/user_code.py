@@ -28,9 +28,17 @@ def load_callable(spec, what):
         spec_obj = importlib.util.spec_from_file_location(mod_name, target)
         module = importlib.util.module_from_spec(spec_obj)
         sys.path.insert(0, os.path.dirname(os.path.abspath(target)))  # let it import its neighbours
+        # registered before it runs, as `import` does: dataclasses, pickling and typing look the module
+        # up by name while it executes (e.g. a @dataclass under `from __future__ import annotations`)
+        previous = sys.modules.get(mod_name)
+        sys.modules[mod_name] = module
         try:
             spec_obj.loader.exec_module(module)
         except Exception as e:  # the user's code failed on import: say where, briefly
+            if previous is None:
+                sys.modules.pop(mod_name, None)
+            else:
+                sys.modules[mod_name] = previous
             raise UserError(f"importing {what} file '{target}' failed: {type(e).__name__}: {e}") from e
         finally:
             sys.path.pop(0)
@@ -43,3 +51,18 @@ def load_callable(spec, what):
     if not callable(fn):
         raise UserError(f"{what} '{spec}': '{target}' has no callable named '{fn_name}'")
     return fn
+
+
+def spec_sha256(spec):
+    """The sha256 of the file a `file.py:fn` or `module:fn` spec runs (recorded in the files, compared on
+    resume, so an edited loss or model file is noticed); '' where there is no such file."""
+    from landscape.io.provenance import file_sha256
+    target = spec.rpartition(":")[0]
+    if target.endswith(".py") or os.sep in target:
+        return file_sha256(target) if os.path.isfile(target) else ""
+    try:
+        found = importlib.util.find_spec(target)
+    except (ImportError, ValueError):
+        return ""
+    origin = getattr(found, "origin", None)
+    return file_sha256(origin) if origin and os.path.isfile(origin) else ""

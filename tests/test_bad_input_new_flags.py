@@ -93,6 +93,15 @@ def base(*extra):
     (["--path_files", "m.t7", "m2.t7", "--y=-1:1:3"], ["--path_files makes a 1D path"]),
     (["--path_files", "m.t7", "m2.t7", "--x=0:1:3", "--path_type", "spline"], ["--path_type", "spline"]),
     (["--path_files", "m.t7", "missing.t7", "--x=0:1:3"], ["missing.t7", "does not exist"]),
+    (["--path_files", "m.t7", "m2.t7", "--x=0:1:3", "--xdir", "hessian"], ["--path_files", "--xdir"]),
+    (["--path_files", "m.t7", "m2.t7", "--x=0:1:3", "--save_directions", "d.h5"], ["--save_directions"]),
+    (["--path_files", "m.t7", "m2.t7", "--x=0:1:3", "--params", "^conv"], ["--params", "matches none"]),
+    (["--bn_recalibrate"], ["--bn_recalibrate", "no BatchNorm"]),
+    (["--model", "digits_cnn", "--model_file", "cnn.t7", "--bn_recalibrate", "--dir_type", "states"],
+     ["--bn_recalibrate", "--dir_type weights"]),
+    (["--model", "digits_cnn", "--model_file", "cnn.t7", "--bn_recalibrate", "--points_per_pass", "4"],
+     ["--bn_recalibrate", "--points_per_pass"]),
+    (["--y=-1:1:3", "--same_dir", "--regenerate_directions", "--orthogonalize"], ["--orthogonalize", "parallel"]),
 ])
 def test_plot_surface_refuses(work, extra, words):
     refuse(plot_surface.main, base(*extra), *words)
@@ -107,6 +116,7 @@ def test_plot_surface_refuses(work, extra, words):
     (["--at_center", "--esd", "--esd_steps", "1"], ["--esd_steps"]),
     (["--precision", "bf16"], ["bf16", "too coarse"]),
     (["--at_center", "--top_k", "3000"], ["top_k"]),
+    (["--bn_recalibrate"], ["--bn_recalibrate", "loss maps"]),
 ])
 def test_plot_hessian_eigen_refuses(work, extra, words):
     refuse(plot_hessian_eigen.main, base(*extra), *words)

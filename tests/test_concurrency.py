@@ -71,3 +71,18 @@ def test_lock_heartbeat_keeps_it_fresh(tmp_path, monkeypatch):
     time.sleep(0.5)
     assert time.time() - os.path.getmtime(lock.path) < 5
     lock.release()
+
+
+def test_taking_the_lock_removes_a_killed_writers_temp_files_only(tmp_path):
+    """kill -9 during a write leaves '<surf>.tmp<pid>'; the next owner of the lock removes it, and
+    nothing else (another surface's temp, a user's file with a similar name)."""
+    from landscape.grid.lock import SurfaceLock
+    surf = tmp_path / "s.h5"
+    keep = ["s.h5", "s.h5.tmpnotes", "t.h5.tmp123", "s.h5.tmp123.bak"]
+    for name in keep + ["s.h5.tmp29227", "s.h5.tmp1"]:
+        (tmp_path / name).write_text("x")
+    lock = SurfaceLock(str(surf)).acquire()
+    try:
+        assert sorted(os.listdir(tmp_path)) == sorted(keep + ["s.h5.lock"])
+    finally:
+        lock.release()

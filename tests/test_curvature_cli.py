@@ -152,7 +152,7 @@ def test_eigenvalue_maps_away_from_the_centre_match_the_dense_matrix_of_the_move
     with h5py.File(surf, "r") as f:
         x, mx, mn, ok = f["xcoordinates"][()], f["max_eig"][()], f["min_eig"][()], f["eig_converged"][()]
         dir_file = f["dir_file"][()].decode()
-        assert f.attrs["curvature"] == curvature and f.attrs["max_iter"] == 100 and f.attrs["tol"] == 1e-4
+        assert f.attrs["curvature"] == curvature and f.attrs["eig_max_iter"] == 100 and f.attrs["eig_tol"] == 1e-4
     (d,) = h5_util.read_direction_file(dir_file if os.path.isabs(dir_file) else str(folder / dir_file))
     assert (ok == 1).all()
     for i, step in enumerate(x):

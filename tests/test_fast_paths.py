@@ -31,7 +31,7 @@ def test_folded_model_equals_the_model_after_every_move(name, folds):
     net = randomize_bn(models.ZOO[name]().eval())
     shape = (1, 8, 8) if name.startswith("digits") else (3, 32, 32)
     x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(1))
-    fast = fast_model.FastModel(net, fold_bn=True)
+    fast = fast_model.FastModel(net, fold_bn=True, sample=((x[:2],), {}))  # the sample shows Linear -> BN1d is 2-D
     assert len(fast.pairs) == folds
     space = net_plotter.direction_space(net, "states")
     d = net_plotter.random_direction(space, "filter", "", torch.Generator().manual_seed(2))

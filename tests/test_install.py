@@ -29,20 +29,27 @@ def run(cmd, cwd, timeout=300, **kw):
     return r
 
 
+def clone_files():
+    """The project's files as a clean clone has them: tracked and new, nothing ignored, no build leftovers."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    return [name for name in files if name and os.path.isfile(os.path.join(REPO, name))]
+
+
+def copy_clone(dest):
+    for name in clone_files():
+        os.makedirs(dest / os.path.dirname(name), exist_ok=True)
+        with open(os.path.join(REPO, name), "rb") as f_in, open(dest / name, "wb") as f_out:
+            f_out.write(f_in.read())
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(venv folder, its python, a working folder outside the clone) with the wheel installed."""
     root = tmp_path_factory.mktemp("install")
     src, dist, venv, work = root / "src", root / "dist", root / "venv", root / "work"
     work.mkdir()
-    # the project's files as a clean clone has them (tracked and new, nothing ignored, no build leftovers)
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split("\n")
-    for name in filter(None, files):
-        if os.path.isfile(os.path.join(REPO, name)):
-            os.makedirs(src / os.path.dirname(name), exist_ok=True)
-            with open(os.path.join(REPO, name), "rb") as f_in, open(src / name, "wb") as f_out:
-                f_out.write(f_in.read())
+    copy_clone(src)
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", dist, src], cwd=root)
     wheel = glob.glob(str(dist / "loss_landscape-*.whl"))
     assert len(wheel) == 1, wheel
@@ -137,3 +144,23 @@ print(res.values["train_loss"].shape, float(res.values["train_loss"][1]))
     r = run([py, "-c", code], cwd=work)
     assert r.stdout.startswith("(3,)")
     assert not os.listdir(work), "the API with no out= writes nothing"
+
+
+def test_the_sdist_carries_the_whole_test_suite_and_it_runs_from_there(tmp_path):
+    """MANIFEST.in: every file of the clone but the README's images is in the sdist (conftest.py, oracle.py,
+    fake_cifar10.py, tests/data, the front doors the tests import), and pytest runs from the unpacked sdist."""
+    import tarfile
+    src, dist, unpacked = tmp_path / "src", tmp_path / "dist", tmp_path / "unpacked"
+    copy_clone(src)
+    run([sys.executable, "-c", f"from setuptools import build_meta as b; b.build_sdist({str(dist)!r})"], cwd=src)
+    [sdist] = glob.glob(str(dist / "loss_landscape-*.tar.gz"))
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()}
+        tar.extractall(unpacked, filter="data")
+    wanted = {f for f in clone_files() if not f.startswith(("docs/images/", ".ci/")) and f != ".gitignore"}
+    assert wanted - members == set()
+    assert {"tests/conftest.py", "tests/oracle.py", "tests/fake_cifar10.py", "tests/data/model_state_dicts.json",
+            "net_plotter.py", "cifar10/main.py"} <= members
+    root = glob.glob(str(unpacked / "loss_landscape-*"))[0]
+    run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_directions.py", "-k",
+         "names"], cwd=root)

@@ -72,8 +72,8 @@ def test_a_named_direction_file_is_refused_only_for_flags_the_user_set(work, cap
 # ----------------------------------------------------------------------------- resuming a surface
 @pytest.mark.parametrize("extra,words", [
     (["--raw_data"], ["--raw_data"]),
-    (["--data_split", "2"], ["training-set size"]),
-    (["--data_split", "2", "--split_idx", "1"], ["training-set size"]),
+    (["--data_split", "2"], ["--data_split"]),
+    (["--data_split", "2", "--split_idx", "1"], ["--data_split"]),
     (["--precision", "bf16"], ["--precision", "bf16"]),
     (["--loss_name", "mse"], ["loss", "mse"]),
     (["--trainloader", "labels.t7"], ["--trainloader"]),
@@ -173,8 +173,8 @@ def test_curvature_applies_the_precision_and_defaults_to_fp32(work, monkeypatch)
     assert plot_hessian_eigen.main(args + ["--surf_file", "b.h5", "--precision", "tf32"]) == 0
     assert seen == [(False, False), (True, True)]
     assert torch.backends.cudnn.allow_tf32  # restored afterwards
-    with h5py.File("a.h5", "r") as f:
-        assert f.attrs["precision"] == "fp32"
+    with h5py.File("a.h5", "r") as f:   # the eigenvalue maps' own precision (a loss map's is `precision`)
+        assert f.attrs["eig_precision"] == "fp32"
 
 
 @pytest.mark.parametrize("flag", [["--ngpu", "2"], ["--compile"], ["--points_per_pass", "4"], ["--no_fold_bn"],

@@ -8,7 +8,9 @@ import os
 from landscape import directions as net_plotter
 from landscape import evaluation
 from landscape.errors import ArgParser, UserError
+from landscape.evaluation.batches import DATA_IN_MEMORY
 from landscape.grid.job import parse_range
+from landscape.parallel.dist import RENDEZVOUS_SECONDS
 
 FORMATS = ("pdf", "png", "svg")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -30,7 +32,14 @@ def batch_size_arg(text):
 def surface_parser(description="Compute (and plot) the loss surface of a trained model along 1 or 2 directions."):
     p = ArgParser.make(description)
     a = p.add_argument
-    a("--mpi", "-m", action="store_true", help="split the grid over MPI ranks (run under mpirun/srun)")
+    a("--mpi", "-m", action="store_true", help="split the grid over MPI ranks (run under mpirun/srun); under "
+                                                "torchrun the ranks are found without it")
+    a("--ranks_per_point", default=0, type=int,
+      help="ranks that evaluate each point together, each on its own shard of the data (data-parallel points); "
+           "must divide the number of ranks; 0: 1 for grids, every rank for --at_center")
+    a("--rendezvous_timeout", default=RENDEZVOUS_SECONDS, type=float,
+      help="seconds the ranks wait for each other to join torch.distributed (torchrun, or --ranks_per_point > 1 "
+           "on GPUs under MPI)")
     a("--cuda", "-c", action="store_true", help="compute on the GPU of each rank's node-local rank")
     a("--threads", default=0, type=int,
       help="CPU threads per rank for torch; 0: every core this rank may use, divided among the ranks on its node")
@@ -48,6 +57,9 @@ def surface_parser(description="Compute (and plot) the loss surface of a trained
     a("--testloader", default="", help="test labels file, or a pickled DataLoader with --allow_pickle")
     a("--allow_pickle", action="store_true", help="allow loading pickled DataLoaders: this runs code from the file")
     a("--download", action="store_true", help="download CIFAR-10 into --datapath if it is missing")
+    a("--data_in_memory", default="auto", help="auto | yes | no: keep the data on the device, or stream it for each "
+                                               "point; auto streams a set that does not fit the memory budget "
+                                               "(README, GPUs and clusters)")
     # model and loss
     a("--model", default="resnet56", help="model name, or path/to/file.py:factory | module:factory")
     a("--model_folder", default="", help="folder that relative --model_file/2/3 paths are in")
@@ -93,6 +105,10 @@ def surface_parser(description="Compute (and plot) the loss surface of a trained
       help="draw each random direction entry from its own seed on the device at every point instead of storing "
            "the directions: only the model and its origin need to fit")
     a("--save_directions", default="", metavar="FILE", help="also write the directions, materialised, to FILE")
+    a("--bn_recalibrate", action="store_true",
+      help="at every point, recompute BatchNorm's running statistics from the training data (train mode, "
+           "cumulative average, batches of --batch_size, or 128 with auto) before evaluating, as "
+           "mode-connectivity work does; with --dir_type weights")
     a("--eval_test", action="store_true", help="also compute the test set's maps")
     a("--precision", default="default", help="default | fp32 | tf32 | bf16 (see README)")
     a("--points_per_pass", default=1, type=int, help="grid points evaluated together on each data batch")
@@ -119,7 +135,7 @@ def check_choices(cfg):
                "xignore": ("", "biasbn"), "yignore": ("", "biasbn"), "precision": evaluation.PRECISIONS,
                "format": FORMATS, "memory_format": MEMORY_FORMATS, "xdir": ("", "hessian"), "ydir": ("", "hessian"),
                "path_type": net_plotter.PATH_TYPES, "curvature": net_plotter.CURVATURES,
-               "hvp": ("autograd", "finite_difference")}
+               "hvp": ("autograd", "finite_difference"), "data_in_memory": DATA_IN_MEMORY}
     for flag, allowed in choices.items():
         if getattr(cfg, flag) not in allowed:
             raise UserError(f"--{flag} {getattr(cfg, flag)!r} must be one of: "
@@ -128,12 +144,22 @@ def check_choices(cfg):
         raise UserError(f"--loss_name {cfg.loss_name!r} must be one of: crossentropy, mse, or path/to/file.py:fn")
 
 
-def check_combinations(cfg):
+# flags that make or name directions: a path has none, so they are refused with --path_files
+PATH_REFUSED = ("xdir", "ydir", "xnorm", "ynorm", "xignore", "yignore", "same_dir", "orthogonalize",
+                "regenerate_directions", "save_directions", "seed", "idx")
+
+
+def check_combinations(cfg, parser=None):
     if cfg.model_file3 and cfg.y is None:
         raise UserError("--model_file3 sets the y direction, so it needs --y")
     if cfg.path_files:
         if cfg.y is not None or cfg.model_file2 or cfg.model_file3 or cfg.dir_file:
             raise UserError("--path_files makes a 1D path: it takes no --y, --model_file2/3 or --dir_file")
+        refused = [f"--{f}" for f in PATH_REFUSED if parser is not None and given(cfg, parser, f)]
+        if refused:
+            raise UserError(f"--path_files moves the model along the path through its checkpoints, which has no "
+                            f"directions to make or save: {', '.join(refused)} cannot apply; drop "
+                            f"{'it' if len(refused) == 1 else 'them'}")
         if len(cfg.path_files) < 2:
             raise UserError("--path_files needs at least two checkpoints")
         if not 0 <= cfg.xmin <= cfg.xmax <= 1:
@@ -147,21 +173,33 @@ def check_combinations(cfg):
         raise UserError("--orthogonalize needs two directions (--y)")
     if cfg.regenerate_directions and (cfg.model_file2 or cfg.model_file3 or cfg.xdir or cfg.ydir or cfg.path_files):
         raise UserError("--regenerate_directions applies to random directions only")
+    if cfg.bn_recalibrate and cfg.dir_type == "states":
+        raise UserError("--bn_recalibrate recomputes the BatchNorm statistics that --dir_type states moves: "
+                        "use --dir_type weights with it")
+    if cfg.bn_recalibrate and cfg.points_per_pass > 1:
+        raise UserError("--bn_recalibrate recomputes BatchNorm's statistics at each point, one point per pass: "
+                        "drop --points_per_pass")
 
 
-def validate(cfg):
+def validate(cfg, parser=None):
     """Check flag values and combinations; fill in the parsed ranges. Pure: touches no file."""
     cfg.xmin, cfg.xmax, cfg.xnum = parse_range(cfg.x, "--x")
     cfg.ymin = cfg.ymax = cfg.ynum = None
     if cfg.y is not None:
         cfg.ymin, cfg.ymax, cfg.ynum = parse_range(cfg.y, "--y")
     check_choices(cfg)
-    check_combinations(cfg)
+    check_combinations(cfg, parser)
     for flag in ("ngpu", "points_per_pass"):
         if getattr(cfg, flag) < 1:
             raise UserError(f"--{flag} {getattr(cfg, flag)} must be >= 1")
     if cfg.threads < 0 or not cfg.flush_seconds > 0:
         raise UserError("--threads must be >= 0 and --flush_seconds > 0")
+    if cfg.ranks_per_point < 0:
+        raise UserError(f"--ranks_per_point {cfg.ranks_per_point} must be >= 1 (or 0 for the default)")
+    if not cfg.rendezvous_timeout > 0:
+        raise UserError(f"--rendezvous_timeout {cfg.rendezvous_timeout} must be > 0")
+    if not 0 <= cfg.seed < 2 ** 63:
+        raise UserError(f"--seed {cfg.seed} must be in [0, 2**63)")
     if cfg.data_split < 1 or not 0 <= cfg.split_idx < cfg.data_split:
         raise UserError(f"--split_idx {cfg.split_idx} must be in [0, --data_split={cfg.data_split})")
     net_plotter.compile_params(cfg.params)
@@ -175,7 +213,8 @@ def validate(cfg):
 
 
 def parse(argv=None, parser=None):
-    return validate((parser or surface_parser()).parse_args(argv))
+    parser = parser or surface_parser()
+    return validate(parser.parse_args(argv), parser)
 
 
 def given(cfg, parser, flag):
@@ -190,5 +229,7 @@ SPEC_FLAGS = {"seed": "seed", "xnorm": "xnorm", "xignore": "xignore", "ynorm": "
 
 
 def direction_flags_set(cfg, parser):
-    """The DirectionSpec fields whose flags the user set: a named --dir_file must agree with those."""
-    return {field for field, flag in SPEC_FLAGS.items() if given(cfg, parser, flag)}
+    """The DirectionSpec fields whose flags the user set: a named --dir_file must agree with those
+    (--model_file2/3 set the x/y direction's kind)."""
+    fields = {field for field, flag in SPEC_FLAGS.items() if given(cfg, parser, flag)}
+    return fields | ({"xdir"} if cfg.model_file2 else set()) | ({"ydir"} if cfg.model_file3 else set())

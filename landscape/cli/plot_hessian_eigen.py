@@ -34,12 +34,13 @@ import warnings
 import numpy as np
 import torch
 
-from landscape import api
+from landscape import api, evaluation
 from landscape.cli import options, plot_surface
 from landscape.curvature import algorithms
 from landscape.curvature import model as curvature
 from landscape.errors import UserError, run_cli
 from landscape.io import h5 as h5_util
+from landscape.parallel import dist
 from landscape.parallel import mpi as mpi4pytorch
 
 # plot_surface.py flags that change nothing here: refused when given, rather than ignored
@@ -79,6 +80,9 @@ def check_flags(cfg, parser):
                         "eigenvalues; drop it")
     if cfg.precision == "bf16":
         raise UserError("--precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
+    if cfg.bn_recalibrate:
+        raise UserError("--bn_recalibrate is for loss maps: the Hessian is taken with the BatchNorm statistics the "
+                        "point has; drop it")
     if not cfg.tol > 0 or cfg.max_iter < 1 or cfg.trace_samples < 2 or cfg.top_k < 1:
         raise UserError("--tol must be > 0, --max_iter >= 1, --trace_samples >= 2 and --top_k >= 1")
     if cfg.top_k > cfg.max_iter:
@@ -97,20 +101,19 @@ def check_flags(cfg, parser):
         raise UserError(f"--{at_center_only[0]} needs --at_center")
 
 
-def eig_compute(cfg, net, data, stats, device):
-    """(keys, keys whose sentinel marks a missing point, make_compute) of an eigenvalue map; a loss
-    the matrix cannot be built from is refused here, before any file is touched."""
-    curvature.check_curvature_loss(cfg.curvature, stats.criterion, stats.loss_name, net, data.train_x, data.train_y)
+def eig_compute(cfg, net, sets, stats, device, group=None):
+    """(keys, keys whose sentinel marks a missing point, make_compute, what the values depend on) of an
+    eigenvalue map; a loss the matrix cannot be built from is refused here, before any file is touched.
+    Its precision is recorded apart from the loss maps', which may share the file."""
+    sample = sets[0].sample
+    curvature.check_curvature_loss(cfg.curvature, stats.criterion, stats.loss_name, net, *sample)
     curvature.covered_params(net, cfg.params)
-    make = curvature.eig_job_compute(net, (data.train_x, data.train_y), stats.criterion, device, cfg.batch_size,
-                                     cfg.precision, cfg.tol, cfg.max_iter, cfg.seed, cfg.params, cfg.curvature,
-                                     cfg.hvp, stats.loss_name)
-    return curvature.EIG_KEYS, ["max_eig", "min_eig"], make
-
-
-def eig_record(cfg):
-    """What an eigenvalue map's values depend on beyond a loss surface's: recorded, compared on resume."""
-    return {"curvature": cfg.curvature, "hvp": cfg.hvp, "tol": float(cfg.tol), "max_iter": int(cfg.max_iter)}
+    make = curvature.eig_job_compute(net, sets[0], stats.criterion, device, cfg.batch_size, cfg.precision, cfg.tol,
+                                     cfg.max_iter, cfg.seed, cfg.params, cfg.curvature, cfg.hvp, stats.loss_name,
+                                     group)
+    return curvature.EIG_KEYS, ["max_eig", "min_eig"], make, curvature.eig_inputs(cfg.precision, cfg.tol,
+                                                                                    cfg.max_iter, cfg.curvature,
+                                                                                    cfg.hvp)
 
 
 def warn_unconverged(result, cfg):
@@ -134,25 +137,33 @@ def plot_eigs(cfg, surf_file, dir_file):
 
 
 def at_center(cfg, comm, rank, nproc):
-    """Curvature of one checkpoint: printed, in <model_file>_hessian.json and (--out) an HDF5 file."""
-    if rank != 0:
-        return 0
-    device, _ = mpi4pytorch.pick_device(cfg.cuda, 1, None)
-    torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(None))
-    net, data, stats = plot_surface.load_inputs(cfg)
+    """Curvature of one checkpoint: printed, in <model_file>_hessian.json and (--out) an HDF5 file.
+    Every rank takes part: groups of --ranks_per_point ranks (default: all) share each product."""
+    device, _ = mpi4pytorch.agree(comm, lambda: mpi4pytorch.pick_device(cfg.cuda, 1, comm))
+    torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(comm))
+    k = cfg.ranks_per_point or nproc
+    mpi4pytorch.agree(comm, lambda: dist.check_ranks_per_point(k, nproc))
+    net, data = mpi4pytorch.agree(comm, lambda: plot_surface.load_model_and_data(cfg))
     path = cfg.model_file + "_hessian.json"
-    for out in (path, cfg.out):
-        if out:
-            h5_util.check_writable(out)
+
+    def loss_and_outputs():
+        for out in (path, cfg.out) if rank == 0 else ():
+            if out:
+                h5_util.check_writable(out)
+        return evaluation.resolve_loss(cfg.loss_name)
+    criterion, _ = mpi4pytorch.agree(comm, loss_and_outputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", curvature.CurvatureWarning)
-        r = api.hessian(net, (data.train_x, data.train_y), stats.criterion, curvature=cfg.curvature, hvp=cfg.hvp,
-                        top_k=cfg.top_k, vectors=bool(cfg.out), trace_samples=cfg.trace_samples,
+        r = api.hessian(net, data.split("train"), criterion, curvature=cfg.curvature, hvp=cfg.hvp, top_k=cfg.top_k,
+                        vectors=bool(cfg.out), trace_samples=cfg.trace_samples,
                         trace_rel_se=cfg.trace_rel_se or None, esd=cfg.esd, esd_probes=cfg.esd_probes,
                         esd_steps=cfg.esd_steps, per_layer=cfg.per_layer, params=cfg.params, device=device,
                         batch_size=cfg.batch_size, precision=cfg.precision, tol=cfg.tol, max_iter=cfg.max_iter,
-                        seed=cfg.seed, cache={"on": True, "off": False}.get(cfg.hvp_cache, "auto"))
-    result = summary(cfg, data, r)
+                        seed=cfg.seed, cache={"on": True, "off": False}.get(cfg.hvp_cache, "auto"), comm=comm,
+                        ranks_per_point=k, data_in_memory=cfg.data_in_memory)
+    if rank != 0:
+        return 0
+    result = summary(cfg, data, r, nproc, k)
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     if cfg.out:
@@ -161,8 +172,8 @@ def at_center(cfg, comm, rank, nproc):
     name = {"hessian": "", "ggn": " (GGN)", "ef": " (empirical Fisher)"}[cfg.curvature]
     print(f"{cfg.model_file}{name}: top eigenvalue{'s' if cfg.top_k > 1 else ''} {tops}, smallest eigenvalue "
           f"{r.min_eig:.5g} ({r.lanczos_products} products{'' if r.converged else ', NOT converged'}); trace "
-          f"{r.trace:.5g} +- {r.trace_stderr:.2g} ({r.trace_samples} samples); {r.seconds:.1f} s; written to "
-          f"{path}{' and ' + cfg.out if cfg.out else ''}")
+          f"{r.trace:.5g} +- {r.trace_stderr:.2g} ({r.trace_samples} samples); {r.seconds:.1f} s on {nproc} "
+          f"rank(s), {k} per point; written to {path}{' and ' + cfg.out if cfg.out else ''}")
     for layer in r.per_layer or []:
         print(f"  {layer.name}: {layer.parameters} parameters, top eigenvalue {layer.top_eig:.5g}"
               f"{'' if layer.converged else ' (not converged)'}, trace {layer.trace:.5g} +- {layer.trace_stderr:.2g}")
@@ -180,15 +191,17 @@ def at_center(cfg, comm, rank, nproc):
     return 0
 
 
-def summary(cfg, data, r):
+def summary(cfg, data, r, nproc=1, k=1):
     """The numbers of the JSON file (and the HDF5 file's attributes): what was computed, and how."""
-    out = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": len(data.train_y),
+    out = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": r.examples,
            "curvature": cfg.curvature, "hvp": cfg.hvp, "parameters": r.parameters, "params": cfg.params,
            "max_eig": float(r.eigenvalues[0]), "eigenvalues": [float(v) for v in r.eigenvalues],
            "min_eig": r.min_eig, "lanczos_products": r.lanczos_products, "converged": bool(r.converged),
            "tol": cfg.tol, "max_iter": cfg.max_iter, "trace": r.trace, "trace_stderr": r.trace_stderr,
            "trace_samples": r.trace_samples, "trace_converged": bool(r.trace_converged),
-           "precision": cfg.precision, "seconds": r.seconds, "products": r.products, "tool": h5_util.tool_version()}
+           "precision": cfg.precision, "seconds": r.seconds, "products": r.products,
+           "ranks": nproc, "ranks_per_point": k, "data_in_memory": r.data_in_memory, "tool": h5_util.tool_version(),
+           "landscape_version": h5_util.__version__}
     if r.per_layer is not None:
         out["per_layer"] = [{"layer": lay.name, "parameters": lay.parameters, "top_eig": lay.top_eig,
                              "trace": lay.trace, "trace_stderr": lay.trace_stderr,
@@ -220,7 +233,7 @@ def write_hessian_file(path, r, summary):
 def run(cfg, comm, rank, nproc):
     if cfg.at_center:
         return at_center(cfg, comm, rank, nproc)
-    return plot_surface.run(cfg, comm, rank, nproc, compute=eig_compute, plot=plot_eigs, record=eig_record(cfg),
+    return plot_surface.run(cfg, comm, rank, nproc, compute=eig_compute, plot=plot_eigs,
                             after=lambda result: warn_unconverged(result, cfg))
 
 

@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from landscape import directions as net_plotter
-from landscape import errors, evaluation
+from landscape import errors, evaluation, user_code
 from landscape.cli import options
+from landscape.evaluation import batches
 from landscape.curvature.model import top_eigenvectors
 from landscape.errors import UserError, run_cli
 from landscape.grid import job as grid_job
-from landscape.io import h5 as h5_util
+from landscape.io import provenance
+from landscape.parallel import dist
 from landscape.parallel import mpi as mpi4pytorch
 from landscape.zoo import data as dataloader
 from landscape.zoo import loader as model_loader
@@ -66,8 +68,8 @@ def grid(cfg):
 
 
 # ----------------------------------------------------------------------------- inputs
-def load_inputs(cfg):
-    """The model (CPU, eval mode), the data, and what a point computes; checks they fit each other."""
+def load_model_and_data(cfg):
+    """The model (CPU, eval mode) and the data as loaded (custom streams kept as they are)."""
     for flag in ("model_file", "model_file2", "model_file3"):
         path = getattr(cfg, flag)
         if path and not os.path.isfile(path):
@@ -76,47 +78,100 @@ def load_inputs(cfg):
         if not os.path.isfile(path):
             raise UserError(f"--path_files: '{path}' does not exist")
     net = model_loader.load(cfg.dataset, cfg.model, cfg.model_file)
-    data = dataloader.load_tensors(cfg.dataset, cfg.datapath, cfg.raw_data, cfg.data_split, cfg.split_idx,
-                                   cfg.trainloader, cfg.testloader, cfg.allow_pickle, cfg.download)
-    stats = evaluation.make_statistics(net, data.train_x, data.train_y, cfg.loss_name, cfg.metrics or None,
-                                       model_name=f"model '{cfg.model}'", data_name=data.name)
-    return net, data, stats
+    data = dataloader.load_data(cfg.dataset, cfg.datapath, cfg.raw_data, cfg.data_split, cfg.split_idx,
+                                cfg.trainloader, cfg.testloader, cfg.allow_pickle, cfg.download)
+    return net, data
 
 
-def provenance(cfg, data, stats):
+def load_inputs(cfg, comm=None, group=None, device="cpu"):
+    """Every rank: the model, the data, this rank's sets (evaluation.batches.HostSet: its shard, in
+    memory or streamed), the path taken, and what a point computes; checks they fit. Collective."""
+    net, data = mpi4pytorch.agree(comm, lambda: load_model_and_data(cfg))
+    named = [("train", data.split("train"))] + ([("test", data.split("test"))] if cfg.eval_test else [])
+    sets, in_memory = batches.prepare_sets(named, comm, group, device, cfg.data_in_memory, cfg.batch_size,
+                                           dataloader.normalize_dtypes, mpi4pytorch.local_size(comm))
+    inputs, targets = sets[0].sample[0], (data.train_y if data.train_y is not None else sets[0].sample[1])
+    stats = mpi4pytorch.agree(comm, lambda: evaluation.make_statistics(
+        net, inputs, targets, cfg.loss_name, cfg.metrics or None, model_name=f"model '{cfg.model}'",
+        data_name=data.name))
+    mpi4pytorch.agree(comm, lambda: check_bn_recalibrate(cfg, net, group, in_memory, sets[0].total))
+    return net, data, sets, in_memory, stats
+
+
+def check_bn_recalibrate(cfg, net, group, in_memory, examples):
+    """--bn_recalibrate needs BatchNorm, and the whole training set (at least 2 examples) in memory on each
+    rank of a point."""
+    if not cfg.bn_recalibrate:
+        return
+    if not evaluation.has_batchnorm(net):
+        raise UserError(f"--bn_recalibrate: model '{cfg.model}' has no BatchNorm layer with running statistics "
+                        "to recompute; drop the flag")
+    if group is not None and group.size > 1:
+        raise UserError("--bn_recalibrate recomputes BatchNorm's statistics from the whole training set on one "
+                        "rank; it does not combine with --ranks_per_point > 1")
+    if in_memory != "yes":
+        raise UserError("--bn_recalibrate reads the training set from memory at every point; this data is "
+                        "streamed (use --data_in_memory yes if it fits, or drop --bn_recalibrate)")
+    evaluation.recalibration_batches(examples, 1)
+
+
+def data_inputs(cfg, data, stats, sets):
+    """The model, checkpoints, data and loss this run uses (keys of io/provenance.py's tables). The data's
+    hashes are recorded where the data is held as tensors (a stream is named by --dataset and its size)."""
     sha = model_loader.file_sha256
-    fields = {"command": " ".join(shlex.quote(a) for a in sys.argv), "seed": cfg.seed, "model": cfg.model,
-              "model_file": cfg.model_file, "model_file_sha256": sha(cfg.model_file),
-              "model_file2_sha256": sha(cfg.model_file2), "model_file3_sha256": sha(cfg.model_file3),
-              "dir_type": cfg.dir_type, "dataset": data.name, "train_size": len(data.train_y),
-              "test_size": len(data.test_y), "raw_data": int(cfg.raw_data), "data_split": cfg.data_split,
-              "split_idx": cfg.split_idx, "trainloader_sha256": sha(cfg.trainloader),
-              "testloader_sha256": sha(cfg.testloader), "loss_name": stats.loss_name,
-              "metrics": cfg.metrics, "precision": cfg.precision, "params": cfg.params}
+    test_size = sets[1].total if len(sets) > 1 else data.size("test")
+    inputs = {"model": cfg.model, "model_file": cfg.model_file, "model_file_sha256": sha(cfg.model_file),
+              "model_file2": cfg.model_file2, "model_file2_sha256": sha(cfg.model_file2),
+              "model_file3": cfg.model_file3, "model_file3_sha256": sha(cfg.model_file3),
+              "dataset": data.name, "train_size": sets[0].total,
+              "test_size": "unknown" if test_size is None else test_size,
+              "raw_data": int(cfg.raw_data), "data_split": cfg.data_split, "split_idx": cfg.split_idx,
+              "trainloader_sha256": sha(cfg.trainloader), "testloader_sha256": sha(cfg.testloader),
+              "loss_name": stats.loss_name, **evaluation.code_inputs(cfg.loss_name, cfg.metrics or None)}
+    for key, spec in (("model_code_sha256", cfg.model), ("dataset_code_sha256", cfg.dataset)):
+        if user_code.is_user_spec(spec):   # the user's own code: an edited file makes other numbers
+            inputs[key] = user_code.spec_sha256(spec)
+    if data.train_x is not None:
+        inputs["data_sha256"] = provenance.tensors_sha256(data.train_x, data.train_y)
+    if data.test_x is not None:
+        inputs["test_data_sha256"] = provenance.tensors_sha256(data.test_x, data.test_y)
+    return inputs
+
+
+def surface_provenance(cfg, inputs, computed, notes=None):
+    """The surface file's record: this run's inputs, what its maps compute (`computed`), and `notes`."""
+    fields = {k: v for k, v in inputs.items() if k not in ("model_file2", "model_file3")}
+    fields.update(computed, command=" ".join(shlex.quote(a) for a in sys.argv), seed=cfg.seed,
+                  dir_type=cfg.dir_type, params=cfg.params, **(notes or {}))
     if cfg.path_files:
+        sha = model_loader.file_sha256
         fields.update(path_type=cfg.path_type, path_files=" ".join(cfg.path_files),
                       path_sha256=" ".join(sha(f) for f in cfg.path_files))
-    return h5_util.provenance(**fields)
+    return provenance.record("surface", **fields)
 
 
-def loss_compute(cfg, net, data, stats, device, gpu_ids=()):
-    """(keys, keys whose sentinel marks a missing point, make_compute) of loss maps."""
-    sets = [("train", data.train_x, data.train_y)] + ([("test", data.test_x, data.test_y)] if cfg.eval_test else [])
-    keys = evaluation.loss_keys([s[0] for s in sets], stats)
-    make = evaluation.loss_job_compute(net, sets, stats, device, gpu_ids, cfg.batch_size, cfg.precision,
-                                      cfg.points_per_pass, not cfg.no_fold_bn, cfg.memory_format, cfg.compile)
-    return keys, keys, make
+def loss_compute(cfg, net, sets, stats, device, gpu_ids=(), group=None):
+    """(keys, keys whose sentinel marks a missing point, make_compute, what the values depend on) of loss maps."""
+    named = [(s.name, s) for s in sets]
+    keys = evaluation.loss_keys([name for name, _ in named], stats)
+    make = evaluation.loss_job_compute(net, named, stats, device, gpu_ids, cfg.batch_size, cfg.precision,
+                                       cfg.points_per_pass, not cfg.no_fold_bn, cfg.memory_format, cfg.compile,
+                                       group=group, bn_recalibrate=cfg.bn_recalibrate)
+    return keys, keys, make, evaluation.loss_inputs(cfg.precision, cfg.batch_size, cfg.bn_recalibrate, cfg.metrics,
+                                                    device)
 
 
-def make_job(cfg, net, data, stats, device, what, record=None):
+def make_job(cfg, net, data, stats, device, what, sets, notes=None):
     """The GridJob of this command line, files named as the reference names them; `what` is
-    (keys, missing keys, make_compute); `record`: more provenance fields (compared on resume)."""
+    (keys, missing keys, make_compute, {what the values depend on}); `sets` this rank's data sets,
+    `notes` attributes recorded for information only."""
     x, y = grid(cfg)
-    keys, missing, make = what
+    keys, missing, make, *computed = what
+    inputs = data_inputs(cfg, data, stats, sets)
     load = lambda path: model_loader.load(cfg.dataset, cfg.model, path)
-    prov = dict(provenance(cfg, data, stats), **(record or {}))
-    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="", prov=prov,
-                  net_name=cfg.model, model_hash=model_loader.file_sha256(cfg.model_file), device=device,
+    common = dict(spec=net_plotter.directions_from_config(cfg), surf_file="",
+                  prov=surface_provenance(cfg, inputs, computed[0] if computed else {}, notes), dir_inputs=inputs,
+                  net_name=cfg.model, model_hash=inputs["model_file_sha256"], device=device,
                   flush_seconds=cfg.flush_seconds)
     if cfg.path_files:
         spaces = [net_plotter.direction_space(load(f), cfg.dir_type) for f in cfg.path_files]
@@ -126,6 +181,9 @@ def make_job(cfg, net, data, stats, device, what, record=None):
     dir_file = net_plotter.name_direction_file(cfg)
     hessian = None
     if "hessian" in (cfg.xdir, cfg.ydir):
+        if data.train_x is None:
+            raise UserError(f"--xdir/--ydir hessian needs the training data as tensors; dataset '{cfg.dataset}' "
+                            "gives a Dataset, DataLoader or iterable")
         hessian = lambda: top_eigenvectors(net, (data.train_x, data.train_y), stats.criterion, device,
                                            cfg.params, cfg.batch_size, curvature=cfg.curvature, hvp=cfg.hvp,
                                            loss_name=stats.loss_name)
@@ -133,7 +191,6 @@ def make_job(cfg, net, data, stats, device, what, record=None):
                             model3=lambda: load(cfg.model_file3), build_model=lambda: model_loader.build(cfg.model),
                             hessian=hessian, dir_file=dir_file, dir_given=bool(cfg.dir_file),
                             compare=options.direction_flags_set(cfg, build_parser()) if cfg.dir_file else True,
-                            model_file2=cfg.model_file2, model_file3=cfg.model_file3,
                             save_directions=cfg.save_directions, **common)
     job.surf_file = name_surface_file(cfg, dir_file)
     return job
@@ -154,21 +211,30 @@ def plot_results(cfg, surf_file, dir_file):
         plot_1D.plot_1d_loss_err(surf_file, cfg.xmin, cfg.xmax, cfg.loss_max, cfg.log, cfg.show, fmt=cfg.format)
 
 
-def run(cfg, comm, rank, nproc, compute=None, plot=plot_results, record=None, after=None):
+def run(cfg, comm, rank, nproc, compute=None, plot=plot_results, after=None):
     """Every rank: load, build the job, compute the missing points (rank 0 writes), (rank 0) plot.
-    `compute(cfg, net, data, stats, device)` -> (keys, missing keys, make_compute); default: loss maps.
-    `record`: more provenance fields; `after(result)`: rank 0, once the points are computed."""
+    `compute(cfg, net, sets, stats, device, group)` -> (keys, missing keys, make_compute, {what the values
+    depend on}); default: loss maps. `after(result)`: rank 0, once the points are computed."""
     device, gpu_ids = mpi4pytorch.agree(comm, lambda: mpi4pytorch.pick_device(cfg.cuda, cfg.ngpu, comm))
     torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(comm))
-    net, data, stats = mpi4pytorch.agree(comm, lambda: load_inputs(cfg))
-    what = compute(cfg, net, data, stats, device) if compute else loss_compute(cfg, net, data, stats, device, gpu_ids)
-    job = mpi4pytorch.agree(comm, lambda: make_job(cfg, net, data, stats, device, what, record))
+    k = cfg.ranks_per_point or 1
+    mpi4pytorch.agree(comm, lambda: dist.check_ranks_per_point(k, nproc))
+    group = dist.point_groups(comm, k, device, cfg.rendezvous_timeout)
+    net, data, sets, in_memory, stats = load_inputs(cfg, comm, group, device)
+    own = None if cfg.dry_run else group            # a dry run times rank 0's shard alone
+    what = compute(cfg, net, sets, stats, device, own) if compute else loss_compute(cfg, net, sets, stats, device,
+                                                                                    gpu_ids, own)
+    notes = {"data_in_memory": in_memory, "ranks_per_point": k}
+    job = mpi4pytorch.agree(comm, lambda: make_job(cfg, net, data, stats, device, what, sets, notes))
+    warning = evaluation.bf16_warning(cfg.precision, device)
+    if warning and rank == 0:
+        print(warning, file=sys.stderr, flush=True)
     if cfg.dry_run:
         if rank == 0:
-            grid_job.dry_run(job, nproc)
+            grid_job.dry_run(job, nproc, k)
         mpi4pytorch.barrier(comm)
         return 0
-    result = grid_job.run_job(job, comm)
+    result = grid_job.run_job(job, comm, group)
     if rank == 0:
         cfg.stats = result.stats
         if after is not None:
@@ -195,17 +261,20 @@ def main(argv=None):
 
 
 def run_main(cfg, run_fn):
-    """MPI set-up, SIGTERM handling, and one line instead of a traceback for bad input."""
-    comm, rank, nproc = mpi4pytorch.setup_mpi(cfg.mpi)
+    """Ranks (MPI, torchrun), SIGTERM handling, and one line instead of a traceback for bad input."""
+    comm, rank, nproc = dist.setup_ranks(cfg.mpi, cfg.rendezvous_timeout)
     errors.exit_cleanly_on_sigterm()  # a pre-empted job still saves its computed points and its lock
     try:
-        return run_fn(cfg, comm, rank, nproc)
+        rc = run_fn(cfg, comm, rank, nproc)
     except (UserError, errors.Terminated):
+        dist.leave(comm)
         raise
     except Exception:
         traceback.print_exc()
         mpi4pytorch.abort(comm)  # never leave the other ranks waiting
         return 1
+    dist.leave(comm)
+    return rc
 
 
 if __name__ == "__main__":

@@ -102,16 +102,105 @@ def lanczos_extremes(hvp, dim, device, tol=LANCZOS_TOL, max_iter=100, seed=0):
     return r.max_eig, r.min_eig, r.iterations
 
 
-def min_max_hessian_eigs(net, x, y, loss_name="crossentropy", batch_size=128, tol=LANCZOS_TOL, max_iter=100,
-                         seed=0):
-    """(max eigenvalue, min eigenvalue, Hessian-vector products used): the reference's helper name."""
+def min_max_hessian_eigs(net, x, y=None, loss_name="crossentropy", batch_size=128, tol=LANCZOS_TOL, max_iter=100,
+                         seed=0, use_cuda=False, verbose=False):
+    """(max eigenvalue, min eigenvalue, Hessian-vector products used): the reference's helper name.
+
+    Two call forms: (net, x, y[, loss_name, batch_size, ...]) with tensors, or the reference's
+    (net, dataloader, criterion[, rank, use_cuda, verbose]), any re-iterable of (inputs, targets)
+    batches. Either way the Hessian is that of the mean loss over every example (the reference's
+    form multiplied it by the number of batches; see the module's docstring)."""
+    if not torch.is_tensor(x):
+        # the reference's positional order: (net, dataloader, criterion, rank, use_cuda, verbose)
+        rank = loss_name if isinstance(loss_name, int) else 0
+        cuda = use_cuda or (batch_size is True)
+        verbose = verbose or (tol is True)
+        return reference_min_max(net, x, y, cuda, verbose and rank == 0, LANCZOS_TOL, max_iter, seed)
     hvp = make_hvp(net, x, y, loss_name, batch_size)
     return lanczos_extremes(hvp, hvp.dim, hvp.device, tol, max_iter, seed)
+
+
+class LoaderSet:
+    """A re-iterable of (inputs, targets) batches moved to `device`, with `total`: the examples it holds."""
+
+    def __init__(self, loader, device):
+        self.loader, self.device = loader, device
+        self.total = sum(len(yb) for _, yb in self._pairs())
+        if not self.total:
+            raise ValueError("the dataloader yields no examples")
+
+    def _pairs(self):
+        for batch in self.loader:
+            xb, yb = batch[0], batch[1]
+            yield xb, yb
+
+    def __iter__(self):
+        for xb, yb in self._pairs():
+            yield xb.to(self.device), yb.to(self.device)
+
+
+def reference_min_max(net, dataloader, criterion, use_cuda=False, verbose=False, tol=LANCZOS_TOL, max_iter=100,
+                      seed=0):
+    """The reference's min_max_hessian_eigs(net, dataloader, criterion, rank, use_cuda, verbose), on this
+    tool's Lanczos: the Hessian of the mean of criterion over the loader's examples w.r.t. the
+    parameters of dimension > 1, in eval mode."""
+    from landscape.curvature import model as curvature_model
+    device = torch.device("cuda" if use_cuda else "cpu")
+    net.to(device).eval()
+    data = LoaderSet(dataloader, device)
+    params = hessian_params(net)
+    op = HessianOperator(params, curvature_model.batch_terms(net, data, criterion, data.total))
+    r = lanczos(op, top_k=1, tol=tol, max_iter=max_iter, seed=seed, want_min=True)
+    if verbose:
+        print(f"   {op.products} Hessian-vector products: max eigenvalue {r.max_eig:.6g}, min {r.min_eig:.6g}")
+    return r.max_eig, r.min_eig, r.iterations
+
+
+def npvec_to_tensorlist(vec, params):
+    """A flat numpy vector -> a list of float32 tensors shaped like `params` (the reference's helper)."""
+    vec = np.asarray(vec)
+    need = sum(p.numel() for p in params)
+    if vec.size != need:
+        raise ValueError(f"the vector has {vec.size} elements but the parameters {need}")
+    out, at = [], 0
+    for p in params:
+        n = p.numel()
+        out.append(torch.from_numpy(np.ascontiguousarray(vec[at:at + n])).view(p.shape).float())
+        at += n
+    return out
+
+
+def gradtensor_to_npvec(net, include_bn=False):
+    """The gradients in net's parameters' .grad as one flat numpy vector: those of dimension > 1, or
+    every parameter with include_bn (the reference's helper)."""
+    return np.concatenate([p.grad.detach().cpu().numpy().ravel() for p in net.parameters()
+                           if include_bn or p.dim() > 1])
+
+
+def eval_hess_vec_prod(vec, params, net, criterion, dataloader, use_cuda=False):
+    """H vec, accumulated into the .grad of `params` (read it with gradtensor_to_npvec): the reference's
+    helper. vec: tensors shaped like params; H: the Hessian of the mean of criterion over the
+    loader's examples (the reference summed batch means: its product was this one times the number
+    of batches), in eval mode."""
+    from landscape.curvature import model as curvature_model
+    device = torch.device("cuda" if use_cuda else "cpu")
+    net.to(device).eval()
+    net.zero_grad()
+    data = LoaderSet(dataloader, device)
+    flat = torch.cat([v.to(device, params[0].dtype).reshape(-1) for v in vec])
+    op = HessianOperator(list(params), curvature_model.batch_terms(net, data, criterion, data.total), cache=False)
+    hv = op(flat)
+    at = 0
+    for p in params:
+        n = p.numel()
+        p.grad = hv[at:at + n].view_as(p).detach().clone()
+        at += n
 
 
 __all__ = [
     # the reference-style helpers above
     "hessian_params", "batch_loss_terms", "make_hvp", "lanczos_extremes", "min_max_hessian_eigs", "batch_loss_sum",
+    "npvec_to_tensorlist", "gradtensor_to_npvec", "eval_hess_vec_prod", "reference_min_max", "LoaderSet",
     # operators
     "BlockOperator", "CallableOperator", "CurvatureOperator", "EmpiricalFisherOperator", "FiniteDifferenceHessian",
     "FunctionalModel", "GGNOperator", "HessianOperator", "SavedBytes", "as_operator", "default_memory_budget",

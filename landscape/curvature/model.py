@@ -14,6 +14,7 @@ from landscape import directions as net_plotter
 from landscape import evaluation
 from landscape.curvature import algorithms
 from landscape.curvature import operators
+from landscape.curvature.distributed import DataParallelOperator
 from landscape.errors import LandscapeError
 from landscape.evaluation import fast_model
 
@@ -53,14 +54,27 @@ def covered_params(net, params=""):
 
 def loss_terms(net, inputs, targets, criterion, batch_size):
     """() -> the batches' shares of the mean loss (mean_b * B_b / N): the Hessian's loss, batch by batch."""
-    n = len(targets)
+    return batch_terms(net, evaluation.DeviceSet(inputs, targets, batch_size), criterion, len(targets))
 
+
+def batch_terms(net, batches, criterion, total):
+    """() -> each batch's share of the mean loss over `total` examples (mean_b * B_b / total). With
+    data-parallel points `batches` is this rank's shard and `total` the whole set's size, so the
+    shards' matrices add up to the whole set's (curvature/distributed.py)."""
     def terms():
-        for start in range(0, n, batch_size):
-            yb = targets[start:start + batch_size]
-            out = evaluation.forward(net, evaluation.take(inputs, start, start + batch_size))
-            yield evaluation.call_user(criterion, "the loss", out, yb) * (len(yb) / n)
+        for xb, yb in batches:
+            out = evaluation.forward(net, xb)
+            yield evaluation.call_user(criterion, "the loss", out, yb) * (len(yb) / total)
     return terms
+
+
+def set_operator(net, dev_set, criterion, params="", cache="auto", group=None, curvature="hessian", hvp="autograd",
+                 loss_name="the loss", named=None):
+    """The operator of `curvature` for the mean loss over a set on the device (batches.DeviceSet or
+    StreamedSet; with `group`, this rank's shard, the products summed over the group)."""
+    named = covered_params(net, params) if named is None else named
+    op = data_operator(net, dev_set, criterion, named, curvature, hvp, cache, loss_name, group)
+    return op if group is None or group.size == 1 else DataParallelOperator(op, group)
 
 
 def hessian_operator(net, inputs, targets, criterion, batch_size, params="", cache="auto"):
@@ -72,8 +86,17 @@ def hessian_operator(net, inputs, targets, criterion, batch_size, params="", cac
 # ----------------------------------------------------------------------------- the matrices
 def curvature_operator(net, inputs, targets, criterion, batch_size, named, curvature="hessian", hvp="autograd",
                        cache="auto", loss_name="the loss"):
-    """The operator of `curvature` for the mean loss over (inputs, targets) w.r.t. `named` parameters
-    (only they require grad afterwards: `net` is the tool's own copy).
+    """The operator of `curvature` for the mean loss over (inputs, targets) (tensors on the model's
+    device) w.r.t. `named` parameters: data_operator on them, in batches of batch_size."""
+    return data_operator(net, evaluation.DeviceSet(inputs, targets, batch_size), criterion, named, curvature, hvp,
+                         cache, loss_name)
+
+
+def data_operator(net, data, criterion, named, curvature="hessian", hvp="autograd", cache="auto",
+                  loss_name="the loss", group=None):
+    """The operator of `curvature` for the mean loss over `data` (iterable (inputs, targets) batches on
+    the model's device, `data.total` examples in the whole set: with `group`, `data` is this rank's
+    shard) w.r.t. `named` parameters (only they require grad afterwards: `net` is the tool's own copy).
 
     hvp='finite_difference' takes the one derivative that would otherwise need double backward (the
     Hessian's) or forward mode (J v of the GGN and Fisher) by central differences."""
@@ -84,17 +107,43 @@ def curvature_operator(net, inputs, targets, criterion, batch_size, named, curva
     watch = [b for b in net.buffers() if b.is_floating_point()]
     if curvature == "hessian" and hvp == "autograd":
         params = [p for _, p in named]
-        return operators.HessianOperator(params, loss_terms(net, inputs, targets, criterion, batch_size), cache=cache,
+        return operators.HessianOperator(params, batch_terms(net, data, criterion, data.total), cache=cache,
                                          watch=list(net.parameters()) + watch)
-    model = operators.FunctionalModel(net, named, inputs, targets, criterion, batch_size, loss_name)
+    model = operators.FunctionalModel(net, named, data, criterion, loss_name)
     if curvature == "hessian":
         return operators.FiniteDifferenceHessian(model)
     if curvature == "ggn":
+        xb, yb = first_batch(data)
         with torch.no_grad():
-            out = evaluation.forward(net, evaluation.take(inputs, 0, 4))
-        h_out = operators.output_hessian(criterion, out, targets[:4], targets, loss_name)
+            out = evaluation.forward(net, evaluation.take(xb, 0, 4))
+        h_out = operators.output_hessian(criterion, out, yb[:4], lambda classes: targets_in_range(data, classes, group),
+                                         loss_name)
         return operators.GGNOperator(model, h_out, cache=cache, jvp=hvp, watch=watch)
     return operators.EmpiricalFisherOperator(model, cache=cache, jvp=hvp, watch=watch)
+
+
+def first_batch(data):
+    """The first (inputs, targets) batch of a set on the device (a StreamedSet reads just that one)."""
+    for xb, yb in data:
+        return xb, yb
+    raise LandscapeError("the data holds no examples")
+
+
+def targets_in_range(data, classes, group=None):
+    """Whether every target of the set (every shard of the group's) is a class index in [0, classes):
+    a set in memory is checked at once, a streamed one is read through once."""
+    bad = 0
+    if hasattr(data, "targets"):
+        t = data.targets
+        bad = int(bool((t < 0).any()) or bool((t >= classes).any()))
+    else:
+        for _, yb in data:
+            if bool((yb < 0).any()) or bool((yb >= classes).any()):
+                bad = 1
+    if group is not None and group.size > 1:
+        device = data.targets.device if hasattr(data, "targets") else getattr(data, "device", "cpu")
+        bad = int(group.sum_(torch.tensor([bad], dtype=torch.float64, device=device))[0])
+    return bad == 0
 
 
 def check_curvature_loss(curvature, criterion, loss_name, net, inputs, targets):
@@ -139,7 +188,7 @@ def product_warnings(op):
     if err is not None and not err <= FD_WARN:
         warnings.warn(f"finite-difference products change by {3 * err:.2g} of their size when the step doubles "
                       f"(estimated error {err:.2g}): the model is not smooth at this scale (ReLU, max-pooling?), "
-                      "so they do not approximate the curvature; use --hvp autograd", CurvatureWarning, stacklevel=3)
+                      "so they do not approximate the curvature; use --hvp autograd", CurvatureWarning, stacklevel=4)
 
 
 # ----------------------------------------------------------------------------- per-layer blocks
@@ -191,18 +240,19 @@ def per_layer_spectra(op, blocks, tol, max_iter, seed, trace_samples, trace_rel_
 
 # ----------------------------------------------------------------------------- grid maps and directions
 def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, max_iter, seed, params="",
-                    curvature="hessian", hvp="autograd", loss_name="the loss"):
+                    curvature="hessian", hvp="autograd", loss_name="the loss", group=None):
     """make_compute for maps of the extreme eigenvalues of the curvature matrix (with the products each
-    took and whether Lanczos converged, 1 or 0)."""
+    took and whether Lanczos converged, 1 or 0). data: (inputs, targets) CPU tensors, or this rank's
+    batches.HostSet (`group`: data-parallel points, the products summed over the group)."""
     def make(make_mover):
         if torch.device(device).type == "cpu":
             fast_model.keep_freed_memory()
         net.to(device)
         mover = make_mover()
-        x, y = evaluation.to_device(data[0], device), data[1].to(device)
-        bs = resolve_hessian_batch(batch_size, net, x, device)
-        op = curvature_operator(net, x, y, criterion, bs, covered_params(net, params), curvature, hvp,
-                                loss_name=loss_name)
+        sample, n = (data.sample[0], data.count) if hasattr(data, "sample") else (data[0], len(data[1]))
+        bs = resolve_hessian_batch(batch_size, net, evaluation.to_device(sample, device), device, n)
+        op = set_operator(net, evaluation.on_device(data, device, bs), criterion, params, group=group,
+                          curvature=curvature, hvp=hvp, loss_name=loss_name)
 
         def compute(coords):
             out = np.empty((len(coords), len(EIG_KEYS)))
@@ -217,10 +267,18 @@ def eig_job_compute(net, data, criterion, device, batch_size, precision, tol, ma
     return make
 
 
-def resolve_hessian_batch(batch_size, net, inputs, device):
-    """The Hessian's batch size: a number, or (auto) the evaluation's choice for this model and device."""
+def eig_inputs(precision, tol, max_iter, curvature="hessian", hvp="autograd"):
+    """What an eigenvalue map's values depend on beyond the model, data and directions (recorded in the
+    surface file, compared on resume; keys of io/provenance.py's SURFACE table)."""
+    return {"eig_precision": precision, "eig_tol": float(tol), "eig_max_iter": int(max_iter), "curvature": curvature,
+            "hvp": hvp}
+
+
+def resolve_hessian_batch(batch_size, net, inputs, device, n=None):
+    """The Hessian's batch size: a number, or (auto) the evaluation's choice for this model and device
+    (`inputs`: a sample of the n examples, all of them by default)."""
     if batch_size in (None, "auto"):
-        return evaluation.auto_batch_size(net, inputs, evaluation.batch_count(inputs), device)
+        return evaluation.auto_batch_size(net, inputs, n or evaluation.batch_count(inputs), device)
     return int(batch_size)
 
 

@@ -18,7 +18,11 @@ Sums are accumulated on the device and read back once per set, so a GPU is never
 """
 import contextlib
 import math
+import os
+import platform
 import re
+import subprocess
+import time
 
 import numpy as np
 import torch
@@ -27,7 +31,9 @@ import torch.nn.functional as F
 
 from landscape import user_code
 from landscape.errors import LandscapeError
-from landscape.evaluation import fast_model
+from landscape.evaluation import batches, fast_model
+from landscape.io import provenance
+from landscape.evaluation.batches import DeviceSet, batch_count, on_device, take, to_device  # noqa: F401
 
 LOSS_NAMES = ("crossentropy", "mse")
 PRECISIONS = ("default", "fp32", "tf32", "bf16")
@@ -109,6 +115,19 @@ def resolve_metrics(spec):
     return dict(metrics)
 
 
+def code_inputs(loss=None, metrics=None):
+    """Fingerprints of the user's own loss and metrics code (keys of io/provenance.py's tables), so a
+    resume with other code is refused: a `file.py:fn` spec by its file's bytes, a callable by
+    provenance.code_sha256 (a criterion's class and settings, a function's code and closure). The
+    built-in names record nothing beyond their name."""
+    out = {}
+    for key, spec in (("loss_sha256", loss), ("metrics_sha256", metrics)):
+        if spec is None or (isinstance(spec, str) and (spec in LOSS_NAMES or spec == "")):
+            continue
+        out[key] = user_code.spec_sha256(spec) if isinstance(spec, str) else provenance.code_sha256(spec)
+    return {k: v for k, v in out.items() if v}
+
+
 def call_user(fn, what, *args):
     """Call the user's own code; its failure becomes one LandscapeError line naming it."""
     try:
@@ -132,35 +151,6 @@ def describe_callable(fn):
 
 
 # ----------------------------------------------------------------------------- inputs and outputs
-def take(inputs, start, stop):
-    """Rows start:stop of a tensor, a tuple of tensors or a dict of tensors."""
-    if isinstance(inputs, dict):
-        return {k: v[start:stop] for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(v[start:stop] for v in inputs)
-    return inputs[start:stop]
-
-
-def to_device(inputs, device, transform=None):
-    """Move a tensor / tuple / dict of tensors to `device` (applying `transform` to 4-D float tensors)."""
-    def move(t):
-        t = t.to(device)
-        return transform(t) if transform is not None and t.dim() == 4 and t.is_floating_point() else t
-    if isinstance(inputs, dict):
-        return {k: move(v) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(move(v) for v in inputs)
-    return move(inputs)
-
-
-def batch_count(inputs):
-    if isinstance(inputs, dict):
-        return len(next(iter(inputs.values())))
-    if isinstance(inputs, (tuple, list)):
-        return len(inputs[0])
-    return len(inputs)
-
-
 def call_args(inputs):
     """(args, kwargs) to call a model with: x, *x or **x."""
     if isinstance(inputs, dict):
@@ -224,7 +214,8 @@ class Statistics:
             loss, correct = batch_loss_sum(outputs, targets, self.loss_name)
             vals = [loss.double(), correct.double()]
         else:
-            vals = [call_user(self.criterion, f"loss '{self.loss_name}'", outputs, targets).double().reshape(()) * b]
+            loss = call_user(self.criterion, f"loss '{self.loss_name}'", outputs, targets)
+            vals = [torch.as_tensor(loss, device=outputs.device).double().reshape(()) * b]
             if self.accuracy_dim is not None:
                 vals.append((outputs.argmax(dim=self.accuracy_dim) == targets).sum().double())
         for name, fn in self.metrics.items():
@@ -311,6 +302,104 @@ def arithmetic(precision, device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def arithmetic_name(precision, device):
+    """The arithmetic a point's values are computed in, from --precision and the device type: 'fp32',
+    'tf32', 'tf32 convolutions' or 'tf32 matmuls' (on CUDA, where TF32 exists; 'default' keeps
+    PyTorch's switches as they are, by default TF32 convolutions only), or 'bf16 autocast'. Recorded
+    and compared on resume: a surface begun on a CPU and resumed on a GPU would mix two arithmetics."""
+    if precision == "bf16":
+        return "bf16 autocast"
+    if torch.device(device).type != "cuda" or precision == "fp32":
+        return "fp32"
+    if precision == "tf32":
+        return "tf32"
+    matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    return {(True, True): "tf32", (False, True): "tf32 convolutions", (True, False): "tf32 matmuls"}.get(
+        (bool(matmul), bool(conv)), "fp32")
+
+
+def cpu_has_native_bf16():
+    """True if this CPU has bfloat16 instructions (x86: AVX-512 BF16 or AMX-BF16; Arm: BF16), False if
+    it has not (PyTorch then emulates bf16 in float32 and it runs slower than float32: measured 9x
+    on an AVX2-only CPU), None where the system does not say. LL_ASSUME_CPU_BF16=0/1 overrides."""
+    forced = os.environ.get("LL_ASSUME_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = set(" ".join(line.split(":", 1)[1] for line in f
+                                 if line.split(":", 1)[0].strip() in ("flags", "Features")).split())
+        return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
+    except (OSError, IndexError):
+        pass
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+            return out == "1" if out in ("0", "1") else None
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return None
+
+
+def bf16_warning(precision, device):
+    """A one-line warning when --precision bf16 would be emulated on this CPU (slower, not faster), or None."""
+    if precision != "bf16" or torch.device(device).type != "cpu" or cpu_has_native_bf16() is not False:
+        return None
+    return ("warning: --precision bf16 on this CPU is emulated (no AVX-512 BF16 or AMX instructions): it runs "
+            "slower than fp32 (about 9x on an AVX2-only CPU), with bf16's rounding; use --precision default here")
+
+
+# ----------------------------------------------------------------------------- BatchNorm recalibration
+BN_RECALIBRATE_BATCH = 128   # recalibration batch when --batch_size is auto (the reference's --batch_size)
+
+
+def has_batchnorm(net):
+    """True if `net` has a BatchNorm layer that keeps running statistics."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in net.modules())
+
+
+def recalibration_batch(batch_size):
+    """The batch size BatchNorm statistics are recomputed with: the evaluation's, or 128 with 'auto'."""
+    return BN_RECALIBRATE_BATCH if batch_size in (None, "auto") else int(batch_size)
+
+
+def recalibration_batches(n, batch_size):
+    """[(start, stop)] of the recalibration batches over n examples: batches of batch_size, except that a
+    last batch of 1 example is merged into the one before (BatchNorm in train mode cannot take a batch of
+    one sample per channel, e.g. BatchNorm1d on (1, C)). A set of 1 example is refused."""
+    if n < 2:
+        raise LandscapeError(f"bn_recalibrate (--bn_recalibrate) recomputes BatchNorm's statistics from the training "
+                             f"data, which holds {n} example(s): it needs at least 2")
+    starts = list(range(0, n, batch_size))
+    if n - starts[-1] == 1:
+        starts.pop()
+    return [(a, b) for a, b in zip(starts, starts[1:] + [n])]
+
+
+def recalibrate_bn(net, inputs, batch_size):
+    """Recompute every BatchNorm's running statistics from `inputs` (the training data), as mode-connectivity
+    work does (Garipov et al. 2018): statistics reset, BN layers in train mode with momentum None (a
+    cumulative average over the batches), no gradients; then eval mode again. Other layers (dropout)
+    stay in eval mode. Batches of `batch_size`; a last batch of a single example is merged into the
+    previous one (recalibration_batches)."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in bns]
+    spans = recalibration_batches(batch_count(inputs), batch_size)
+    with torch.no_grad():
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        try:
+            for start, stop in spans:
+                forward(net, take(inputs, start, stop))
+        finally:
+            for m, momentum in zip(bns, momenta):
+                m.momentum = momentum
+                m.eval()
+
+
 # ----------------------------------------------------------------------------- one set, one or many points
 def evaluate(net, x, y, loss_name="crossentropy", batch_size=128, autocast=contextlib.nullcontext):
     """Mean loss and accuracy (%) of a classifier `net` on (x, y), which already live on its device."""
@@ -320,36 +409,51 @@ def evaluate(net, x, y, loss_name="crossentropy", batch_size=128, autocast=conte
     return float(values[0]), float(values[1])
 
 
+def set_sums(runner, batches, stats, device):
+    """One pass over a set's batches (on the device): [the sums of stats.names..., examples, targets],
+    float64 on the device, read back by the caller once per point."""
+    sums = torch.zeros(len(stats.names), dtype=torch.float64, device=device)
+    n = n_targets = 0
+    with torch.inference_mode():
+        for xb, yb in batches:
+            sums += stats.batch_sums(forward(runner, xb), yb)
+            n, n_targets = n + len(yb), n_targets + yb.numel()
+    return torch.cat([sums, torch.tensor([n, n_targets], dtype=torch.float64, device=device)])
+
+
 def evaluate_set(runner, inputs, targets, stats, batch_size):
     """The statistics of `runner` over a whole set on its device: one host read at the end."""
-    n = len(targets)
-    sums = torch.zeros(len(stats.names), dtype=torch.float64, device=targets.device)
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            out = forward(runner, take(inputs, start, start + batch_size))
-            sums += stats.batch_sums(out, targets[start:start + batch_size])
-    return stats.means(sums, n, targets.numel()).cpu().numpy()
+    sums = set_sums(runner, DeviceSet(inputs, targets, batch_size), stats, targets.device)
+    return stats.means(sums[:-2], sums[-2], sums[-1]).cpu().numpy()
 
 
-def evaluate_stacked(net, params, inputs, targets, stats, batch_size):
-    """Statistics at K points at once: `params` maps names to (K, *shape) tensors.
+def stacked_sums(net, params, batches, stats, device):
+    """set_sums at K points at once: `params` maps names to (K, *shape) tensors. Returns (K, W + 2).
 
     One pass over the data evaluates all K models with torch.func.vmap(functional_call), so the
     per-point overhead (kernel launches, Python) is paid once per batch instead of K times.
-    Returns (K, len(stats.names)).
     """
     k = next(iter(params.values())).shape[0]
+
     def one(p, xb):
         args, kwargs = call_args(xb)
         return unwrap(torch.func.functional_call(net, p, args, kwargs))
     model_fn = torch.func.vmap(one, in_dims=(0, None))
-    sums = torch.zeros(k, len(stats.names), dtype=torch.float64, device=targets.device)
+    sums = torch.zeros(k, len(stats.names), dtype=torch.float64, device=device)
+    n = n_targets = 0
     with torch.inference_mode():
-        for start in range(0, len(targets), batch_size):
-            out = model_fn(params, take(inputs, start, start + batch_size))   # (K, B, ...)
-            yb = targets[start:start + batch_size]
+        for xb, yb in batches:
+            out = model_fn(params, xb)   # (K, B, ...)
             sums += torch.stack([stats.batch_sums(out[i], yb) for i in range(k)])
-    return torch.stack([stats.means(s, len(targets), targets.numel()) for s in sums]).cpu().numpy()
+            n, n_targets = n + len(yb), n_targets + yb.numel()
+    counts = torch.tensor([n, n_targets], dtype=torch.float64, device=device).expand(k, 2)
+    return torch.cat([sums, counts], dim=1)
+
+
+def evaluate_stacked(net, params, inputs, targets, stats, batch_size):
+    """Statistics at K points at once (see stacked_sums); returns (K, len(stats.names))."""
+    sums = stacked_sums(net, params, DeviceSet(inputs, targets, batch_size), stats, targets.device)
+    return torch.stack([stats.means(s[:-2], s[-2], s[-1]) for s in sums]).cpu().numpy()
 
 
 def eval_loss(net, criterion, loader, use_cuda=False):
@@ -372,59 +476,105 @@ class GridEvaluator:
     """values(coords) -> (len(coords), len(sets) * len(stats.names)): each set's statistics at each point.
 
     `mover` (net_plotter) moves `net` to a grid point; `runner` runs the forward pass (the net, a
-    fast_model.FastModel whose refresh() follows each move, or DataParallel). With
-    points_per_pass K > 1, K points share each pass (through `net`, vmapped).
+    fast_model.FastModel whose refresh() follows each move, or DataParallel). `sets` are on the device
+    (batches.DeviceSet, or StreamedSet read for each point). With points_per_pass K > 1, K points
+    share each pass (through `net`, vmapped). With data-parallel points (`group`, parallel/dist.py),
+    each rank holds a shard of every set, and one all-reduce per point (or pass) adds the group's
+    sums and counts before they become means. With `recalibrate` (a batch size), BatchNorm's
+    statistics are recomputed from the first set (the training data, a DeviceSet) at every point,
+    after the move and before the evaluation.
     """
 
-    def __init__(self, net, mover, sets, stats, batch_size, precision, device, points_per_pass=1, runner=None):
+    def __init__(self, net, mover, sets, stats, precision, device, points_per_pass=1, runner=None, group=None,
+                 recalibrate=0):
         self.net, self.mover, self.sets, self.stats = net, mover, sets, stats
         self.runner = runner if runner is not None else net
-        self.batch_size, self.precision, self.device = batch_size, precision, device
+        self.precision, self.device = precision, device
         self.k = points_per_pass
+        self.group = group
+        self.examples, self.seconds = 0, 0.0      # this rank's examples evaluated and the time they took
+        self.recalibrate = recalibrate
+        assert not (recalibrate and points_per_pass > 1), "BN recalibration evaluates one point per pass"
 
     def __call__(self, coords):
         coords = np.asarray(coords, dtype=np.float64).reshape(len(coords), -1)
-        width = len(self.stats.names)
-        out = np.empty((len(coords), width * len(self.sets)))
+        out = np.empty((len(coords), len(self.stats.names) * len(self.sets)))
+        t0 = time.perf_counter()
         with arithmetic(self.precision, self.device):
-            if self.k == 1:
+            if self.k == 1 or not self.mover.names:  # (no entry moves: every point is the origin)
                 for i, c in enumerate(coords):
                     self.mover.set(c)
+                    if self.recalibrate:
+                        recalibrate_bn(self.net, self.sets[0].inputs, self.recalibrate)
                     if hasattr(self.runner, "refresh"):
                         self.runner.refresh()
-                    for s, (x, y) in enumerate(self.sets):
-                        out[i, width * s:width * (s + 1)] = evaluate_set(self.runner, x, y, self.stats, self.batch_size)
-                return out
-            self.mover.restore()  # the stacked path leaves the model itself untouched
-            for start in range(0, len(coords), self.k):
-                params = self.mover.stacked(coords[start:start + self.k])
-                for s, (x, y) in enumerate(self.sets):
-                    vals = evaluate_stacked(self.net, params, x, y, self.stats, self.batch_size)
-                    out[start:start + len(vals), width * s:width * (s + 1)] = vals
+                    sums = torch.stack([set_sums(self.runner, s, self.stats, self.device) for s in self.sets])
+                    out[i] = self.means(sums[None])[0]        # sums: (sets, W + 2)
+            else:
+                self.mover.restore()  # the stacked path leaves the model itself untouched
+                for start in range(0, len(coords), self.k):
+                    params = self.mover.stacked(coords[start:start + self.k])
+                    sums = torch.stack([stacked_sums(self.net, params, s, self.stats, self.device)
+                                        for s in self.sets], dim=1)     # (K, sets, W + 2)
+                    out[start:start + len(sums)] = self.means(sums)
+        self.seconds += time.perf_counter() - t0
+        self.examples += len(coords) * sum(s.count for s in self.sets)
         return out
+
+    def means(self, sums):
+        """(points, sets, W + 2) sums of this rank -> (points, sets * W) values of the whole sets."""
+        if self.group is not None:
+            self.group.sum_(sums)        # one all-reduce: every set's sums and counts, every point
+        sums = sums.cpu()
+        return np.stack([np.concatenate([self.stats.means(s[:-2], s[-2], s[-1]).numpy() for s in point])
+                         for point in sums])
+
+    def status(self):
+        """This rank's evaluation rate, and (streamed sets) the share of it spent waiting for data."""
+        if not self.seconds:
+            return ""
+        text = f"{self.examples / self.seconds:,.0f} ex/s"
+        streamed = [s for s in self.sets if getattr(s, "streamed", False)]
+        if streamed:
+            text += f", {100 * sum(s.waited for s in streamed) / self.seconds:.0f}% waiting for data"
+        return text + (f" (rank 0 of a group of {self.group.size})" if self.group is not None and
+                       self.group.size > 1 else "")
 
 
 def make_grid_evaluator(net, make_mover, sets, stats, device, gpu_ids=(), batch_size="auto", precision="default",
-                        points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print):
+                        points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print, group=None,
+                        bn_recalibrate=False):
     """Set up the evaluation of grid points on this rank's device: the fast model (BN folding,
     memory layout, compile), the mover (built after the layout change, which replaces the parameter
-    tensors), the data moved to the device once, and the batch size. Returns a GridEvaluator."""
-    fast = fast_model.prepare(net, device, fold_bn=fold_bn, memory_format=memory_format, compile=compile)
+    tensors), the data (batches.HostSets, or (inputs, targets) pairs) moved to the device once or
+    streamed, and the batch size. Returns a GridEvaluator. With bn_recalibrate, the first set (the
+    training data) must be in memory: BatchNorm's statistics are recomputed from it at every point."""
+    sets = [s if hasattr(s, "tensors") else batches.HostSet("", tensors=tuple(s), count=len(s[1]),
+                                                            total=len(s[1]), sample=(take(s[0], 0, 2), s[1][:2]))
+            for s in sets]
+    fast = fast_model.prepare(net, device, fold_bn=fold_bn, memory_format=memory_format, compile=compile,
+                              sample=call_args(to_device(sets[0].sample[0], device)))
     mover = make_mover()
     runner = fast
     if len(gpu_ids) > 1:
         runner = torch.nn.DataParallel(fast.graph, device_ids=list(gpu_ids))
         runner.refresh = fast.refresh
-    dev_sets = [(to_device(x, device, fast.prepare_input), y.to(device)) for x, y in sets]
+    sample = to_device(sets[0].sample[0], device, fast.prepare_input)
+    requested_batch = batch_size
     if batch_size in (None, "auto"):
-        batch_size = auto_batch_size(fast, dev_sets[0][0], len(dev_sets[0][1]), device)
+        first = next((s for s in sets if s.in_memory), None)
+        batch_size = auto_batch_size(fast, sample, first.count if first else batches.DATASET_BATCH, device)
+    dev_sets = [on_device(s, device, batch_size, fast.prepare_input) for s in sets]
     if compile:
         with arithmetic(precision, device):
-            args, kwargs = call_args(take(dev_sets[0][0], 0, batch_size))
+            args, kwargs = call_args(sample)
             seconds = fast.warm_up(*args, **kwargs)
         say(f"torch.compile took {seconds:.1f} s")
     k = 1 if len(gpu_ids) > 1 else points_per_pass
-    return GridEvaluator(net, mover, dev_sets, stats, int(batch_size), precision, device, k, runner=runner)
+    recalibrate = recalibration_batch(requested_batch) if bn_recalibrate else 0
+    assert not recalibrate or isinstance(dev_sets[0], batches.DeviceSet), "BN recalibration reads data in memory"
+    return GridEvaluator(net, mover, dev_sets, stats, precision, device, k, runner=runner, group=group,
+                         recalibrate=recalibrate)
 
 
 # ----------------------------------------------------------------------------- batch size
@@ -487,12 +637,22 @@ def loss_keys(set_names, stats):
 
 
 def loss_job_compute(net, sets, stats, device, gpu_ids=(), batch_size="auto", precision="default",
-                     points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print):
-    """make_compute for loss (and accuracy, metrics) maps; `sets`: [(name, inputs, targets)] on the CPU."""
+                     points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print, group=None,
+                     bn_recalibrate=False):
+    """make_compute for loss (and accuracy, metrics) maps; `sets`: [(name, HostSet)] or [(name, inputs,
+    targets)] on the CPU, the training set first (BN recalibration reads it)."""
     def make(make_mover):
-        return make_grid_evaluator(net, make_mover, [(x, y) for _, x, y in sets], stats, device, gpu_ids,
-                                              batch_size, precision, points_per_pass, fold_bn, memory_format,
-                                              compile, say)
+        return make_grid_evaluator(net, make_mover, [s[1] if len(s) == 2 else s[1:] for s in sets], stats, device,
+                                   gpu_ids, batch_size, precision, points_per_pass, fold_bn, memory_format, compile,
+                                   say, group, bn_recalibrate)
     return make
+
+
+def loss_inputs(precision, batch_size, bn_recalibrate, metrics="", device="cpu"):
+    """What a loss map's values depend on beyond the model, data and directions (recorded in the surface
+    file, compared on resume; keys of io/provenance.py's SURFACE table)."""
+    return {"precision": precision, "arithmetic": arithmetic_name(precision, device), "metrics": metrics,
+            "bn_recalibrate": int(bool(bn_recalibrate)),
+            "bn_recalibrate_batch": recalibration_batch(batch_size) if bn_recalibrate else 0}
 
 

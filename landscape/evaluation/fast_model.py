@@ -2,8 +2,16 @@
 
 - BatchNorm folding: in eval mode, BN(conv(x)) = conv'(x) with W' = W * s and b' = (b - mean) * s + beta,
   s = gamma / sqrt(running_var + eps), exact up to rounding. The model is traced with torch.fx;
-  every Conv/Linear whose only consumer is a BatchNorm gets a folded twin, and the BN disappears
-  from the graph. All other layers are shared with the original model, so the grid engine keeps
+  every Conv/Linear whose only consumer is a BatchNorm over that layer's output features gets a
+  folded twin, and the BN disappears from the graph. BN normalises dimension 1: a convolution's
+  output channels, always; a Linear's output features only when its output is (B, features), so
+  a Linear is folded only where one pass on a sample showed the BN a 2-D input (on (B, C, L) input
+  BatchNorm1d(C) normalises C, not the Linear's features, and folding would be wrong). A layer
+  that computes its weight at each call (a parametrization such as weight_norm, or a forward hook
+  such as the old torch.nn.utils.weight_norm) is never folded: its twin would ignore the folded
+  weight. As a general guard, the same pass on the sample is compared with the folded graph's
+  output once at set-up; if they differ beyond rounding, the model is used unfolded. All other
+  layers are shared with the original model, so the grid engine keeps
   writing the original parameters; `refresh()` recomputes the folded weights after each move (a
   few elementwise ops on the weights, nothing on the data).
 - channels_last memory layout for convolutional models, which oneDNN and cuDNN run faster.
@@ -39,12 +47,55 @@ def folded_twin(layer):
     return twin
 
 
-def fold_batchnorm(net):
-    """(graph module with BNs folded into their producers, [(folded name, layer, bn)]), or (net, [])."""
+def observe(net, sample):
+    """One pass of `net` on `sample`, an (args, kwargs) pair: ({BatchNorm module: the set of input
+    dimensionalities it saw}, the outputs), or ({}, None) without a sample or if the pass fails."""
+    if sample is None:
+        return {}, None
+    dims = {}
+
+    def record(module, args):
+        dims.setdefault(module, set()).add(args[0].dim() if args and torch.is_tensor(args[0]) else -1)
+    hooks = [m.register_forward_pre_hook(record) for m in net.modules() if isinstance(m, BN_TYPES)]
+    try:
+        with torch.no_grad():
+            out = net(*sample[0], **sample[1])
+    except Exception:  # the model's own failure is reported by the evaluation itself
+        return {}, None
+    finally:
+        for h in hooks:
+            h.remove()
+    return dims, out
+
+
+def folds_exactly(layer, bn, dims):
+    """True if BN(layer(x)) normalises the layer's output features, so folding is exact: a convolution
+    (batched: its output is (B, C_out, ...)) or a Linear whose output BN saw as (B, features)."""
+    seen = dims.get(bn)
+    if isinstance(layer, nn.Linear):
+        return seen == {2}
+    batched = next(n for cls, n in ((nn.Conv1d, 3), (nn.Conv2d, 4), (nn.Conv3d, 5)) if isinstance(layer, cls))
+    return seen is None or seen == {batched}
+
+
+def computes_plainly(module):
+    """True if `module` computes from its own weight tensors as its class says: no parametrization
+    (weight_norm, spectral_norm, ...: the weight is recomputed at each call) and no forward hooks
+    (the old torch.nn.utils.weight_norm is a pre-hook). A folded twin of anything else would compute
+    its weight its own way and ignore the folded one."""
+    return not (torch.nn.utils.parametrize.is_parametrized(module) or module._forward_pre_hooks
+                or module._forward_hooks)
+
+
+def fold_batchnorm(net, dims=None):
+    """(graph module with BNs folded into their producers, [(folded name, layer, bn)]), or (net, []).
+    `dims`: {BatchNorm: input dimensionalities} from a pass on a sample (observe), which shows which
+    Linear layers may fold (see above); None: no sample, no Linear folds."""
     try:
         gm = torch.fx.symbolic_trace(net)
     except Exception:  # dynamic control flow, custom modules: evaluate the model as it is
         return net, []
+    dims = dims or {}
     modules = dict(gm.named_modules())
     pairs = []
     for node in list(gm.graph.nodes):
@@ -55,6 +106,8 @@ def fold_batchnorm(net):
                 and isinstance(modules.get(prev.target), FOLDABLE) and modules[node.target].track_running_stats):
             continue
         layer, bn = modules[prev.target], modules[node.target]
+        if not (folds_exactly(layer, bn, dims) and computes_plainly(layer) and computes_plainly(bn)):
+            continue
         name = f"folded_{len(pairs)}"
         gm.add_submodule(name, folded_twin(layer))
         prev.target = name
@@ -68,15 +121,63 @@ def fold_batchnorm(net):
     return gm, pairs
 
 
+FOLD_RTOL = 1e-3   # folding changes only rounding: a folded output further than this from the model's is wrong
+
+
+def output_tensors(out):
+    """The floating-point tensors in a model's output (a tensor, tuple, list, dict or object with .logits)."""
+    if torch.is_tensor(out):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in output_tensors(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in output_tensors(v)]
+    return output_tensors(out.logits) if hasattr(out, "logits") else []
+
+
+def same_outputs(got, expected):
+    """True if two outputs agree to float rounding: every tensor within FOLD_RTOL of the largest
+    magnitude of its reference, NaN and inf where the reference has them."""
+    got, expected = output_tensors(got), output_tensors(expected)
+    if len(got) != len(expected) or not expected:
+        return False
+    for a, b in zip(got, expected):
+        if a.shape != b.shape:
+            return False
+        a, b = a.double(), b.double()
+        finite = torch.isfinite(b)
+        if not torch.equal(finite, torch.isfinite(a)) or not torch.equal(a[~finite].nan_to_num(), b[~finite].nan_to_num()):
+            return False
+        scale = float(b[finite].abs().max()) if finite.any() else 0.0
+        if finite.any() and float((a[finite] - b[finite]).abs().max()) > FOLD_RTOL * max(scale, 1e-12):
+            return False
+    return True
+
+
 class FastModel:
     """Callable like the model; call refresh() after the original's weights or BN statistics move."""
 
-    def __init__(self, net, fold_bn=True, channels_last=False, compile=False):
+    def __init__(self, net, fold_bn=True, channels_last=False, compile=False, sample=None):
         self.net = net
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.graph, self.pairs = fold_batchnorm(net) if fold_bn else (net, [])
-        self.refresh()
+        self.graph, self.pairs = net, []
+        if fold_bn:
+            self.fold(sample)
         self.module = torch.compile(self.graph) if compile else self.graph
+
+    def fold(self, sample):
+        """Fold BatchNorm (fold_batchnorm), then check once that the folded graph computes what the
+        model computes on `sample` (an (args, kwargs) pair on the model's device); if it does not
+        (a layer computing its weight in a way the fold cannot see), use the model as it is."""
+        dims, expected = observe(self.net, sample)
+        self.graph, self.pairs = fold_batchnorm(self.net, dims if sample is not None else None)
+        self.refresh()
+        if self.pairs and expected is not None:
+            with torch.no_grad():
+                got = self.graph(*sample[0], **sample[1])
+            if not same_outputs(got, expected):
+                self.graph, self.pairs = self.net, []
+                del self._fold
 
     def refresh(self):
         """Recompute every folded layer from its original layer and BatchNorm (current values):
@@ -155,8 +256,10 @@ def keep_freed_memory():
         return False
 
 
-def prepare(net, device, fold_bn=True, memory_format="auto", compile=False):
+def prepare(net, device, fold_bn=True, memory_format="auto", compile=False, sample=None):
     """Move `net` to `device` in the chosen memory layout and wrap it for fast evaluation.
+    `sample`: (args, kwargs) of a small input on `device` (lets Linear -> BatchNorm1d pairs fold, and
+    checks the folded graph against the model once).
 
     Call before building the PointSetter: converting the layout replaces the parameter tensors.
     """
@@ -166,4 +269,4 @@ def prepare(net, device, fold_bn=True, memory_format="auto", compile=False):
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    return FastModel(net, fold_bn=fold_bn, channels_last=channels_last, compile=compile)
+    return FastModel(net, fold_bn=fold_bn, channels_last=channels_last, compile=compile, sample=sample)

@@ -6,7 +6,6 @@ file, resume checks; a refused run writes nothing), computes the missing points 
 (scheduler.py) and records them on rank 0 (io.h5.Recorder: atomic rewrites every flush_seconds, and
 on the way out whatever happens). The scripts and the Python API (landscape.api) both build jobs.
 """
-import copy
 import hashlib
 import json
 import math
@@ -20,7 +19,6 @@ import torch
 import torch.nn as nn
 
 from landscape import directions as net_plotter
-from landscape import evaluation
 from landscape.errors import LandscapeError
 from landscape.grid import scheduler
 from landscape.grid.lock import SurfaceLock
@@ -64,16 +62,23 @@ def parse_range(text, flag="--x"):
 
 
 def axis(spec, flag):
-    """A grid axis from 'min:max:num', a (min, max, num) tuple, or an array of coordinates."""
+    """A grid axis from 'min:max:num', a (min, max, num) tuple (a range, like the string), or a list or
+    array of coordinates (a list [-1, 1, 3] is three coordinates); None: no axis."""
     if spec is None:
         return None
+    if np.ndim(spec) == 0 and not isinstance(spec, str):
+        raise LandscapeError(f"{flag}={spec!r} must be 'min:max:num', a (min, max, num) tuple or a list of "
+                             "coordinates")
     if isinstance(spec, str):
         lo, hi, num = parse_range(spec, flag)
         return np.linspace(lo, hi, num=num)
     if isinstance(spec, tuple) and len(spec) == 3:
         lo, hi, num = parse_range(":".join(str(v) for v in spec), flag)
         return np.linspace(lo, hi, num=num)
-    a = np.asarray(spec, dtype=np.float64).ravel()
+    try:
+        a = np.asarray(spec, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise LandscapeError(f"{flag}: coordinates must be a non-empty list of finite numbers") from None
     if a.size == 0 or not np.isfinite(a).all():
         raise LandscapeError(f"{flag}: coordinates must be a non-empty list of finite numbers")
     return a
@@ -109,8 +114,8 @@ class GridJob:
     prov: dict = field(default_factory=dict)
     net_name: str = ""
     model_hash: str = ""
-    model_file2: str = ""
-    model_file3: str = ""
+    dir_inputs: dict = field(default_factory=dict)  # inputs that may define directions (target checkpoints'
+    #                                                 hashes, the loss and data of a Hessian): directions.defining_inputs
     save_directions: str = ""        # also write the directions (materialised) to this file
     device: object = "cpu"
     flush_seconds: float = 5.0
@@ -127,65 +132,95 @@ class Plan:
     directions: list                 # float32 CPU tensors, or None (seeded directions, or a path)
     seeded: object                   # net_plotter.SeededDirections, or None
     new_dirs: bool
-    warning: str
+    warnings: list                   # lines to print once every check has passed
     points: list                     # marked points [(label, x, y)]
-    surf: h5_util.Surface
+    spec: net_plotter.DirectionSpec  # what the directions are: this run's, or a named direction file's own
+    surf: h5_util.Surface = None
+    created: list = field(default_factory=list)   # files this run wrote new (removed if it fails before a point)
 
 
-def space_of(job):
-    return net_plotter.direction_space(job.net, job.spec.dir_type if job.spec else "weights")
+def space_of(job, spec=None):
+    spec = spec or job.spec
+    return net_plotter.direction_space(job.net, spec.dir_type if spec else "weights")
+
+
+def path_points(job):
+    """The checkpoints a path passes through, where they sit; with a --params subset only the first one
+    is itself (elsewhere the other entries stay at the model's own values)."""
+    n = len(job.path)
+    ts = [i / (n - 1) for i in range(n)] if job.path_type == "polychain" else [0.0, 1.0]
+    names = [f"checkpoint {i + 1}" for i in range(n)] if job.path_type == "polychain" else ["checkpoint 1",
+                                                                                             f"checkpoint {n}"]
+    points = [(lbl, t, None) for lbl, t in zip(names, ts)]
+    return points[:1] if job.spec is not None and job.spec.params else points
 
 
 def obtain_directions(job):
-    """(directions, seeded, is_new, warning, points): an existing direction file, checked, or new ones."""
-    if job.path is not None:
-        n = len(job.path)
-        ts = [i / (n - 1) for i in range(n)] if job.path_type == "polychain" else [0.0, 1.0]
-        names = [f"checkpoint {i + 1}" for i in range(n)] if job.path_type == "polychain" else ["checkpoint 1",
-                                                                                                 f"checkpoint {n}"]
-        return None, None, False, None, [(lbl, t, None) for lbl, t in zip(names, ts)]
+    """A Plan (no surface yet): an existing direction file, checked, or new directions."""
     spec = job.spec
+    if job.path is not None:
+        return Plan(None, None, False, [], path_points(job), spec)
     space = space_of(job)
     if job.explicit is not None:
-        dirs = check_explicit(job.explicit, space, spec.ndim)
+        dirs = explicit_directions(job.explicit, space, spec)
+        new = True
         if job.dir_file and os.path.exists(job.dir_file):
             stored = net_plotter.load_directions(job.dir_file, spec.ndim)
             if h5_util.directions_sha256(stored) != h5_util.directions_sha256(dirs):
                 raise LandscapeError(f"direction file '{job.dir_file}' holds other directions than the ones given; "
                                      "use another dir_file or out")
-            return dirs, None, False, None, []
-        return dirs, None, True, None, []
+            new = False
+        return Plan(dirs, None, new, [], [], spec)
     if job.dir_file and os.path.exists(job.dir_file):
-        warning = net_plotter.check_direction_file(job.dir_file, spec, space, job.net_name, job.model_hash,
-                                                   compare=job.compare)
         attrs = h5_util.read_direction_info(job.dir_file)["attrs"]
+        if isinstance(job.compare, (set, frozenset)):  # a file the user named defines what they did not set
+            spec = net_plotter.recorded_spec(attrs, spec, keep=job.compare)
+        warning = net_plotter.check_direction_file(job.dir_file, spec, space_of(job, spec), job.net_name,
+                                                   job.model_hash, compare=job.compare, inputs=job.dir_inputs)
         points = [(p["label"], p["x"], p.get("y")) for p in json.loads(attrs.get("marked_points") or "[]")]
         if attrs.get("regenerated"):
-            seeded = net_plotter.SeededDirections(spec_from_attrs(attrs, spec), attrs["regenerated_device_type"])
-            return None, seeded, False, warning, points
-        return net_plotter.load_directions(job.dir_file, spec.ndim), None, False, warning, points
+            seeded = net_plotter.SeededDirections(spec, attrs["regenerated_device_type"])
+            if spec.ndim == 2 and spec.orthogonalize:
+                ortho = attrs.get("regenerated_ortho")
+                seeded.ortho = tuple(json.loads(ortho)) if ortho else seeded.gram_schmidt(
+                    space_of(job, spec), net_plotter.entry_mask(space_of(job, spec), spec.params))
+            return Plan(None, seeded, False, [warning] if warning else [], points, spec)
+        dirs = net_plotter.load_directions(job.dir_file, spec.ndim)
+        return Plan(dirs, None, False, [warning] if warning else [], points, spec)
     if job.dir_given:
         raise LandscapeError(f"direction file '{job.dir_file}' does not exist")
     if spec.regenerate:
-        return None, net_plotter.SeededDirections(spec, torch.device(job.device).type), True, None, []
+        spec.check()
+        seeded = net_plotter.SeededDirections(spec, torch.device(job.device).type)
+        if spec.orthogonalize:
+            seeded.ortho = seeded.gram_schmidt(space, net_plotter.entry_mask(space, spec.params))
+        return Plan(None, seeded, True, [], [], spec)
     dirs, points = net_plotter.make_directions(spec, job.net, job.model2, job.model3, job.build_model, job.hessian)
-    return dirs, None, True, None, points
+    return Plan(dirs, None, True, [], points, spec)
 
 
-def spec_from_attrs(attrs, spec):
-    """The DirectionSpec a (regenerated) direction file records, over `spec`'s defaults."""
-    out = copy.copy(spec)
-    for f in ("seed", "xnorm", "xignore", "ynorm", "yignore", "same_dir", "params", "dir_type"):
-        v = net_plotter.recorded_value(attrs, f, getattr(spec, f))
-        if v is not None:
-            setattr(out, f, v)
-    return out
+def explicit_directions(given, space, spec):
+    """Directions given as tensors, checked, restricted to the --params subset (and tied duplicates and
+    integer entries, which never move), then orthogonalised if asked."""
+    dirs = check_explicit(given, space, spec.ndim)
+    mask = net_plotter.entry_mask(space, spec.params)
+    for d in dirs:
+        for k, m in enumerate(mask):
+            if not m:
+                d[k] = torch.zeros_like(d[k])
+    if spec.orthogonalize:
+        dirs[1], _ = net_plotter.orthogonalize(dirs[0], dirs[1], spec)
+    return dirs
 
 
 def check_explicit(directions, space, ndim):
     """Directions given as tensors: a list (x[, y]) of lists in the space's order or of {name: tensor}."""
-    if not isinstance(directions, (list, tuple)) or len(directions) < ndim:
+    if not isinstance(directions, (list, tuple)) or not directions or \
+            not all(isinstance(d, (list, tuple, dict)) for d in directions):
         raise LandscapeError(f"directions must be a list of {ndim} direction(s), each a list of tensors or a dict")
+    if len(directions) != ndim:
+        raise LandscapeError(f"directions: {len(directions)} given for a {ndim}D surface, which takes exactly "
+                             f"{ndim} ({'x' if ndim == 1 else 'x and y'})")
     out = []
     for a, d in enumerate(directions[:ndim]):
         if isinstance(d, dict):
@@ -199,7 +234,11 @@ def check_explicit(directions, space, ndim):
             if tuple(torch.as_tensor(v).shape) != tuple(t.shape):
                 raise LandscapeError(f"direction {a}, entry '{name}': shape {tuple(torch.as_tensor(v).shape)}, "
                                      f"the model's is {tuple(t.shape)}")
-        out.append([torch.as_tensor(v).detach().float().cpu().clone() for v in d])
+        tensors = [torch.as_tensor(v).detach().float().cpu().clone() for v in d]
+        bad = next((name for (name, _), v in zip(space, tensors) if not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise LandscapeError(f"direction {a}, entry '{bad}' holds NaN or inf values")
+        out.append(tensors)
     return out
 
 
@@ -210,21 +249,49 @@ def directions_fingerprint(plan):
     return h5_util.directions_sha256(plan.directions) if plan.directions is not None else ""
 
 
+# Attributes that say how the last run computed its points, not what the values are: they are
+# overwritten on resume, never compared (evaluation/batches.py, parallel/dist.py).
+RUN_INFO = ("data_in_memory", "ranks_per_point")
+
+
+def check_distinct_files(job):
+    """The surface file, the direction file and the file --save_directions writes must be three files."""
+    named = [(what, path) for what, path in (("surface file (--surf_file, out=)", job.surf_file),
+                                               ("direction file (--dir_file, dir_file=)", job.dir_file),
+                                               ("--save_directions file (save_directions=)", job.save_directions))
+             if path]
+    for i, (what, path) in enumerate(named):
+        for other, path2 in named[i + 1:]:
+            if os.path.abspath(path) == os.path.abspath(path2):
+                raise LandscapeError(f"the {what} and the {other} are the same file '{path}': give them different names")
+
+
 def plan_job(job):
     """Check the output folders, the directions and the surface file against this run; write nothing."""
+    check_distinct_files(job)
     if job.surf_file:
         h5_util.check_writable(job.surf_file)
     if job.dir_file and not os.path.exists(job.dir_file):
         h5_util.check_writable(job.dir_file)
     if job.save_directions:
         h5_util.check_writable(job.save_directions)
-    directions, seeded, new_dirs, warning, points = obtain_directions(job)
-    plan = Plan(directions, seeded, new_dirs, warning, points, None)
-    prov = dict(job.prov, dir_sha256=directions_fingerprint(plan), marked_points=h5_util.points_json(points))
+    plan = obtain_directions(job)
+    zero = None
+    if plan.directions is not None:
+        zero = net_plotter.zero_direction_warning(plan.directions, plan.spec)
+    elif plan.seeded is not None:  # drawn directions vanish where every moving entry is zeroed (biasbn)
+        space = space_of(job, plan.spec)
+        moving = [t for (_, t), m in zip(space, net_plotter.entry_mask(space, plan.spec.params)) if m]
+        if plan.spec.xignore == "biasbn" and all(t.dim() <= 1 for t in moving):
+            zero = net_plotter.zero_direction_warning([[torch.zeros(1)]], plan.spec)
+    plan.warnings += [zero] if zero else []
+    prov = dict(job.prov, dir_sha256=directions_fingerprint(plan), marked_points=h5_util.points_json(plan.points))
+    if plan.spec is not None:  # the subset and space the directions really have (a named file's own)
+        prov.update(params=plan.spec.params, dir_type=plan.spec.dir_type)
     if job.surf_file and os.path.exists(job.surf_file):
         surf = h5_util.read_surface(job.surf_file)
         h5_util.check_surface(surf, job.x, job.y, prov, job.dir_file)
-        surf.attrs.update({k: v for k, v in prov.items() if k not in surf.attrs})
+        surf.attrs.update({k: v for k, v in prov.items() if k not in surf.attrs or k in RUN_INFO})
         surf.attrs["last_command"] = prov.get("command", "")
     else:
         surf = h5_util.new_surface(job.surf_file, job.x, job.y, job.dir_file, prov)
@@ -234,35 +301,48 @@ def plan_job(job):
 
 def write_plan(job, plan):
     """Rank 0, every check passed: write the new direction file, then the surface file."""
-    spec = job.spec
+    spec = plan.spec
     if plan.new_dirs and job.dir_file:
-        attrs = net_plotter.direction_attrs(spec, job.net_name, job.model_hash, job.model_file2, job.model_file3,
-                                            plan.points)
-        if plan.seeded is not None:
-            attrs.update(plan.seeded.attrs())
-            h5_util.write_direction_file(job.dir_file, [[]] * spec.ndim, attrs)
-        else:
-            h5_util.write_direction_file(job.dir_file, plan.directions, attrs)
+        extra = plan.seeded.attrs() if plan.seeded is not None else None
+        attrs = net_plotter.direction_attrs(spec, job.net_name, job.model_hash, job.dir_inputs, plan.points, extra)
+        h5_util.write_direction_file(job.dir_file, [[]] * spec.ndim if plan.seeded is not None else plan.directions,
+                                     attrs)
+        plan.created.append(job.dir_file)
     if job.save_directions and (plan.seeded is not None or plan.directions is not None):
-        space = space_of(job)
+        space = space_of(job, spec)
         dirs = plan.seeded.materialize(space, net_plotter.entry_mask(space, spec.params)) \
             if plan.seeded is not None else plan.directions
-        attrs = net_plotter.direction_attrs(spec, job.net_name, job.model_hash, job.model_file2, job.model_file3,
-                                            plan.points)
-        attrs.update({"spec_regenerate": False, "materialised_from": job.dir_file or "seeded directions"})
+        attrs = net_plotter.direction_attrs(spec, job.net_name, job.model_hash, job.dir_inputs, plan.points,
+                                            {"spec_regenerate": False,
+                                             "materialised_from": job.dir_file or "seeded directions"})
+        if not os.path.exists(job.save_directions):
+            plan.created.append(job.save_directions)
         h5_util.write_direction_file(job.save_directions, dirs, attrs)
     for key in job.keys:
         plan.surf.ensure(key)  # the maps this run fills, all "not computed" if new
     if job.surf_file:
+        if not os.path.exists(job.surf_file):
+            plan.created.append(job.surf_file)
         h5_util.write_surface(plan.surf)
+
+
+def discard_if_unstarted(job, plan):
+    """After a failure: remove the files this run created if it computed no point, so a run that
+    fails before its first point (a refusal found late, the user's loss raising) leaves nothing."""
+    if plan is None or plan.surf is None or not plan.surf.missing(job.missing_keys).all():
+        return
+    for path in plan.created:
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def make_mover(job, shared):
     """What moves the model to a grid point: a PointSetter, a SeededSetter or a PathSetter."""
     if job.path is not None:
-        return net_plotter.PathSetter(job.net, job.path, job.spec.dir_type if job.spec else "weights", job.path_type)
+        return net_plotter.PathSetter(job.net, job.path, job.spec.dir_type if job.spec else "weights", job.path_type,
+                                      params=job.spec.params if job.spec else "")
     if shared["seeded"] is not None:
-        return net_plotter.SeededSetter(job.net, shared["seeded"], job.spec.dir_type, job.spec.params)
+        return net_plotter.SeededSetter(job.net, shared["seeded"])
     return net_plotter.PointSetter(job.net, shared["directions"], job.spec.dir_type)
 
 
@@ -281,29 +361,34 @@ def share_plan(job, plan, comm, rank):
     return shared
 
 
-def run_job(job, comm=None):
-    """Every rank: plan (rank 0, under the lock), compute the missing points, record them (rank 0)."""
+def run_job(job, comm=None, group=None):
+    """Every rank: plan (rank 0, under the lock), compute the missing points, record them (rank 0).
+    `group`: this rank's PointGroup when K ranks share each point (parallel/dist.py)."""
     rank, nproc = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
     lock = SurfaceLock(job.surf_file) if job.surf_file else None
     say = (lambda *a, **k: None) if job.quiet or rank != 0 else (lambda *a, **k: print(*a, flush=True, **k))
+    where = group.describe(nproc) if group is not None else f"{nproc} rank(s)"
+    planned = []
     try:
         def prepare():
             if lock is not None:
                 h5_util.check_writable(job.surf_file)  # a missing folder is named as such, not as a lock failure
                 lock.acquire()
             plan = plan_job(job)
-            if plan.warning:
-                print(plan.warning, file=sys.stderr)
+            for line in plan.warnings:
+                print(line, file=sys.stderr, flush=True)
+            planned.append(plan)
             write_plan(job, plan)
             return plan
         plan = mpi4pytorch.agree(comm, prepare if rank == 0 else (lambda: None))
         shared = share_plan(job, plan, comm, rank)
         if rank == 0 and shared["directions"] is not None and len(shared["directions"]) == 2:
             say(f"cosine similarity of the x and y directions: {cosine(shared['directions']):.4f}")
-        compute_coords = job.make_compute(lambda: make_mover(job, shared))
+        compute_coords = mpi4pytorch.agree(comm, lambda: job.make_compute(lambda: make_mover(job, shared)))
+        status = getattr(compute_coords, "status", None)
         coords = grid_coords(job.x, job.y)
         compute = lambda idx: compute_coords(coords[idx])
-        stats = {}
+        stats, missing, rec = {}, None, None
         t0 = time.perf_counter()
         try:
             if rank == 0:
@@ -311,21 +396,31 @@ def run_job(job, comm=None):
                 missing = np.flatnonzero(surf.missing(job.missing_keys))
                 total = int(np.prod(surf.shape))
                 say(f"{job.surf_file or 'surface'}: {total - len(missing)} of {total} points done, computing "
-                    f"{len(missing)} on {nproc} rank(s) ({job.device})")
+                    f"{len(missing)} on {where} ({job.device})")
                 rec = h5_util.Recorder(surf, job.keys, total, total - len(missing), job.flush_seconds,
-                                       show_progress=job.progress and not job.quiet)
-                try:
-                    scheduler.run_root(comm, nproc, missing, compute, rec.store, rec.tick)
-                finally:
+                                       show_progress=job.progress and not job.quiet, status=status)
+            try:
+                scheduler.run(comm, group, missing, compute, rec.store if rec else None, rec.tick if rec else None)
+            finally:
+                if rec is not None:
                     rec.close()  # whatever happened (Ctrl-C, SIGTERM, a crash), keep every computed point
-                stats = report(len(missing), time.perf_counter() - t0, nproc, job.surf_file, say)
-            else:
-                scheduler.run_worker(comm, compute)
+            if rank == 0:
+                stats = report(len(missing), time.perf_counter() - t0, nproc, job.surf_file, say, where,
+                               status() if status else "")
         except Exception as e:
-            if nproc > 1:  # one rank failed mid-run: never leave the others waiting in a collective
-                print(f"error on rank {rank}: {evaluation.first_line(e)}", file=sys.stderr, flush=True)
-                mpi4pytorch.abort(comm)
+            if nproc > 1:  # abort ends every rank at once: no `except` or `finally` below runs after it
+                if rank == 0:
+                    discard_if_unstarted(job, planned[0] if planned else None)
+                    if lock is not None:
+                        lock.release()
+                elif lock is not None and os.path.exists(lock.path):
+                    os.remove(lock.path)  # rank 0 holds it for this job and is about to be killed with it
+            mpi4pytorch.abort_on_error(comm, rank, e)  # one rank failed: never leave the others waiting
             raise
+    except BaseException:
+        if rank == 0 and planned:
+            discard_if_unstarted(job, planned[0])
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -343,7 +438,7 @@ def cosine(directions):
     return float(a @ b / (a.norm() * b.norm() + 1e-30))
 
 
-def report(n_done, seconds, nproc, surf_file, say=print):
+def report(n_done, seconds, nproc, surf_file, say=print, where=None, rate=""):
     """Print the summary line; return the figures (the benchmark reads them)."""
     if n_done == 0:
         say(f"nothing to compute: every point is done; surface file: {surf_file}")
@@ -351,12 +446,14 @@ def report(n_done, seconds, nproc, surf_file, say=print):
     per_point = seconds / n_done
     each = f"{per_point * 1e3:.3g} ms" if per_point < 1 else f"{per_point:.3g} s"
     say(f"computed {n_done} points in {seconds:.1f} s ({n_done / max(seconds, 1e-9):.1f} points/s, {each}/point) "
-        f"on {nproc} rank(s); surface file: {surf_file or '(in memory)'}")
+        f"on {where or f'{nproc} rank(s)'}{f'; data: {rate}' if rate else ''}; surface file: "
+        f"{surf_file or '(in memory)'}")
     return {"points": n_done, "seconds": seconds, "sec_per_point": per_point, "ranks": nproc}
 
 
-def dry_run(job, nproc=1):
-    """Validate, name the files, time one point, estimate the total; write nothing."""
+def dry_run(job, nproc=1, ranks_per_point=1):
+    """Validate, name the files, time one point, estimate the total; write nothing. With K ranks per
+    point the point is timed on rank 0's shard (1/K of the data), as each rank of a group takes it."""
     plan = plan_job(job)
     if job.dir_file:
         print(f"direction file: {job.dir_file} ({'would be created' if plan.new_dirs else 'exists, fits the model'})")
@@ -364,8 +461,8 @@ def dry_run(job, nproc=1):
     missing = int(plan.surf.missing(job.missing_keys).sum())
     done = f"exists: {total - missing} of {total} points done" if os.path.exists(job.surf_file) else "would be created"
     print(f"surface file:   {job.surf_file} ({done})")
-    if plan.warning:
-        print(plan.warning, file=sys.stderr)
+    for line in plan.warnings:
+        print(line, file=sys.stderr)
     shared = {"directions": plan.directions, "seeded": plan.seeded}
     compute = job.make_compute(lambda: make_mover(job, shared))
     coords = grid_coords(job.x, job.y)
@@ -375,7 +472,7 @@ def dry_run(job, nproc=1):
     compute(center)
     sec = time.perf_counter() - t0
     print(f"one point takes {sec:.3f} s here; {missing} points on {nproc} rank(s): about "
-          f"{missing * sec / nproc / 60:.1f} min. Nothing was computed or written.")
+          f"{missing * sec * ranks_per_point / nproc / 60:.1f} min. Nothing was computed or written.")
     return sec
 
 

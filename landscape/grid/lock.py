@@ -7,6 +7,7 @@ shared file system), when the lock has not been touched for STALE_AFTER seconds.
 """
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -72,10 +73,29 @@ class SurfaceLock:
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(),
                            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
+            self._remove_dead_writers_temps()
             self._thread = threading.Thread(target=self._beat, daemon=True)
             self._thread.start()
             return self
         raise UserError(f"cannot take lock '{self.path}' (another run keeps re-creating it)")
+
+    def _remove_dead_writers_temps(self):
+        """A writer killed mid-write (kill -9, a node lost) leaves `<surf_file>.tmp<pid>` behind; the
+        surface itself is intact (writes are renamed into place). Whoever holds the lock owns the
+        surface, so every such temp file is a dead writer's, and is removed."""
+        surf = self.path[:-5]
+        folder, name = os.path.split(os.path.abspath(surf))
+        pattern = re.compile(re.escape(name) + r"\.tmp\d+$")
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            return
+        for entry in entries:
+            if pattern.match(entry):
+                try:
+                    os.remove(os.path.join(folder, entry))
+                except OSError:
+                    pass
 
     def _beat(self):
         while not self._stop.wait(HEARTBEAT):

@@ -7,8 +7,15 @@ never idles while rank 0 is busy with a point of its own. Chunks are sized from 
 time per point (about CHUNK_SECONDS of work each), shrinking near the end of the queue.
 
 Results travel to rank 0 with each request: O(chunk) messages, never a whole-array reduce.
+
+With data-parallel points (groups of K ranks, parallel/dist.py) the group leaders (group rank 0)
+take the part of ranks above: under MPI they run the same loops over a leaders' communicator
+(run_groups), and the other ranks of each group compute the chunks their leader broadcasts. Under
+torchrun there is no MPI: the leaders claim chunks from the rendezvous store's atomic counter and
+file the results there for rank 0 (run_store). `run` picks the right one.
 """
 import math
+import pickle
 import time
 from collections import deque
 
@@ -33,6 +40,15 @@ def split_inds(num_inds, nproc):
     """Contiguous, near-equal slices of range(num_inds), one per rank (the reference's static split)."""
     chunk, rem = divmod(num_inds, nproc)
     return [range(r * chunk + min(r, rem), (r + 1) * chunk + min(r + 1, rem)) for r in range(nproc)]
+
+
+def get_job_indices(vals, xcoordinates, ycoordinates, comm):
+    """(this rank's missing indices, their coordinates, the number of points of every rank): the
+    reference's static split of the missing points (split_inds) over comm's ranks (comm None: one)."""
+    inds, coords = get_unplotted_indices(vals, xcoordinates, ycoordinates)
+    rank, nproc = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+    splits = split_inds(len(inds), nproc)
+    return inds[splits[rank]], coords[splits[rank]], [len(r) for r in splits]
 
 
 def chunk_size(want, remaining, nproc, multiple):
@@ -160,3 +176,101 @@ def run_worker(comm, compute, multiple=1):
         request(chunk, timed(compute, meter, chunk))  # deliver results; rank 0 answers [] once it is out of work
     sends.post(None, 0, TAG_BYE)
     sends.flush()
+
+
+# ----------------------------------------------------------------------------- groups of ranks per point
+def run(comm, group, pending, compute, store, tick):
+    """Every rank: compute the `pending` points (rank 0's list) over the ranks, and record them on
+    rank 0 with store(indices, values) and tick(). `group`: this rank's PointGroup, or None."""
+    if getattr(comm, "is_torch", False):
+        return run_store(comm.job_store(), group, comm.bcast(pending), compute, store, tick, comm.Get_rank() == 0)
+    if group is None or group.size == 1:
+        if comm is None or comm.Get_rank() == 0:
+            return run_root(comm, 1 if comm is None else comm.Get_size(), pending, compute, store, tick)
+        return run_worker(comm, compute)
+    return run_groups(comm, group, pending, compute, store, tick)
+
+
+def follow(group, compute):
+    """A group's other ranks: compute each chunk the leader broadcasts, until an empty one."""
+    while True:
+        chunk = group.bcast(None)
+        if not len(chunk):
+            return
+        compute(chunk)
+
+
+def run_groups(comm, group, pending, compute, store, tick):
+    """MPI, K > 1: the leaders split the grid among themselves as ranks do (run_root / run_worker over
+    a leaders' communicator); before computing a chunk a leader broadcasts it to its group."""
+    from mpi4py import MPI
+    leaders = comm.Split(0 if group.rank == 0 else MPI.UNDEFINED, comm.Get_rank())
+    if group.rank != 0:
+        return follow(group, compute)
+
+    def led(chunk):
+        group.bcast(chunk)
+        return compute(chunk)
+    try:
+        if leaders.Get_rank() == 0:
+            run_root(leaders, leaders.Get_size(), pending, led, store, tick)
+        else:
+            run_worker(leaders, led)
+    finally:
+        leaders.Free()
+    group.bcast(np.zeros(0, dtype=np.int64))     # the group's end
+
+
+def run_store(kv, group, pending, compute, store, tick, writer):
+    """torchrun: every rank. Leaders claim chunks of `pending` (the same list everywhere) from the store.
+
+    Claim: end = kv.add("claimed", n) gives positions [end - n, end): one atomic round trip, any chunk
+    size (sized by RateMeter, at most half a fair share of what is left). The leader broadcasts the
+    chunk to its group. Results: a leader files them under res/<i>, i from the counter "posted";
+    rank 0 (`writer`, group 0's leader) stores them between its own chunks, and once out of work
+    until every point is stored. The store is served by a thread of torchrun's agent (or of rank 0),
+    so nobody waits for a rank to serve it.
+    """
+    total, groups = len(pending), max(1, group.count if group is not None else 1)
+    meter = RateMeter()
+    seen = {"read": 0, "stored": 0}
+
+    def collect(block):
+        while seen["stored"] < total:
+            if seen["read"] == kv.add("posted", 0):
+                if not block:
+                    return
+                tick()
+                time.sleep(0.002)
+                continue
+            key = f"res/{seen['read']}"
+            idx, vals = pickle.loads(kv.get(key))       # waits until the leader's set lands
+            kv.delete_key(key)
+            seen["read"] += 1
+            store(idx, vals)
+            seen["stored"] += len(idx)
+            tick()
+
+    lead = group is None or group.rank == 0
+    while True:
+        claim = None
+        if lead:
+            left = total - kv.add("claimed", 0)
+            n = max(1, min(meter.want(), math.ceil(max(left, 1) / (2 * groups)), MAX_CHUNK))
+            end = kv.add("claimed", n)
+            claim = (end - n, min(end, total))
+        start, end = group.bcast(claim) if group is not None else claim
+        if start >= total:
+            break
+        chunk = np.asarray(pending[start:end], dtype=np.int64)
+        values = timed(compute, meter, chunk)
+        if lead and writer:
+            store(chunk, values)
+            seen["stored"] += len(chunk)
+            tick()
+        elif lead:
+            kv.set(f"res/{kv.add('posted', 1) - 1}", pickle.dumps((chunk, np.asarray(values))))
+        if writer:
+            collect(block=False)
+    if writer:
+        collect(block=True)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from landscape import __version__
+from landscape.io import provenance
 from landscape.errors import UserError
 
 MISSING = -1.0
@@ -267,29 +268,11 @@ def write_surface(surf):
     atomic_write(surf.path, write)
 
 
-# ----------------------------------------------------------------------------- provenance and resume checks
-# Attributes that change a surface's values: resuming into a file that recorded another value is
-# refused. (key, what the message calls it)
-SURFACE_CHECKS = (("model_file_sha256", "checkpoint"), ("model_sha256", "model weights"), ("model", "model"),
-                  ("dataset", "dataset"), ("train_size", "training-set size"), ("test_size", "test-set size"),
-                  ("data_sha256", "data"), ("raw_data", "--raw_data"), ("data_split", "--data_split"),
-                  ("split_idx", "--split_idx"), ("trainloader_sha256", "--trainloader file"),
-                  ("testloader_sha256", "--testloader file"), ("loss_name", "loss"), ("metrics", "metrics"),
-                  ("precision", "--precision"), ("dir_type", "--dir_type"), ("params", "--params"),
-                  ("path_type", "--path_type"), ("path_sha256", "path checkpoints"),
-                  ("hessian_params", "Hessian parameters"), ("curvature", "--curvature"), ("hvp", "--hvp"),
-                  ("tol", "--tol"), ("max_iter", "--max_iter"))
-
-
-def provenance(**fields):
-    """The attributes a new surface file records: what made it (the caller's fields) and when."""
-    return dict(fields, tool=tool_version(), layout="(ny, nx): Z[j, i] is the value at (x[i], y[j])",
-                created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-
-
+# ----------------------------------------------------------------------------- resume checks
 def check_surface(surf, x, y, prov, dir_file):
-    """Refuse to resume into a surface file made for another grid, model, data, loss, precision or
-    direction file: every value it holds would be mixed with values of another surface."""
+    """Refuse to resume into a surface file made for another grid or with other inputs (the compared
+    entries of io/provenance.py's SURFACE table): every value it holds would be mixed with values
+    of another surface."""
     path = surf.path
     if (surf.y is None) != (y is None):
         raise UserError(f"surface file '{path}' is {'1D' if surf.y is None else '2D'}, but this run is "
@@ -299,15 +282,18 @@ def check_surface(surf, x, y, prov, dir_file):
             raise UserError(f"surface file '{path}' has a different {axis} grid "
                             f"([{theirs[0]}, {theirs[-1]}] x {len(theirs)}); use another --surf_file")
     attrs = surf.attrs
-    if attrs.get("dir_sha256"):
-        if attrs["dir_sha256"] != prov.get("dir_sha256"):
-            raise UserError(f"surface file '{path}' was computed along other directions than '{dir_file}'")
-    elif surf.dir_file and dir_file and os.path.basename(surf.dir_file) != os.path.basename(dir_file):
+    if not attrs.get("dir_sha256") and surf.dir_file and dir_file and \
+            os.path.basename(surf.dir_file) != os.path.basename(dir_file):
         raise UserError(f"surface file '{path}' belongs to direction file '{surf.dir_file}', not '{dir_file}'")
-    for key, what in SURFACE_CHECKS:
-        if key in attrs and key in prov and str(attrs[key]) != str(prov[key]):
-            raise UserError(f"surface file '{path}' was computed with another {what} "
-                            f"({attrs[key]} vs {prov[key]}); use another --surf_file")
+    diff = provenance.first_difference("surface", attrs, prov)
+    if diff is None:
+        return
+    entry, theirs, mine = diff
+    if entry.key == "dir_sha256":
+        raise UserError(f"surface file '{path}' was computed along other directions than "
+                        f"'{dir_file or 'these'}'; use another --surf_file")
+    raise UserError(f"surface file '{path}' was computed with another {entry.what} "
+                    f"({provenance.short(theirs)} vs {provenance.short(mine)}); use another --surf_file")
 
 
 def points_json(points):
@@ -322,9 +308,10 @@ class Recorder:
     With `surf.path` empty (an in-memory run of the Python API) nothing is written.
     """
 
-    def __init__(self, surf, keys, total, done, flush_seconds, show_progress=True):
+    def __init__(self, surf, keys, total, done, flush_seconds, show_progress=True, status=None):
         from tqdm import tqdm
         self.surf, self.keys, self.flush_seconds = surf, keys, flush_seconds
+        self.status = status        # () -> a few words for the progress line (the evaluation rate)
         self.dirty, self.last_flush = False, time.monotonic()
         self.bar = tqdm(total=total, initial=done, unit="pt", disable=not show_progress,
                         mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
@@ -333,6 +320,8 @@ class Recorder:
         for j, key in enumerate(self.keys):
             self.surf.values[key].reshape(-1)[indices] = values[:, j]
         self.dirty = True
+        if self.status is not None and not self.bar.disable:
+            self.bar.set_postfix_str(self.status(), refresh=False)
         self.bar.update(len(indices))
 
     def tick(self):
@@ -394,5 +383,4 @@ def read_per_layer(path):
 
 def tool_version():
     """What wrote a file: this tool's version, with Python's, PyTorch's and h5py's."""
-    return f"loss-landscape {__version__} (python {sys.version.split()[0]}, torch {torch.__version__}, h5py {h5py.__version__})"
-
+    return provenance.tool_version()

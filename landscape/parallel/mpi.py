@@ -84,6 +84,8 @@ def launcher_local(env):
 
 def node_comm(comm):
     """The communicator of the ranks sharing this rank's node (collective; caller frees it)."""
+    if getattr(comm, "is_torch", False):     # torchrun's ranks (parallel/dist.py): no MPI here
+        return comm.Split_type()
     from mpi4py import MPI
     return comm.Split_type(MPI.COMM_TYPE_SHARED)
 
@@ -111,6 +113,68 @@ def _local(comm):
 def barrier(comm):
     if comm is not None:
         comm.Barrier()
+
+
+# ----------------------------------------------------------------------------- the reference's mpi4pytorch helpers
+# For users' scripts, with the reference's signatures and meaning: comm None (or falsy) is one process.
+def setup_MPI():
+    """MPI's world communicator, or None where mpi4py cannot load an MPI runtime."""
+    try:
+        return setup_mpi(True)[0]
+    except UserError:
+        return None
+
+
+def is_master(comm):
+    return not comm or comm.Get_rank() == 0
+
+
+def print_once(comm, *message):
+    """Print the message's parts, joined without spaces, on rank 0 only."""
+    if is_master(comm):
+        print("".join(str(m) for m in message))
+
+
+def reduce_array(comm, array, op, root=None):
+    """The element-wise max or min ('max'/'min') of `array` over the ranks, as float64: on every rank
+    (root None, Allreduce) or on `root` alone (Reduce; the other ranks get the identity: the lowest or
+    highest float). Without comm, the array itself."""
+    if not comm:
+        return array
+    import numpy as np
+    from mpi4py import MPI
+    array = np.asarray(array, dtype=np.float64)
+    total = np.full_like(array, np.finfo(np.float64).min if op == "max" else np.finfo(np.float64).max)
+    mpi_op = MPI.MAX if op == "max" else MPI.MIN
+    if root is None:
+        comm.Allreduce(array, total, op=mpi_op)
+    else:
+        comm.Reduce(array, total, op=mpi_op, root=root)
+    return total
+
+
+def reduce_max(comm, array, display_info=False):
+    return reduce_array(comm, array, "max", root=0)
+
+
+def reduce_min(comm, array, display_info=False):
+    return reduce_array(comm, array, "min", root=0)
+
+
+def allreduce_max(comm, array, display_info=False):
+    return reduce_array(comm, array, "max")
+
+
+def allreduce_min(comm, array, display_info=False):
+    return reduce_array(comm, array, "min")
+
+
+def get_rank(comm):
+    return 0 if not comm else comm.Get_rank()
+
+
+def get_num_procs(comm):
+    return 1 if not comm else comm.Get_size()
 
 
 # ----------------------------------------------------------------------------- CPU threads
@@ -298,7 +362,7 @@ def agree(comm, fn):
     errors = [error] if comm is None else comm.allgather(error)
     first = next((e for e in errors if e), None)
     if first:
-        raise UserError(first) if (comm is None or comm.Get_rank() == 0) else QuietExit()
+        raise UserError(first) if (comm is None or comm.Get_rank() == 0) else QuietExit(first)
     return result
 
 
@@ -311,3 +375,25 @@ def abort(comm, code=1):
     sys.stderr.flush()
     if comm is not None and comm.Get_size() > 1:
         comm.Abort(code)
+
+
+PEER_FAILURE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+
+
+def peer_failed(error):
+    """A collective broke because another rank died (gloo's words): that rank reports its own error."""
+    return any(words in str(error) for words in PEER_FAILURE)
+
+
+def abort_on_error(comm, rank, error):
+    """A rank failed mid-run while others may wait for it in a collective: say so in one line (unless a
+    peer already did) and end every rank: exit 2 for bad input (UserError), 1 for anything else."""
+    if comm is None or comm.Get_size() == 1:
+        return
+    if isinstance(error, QuietExit) or peer_failed(error):
+        pass
+    elif isinstance(error, UserError):
+        print(f"error: {error}", file=sys.stderr, flush=True)
+    else:
+        print(f"error on rank {rank}: {_first_line(error)}", file=sys.stderr, flush=True)
+    abort(comm, 2 if isinstance(error, UserError) else 1)

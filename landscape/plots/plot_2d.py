@@ -380,6 +380,7 @@ def main(argv=None):
         if not files:
             raise UserError("--html needs --surf_file")
         from landscape.plots import viewer
+        viewer.require_plotly()
         if len(files) == 1:
             viewer.write_html(files[0], a.surf_name, proj_file=a.proj_file, dir_file=a.dir_file)
         else:

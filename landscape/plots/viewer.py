@@ -13,10 +13,12 @@ The compare page holds one figure per surface file (1D and 2D files may be mixed
 labelled by `labels` (default: the file names), that switches the displayed surface.
 """
 import html
+import importlib
 import os
 
 import numpy as np
 
+from landscape.errors import UserError
 from landscape.io import h5 as h5_util
 from landscape.plots.util import computed, exists, has_map, load_surface, marked_points, surface_labels
 
@@ -50,6 +52,18 @@ def _nullable(a):
 def _log10(a):
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(a > 0, np.log10(a), np.nan)
+
+
+PLOTLY_MISSING = "--html needs plotly: pip install 'loss-landscape[viewer]'"
+
+
+def require_plotly():
+    """Refuse in one line, before anything is written, where the [viewer] extra is not installed."""
+    try:
+        for module in ("plotly.graph_objects", "plotly.offline", "plotly.subplots"):
+            importlib.import_module(module)
+    except ImportError:
+        raise UserError(PLOTLY_MISSING) from None
 
 
 def _toggle(buttons):
@@ -152,6 +166,7 @@ def _read_pca(dir_file):
 
 def surface_figure(surf_file, surf_name="train_loss", proj_file="", dir_file="", title=None):
     """(the viewer's Plotly figure of one surface file, whether it is 1D)."""
+    require_plotly()
     surf = load_surface(surf_file)
     if surf.y is None:
         fig = figure_1d(surf, surf_name)
@@ -163,6 +178,7 @@ def surface_figure(surf_file, surf_name="train_loss", proj_file="", dir_file="",
 
 def write_html(surf_file, surf_name="train_loss", proj_file="", dir_file="", path=None, labels=None):
     """Write the viewer for `surf_file` and return its path; a list of several files gives the compare page."""
+    require_plotly()
     if isinstance(surf_file, (list, tuple)):
         if len(surf_file) > 1:
             return write_html_compare(surf_file, labels, surf_name, path)
@@ -176,6 +192,7 @@ def write_html(surf_file, surf_name="train_loss", proj_file="", dir_file="", pat
 
 def write_html_compare(surf_files, labels=None, surf_name="train_loss", path=None):
     """One offline page with a menu switching between the surfaces (1D or 2D); returns its path."""
+    require_plotly()
     from plotly.offline import get_plotlyjs
     labels = surface_labels(surf_files, labels)
     figures = []

@@ -9,7 +9,10 @@ to the device once and slices batches from it; no DataLoader workers, no per-poi
   the first 1,437 train, the last 360 test. Pixels 0..16 are scaled to [0, 1], then standardised
   with DIGITS_MEAN/DIGITS_STD (the whole set's pixel mean/std) unless `raw_data`.
 - custom: `path/to/file.py:function` or `module:function` returning (train, test), each an
-  (inputs, labels) pair of tensors or a torch Dataset of such pairs. That is the user's own code.
+  (inputs, labels) pair of tensors or a torch Dataset of such pairs (materialised by load_tensors).
+  That is the user's own code. The commands load it with `load_data`, which keeps a split given as a
+  Dataset, DataLoader, IterableDataset or re-iterable of batches as it is: the evaluation keeps it in
+  memory or streams it (evaluation/batches.py, --data_in_memory).
 """
 import hashlib
 import os
@@ -46,6 +49,20 @@ class EvalData:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    train_stream: object = None   # a custom split kept as it was given (load_data); its _x and _y are None
+    test_stream: object = None
+
+    def split(self, name):
+        """The train or test split as the evaluation takes it: (inputs, targets), or the stream."""
+        stream = getattr(self, f"{name}_stream")
+        return stream if stream is not None else (getattr(self, f"{name}_x"), getattr(self, f"{name}_y"))
+
+    def size(self, name):
+        """Examples of a split, where known without reading it (else None)."""
+        stream = getattr(self, f"{name}_stream")
+        if stream is None:
+            return len(getattr(self, f"{name}_y"))
+        return len(stream) if isinstance(stream, torch.utils.data.Dataset) and hasattr(stream, "__len__") else None
 
     @property
     def num_classes(self):
@@ -62,6 +79,12 @@ def resolve_datapath(datapath):
     if os.path.isabs(datapath) or os.path.exists(datapath) or CLONE_ROOT is None:
         return datapath
     return os.path.join(CLONE_ROOT, datapath)
+
+
+def get_relative_path(file):
+    """The reference's helper: `file` taken from the clone's root (where its dataloader.py sat), or from the
+    working directory when the package runs installed."""
+    return os.path.join(CLONE_ROOT or os.getcwd(), file)
 
 
 def cifar_folder(datapath):
@@ -193,17 +216,33 @@ def materialize(split, what):
                         f"or a Dataset, not {type(split).__name__}")
     if len(x) != len(y):
         raise UserError(f"custom dataset: the {what} set has {len(x)} inputs but {len(y)} targets")
-    x = x.float() if x.is_floating_point() else x
+    return normalize_dtypes(x, y)
+
+
+def normalize_dtypes(x, y):
+    """Float inputs and targets become float32, integer targets int64; integer inputs (token ids) and
+    inputs given as tuples or dicts keep their types. Applied to whole sets and to streamed batches."""
+    x = x.float() if torch.is_tensor(x) and x.is_floating_point() else x
     y = y.float() if y.is_floating_point() else (y.long() if y.dtype != torch.bool else y)
     return x, y
 
 
-def load_custom(spec):
+def is_tensor_pair(split):
+    return isinstance(split, (tuple, list)) and len(split) == 2 and all(torch.is_tensor(t) for t in split)
+
+
+def load_custom(spec, lazy=False):
+    """A custom dataset's (train, test). lazy: splits not given as tensors stay as they are (streams)."""
     result = user_code.load_callable(spec, "dataset")()
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
         raise UserError(f"dataset function '{spec}' must return (train, test)")
-    (tx, ty), (vx, vy) = materialize(result[0], "train"), materialize(result[1], "test")
-    return EvalData(spec, tx, ty, vx, vy)
+    if not lazy or all(is_tensor_pair(s) for s in result):
+        (tx, ty), (vx, vy) = materialize(result[0], "train"), materialize(result[1], "test")
+        return EvalData(spec, tx, ty, vx, vy)
+    (tx, ty), (vx, vy) = [materialize(s, w) if is_tensor_pair(s) else (None, None)
+                          for s, w in zip(result, ("train", "test"))]
+    train, test = [None if is_tensor_pair(s) else s for s in result]
+    return EvalData(spec, tx, ty, vx, vy, train, test)
 
 
 # ----------------------------------------------------------------------------- subsets and labels
@@ -258,14 +297,28 @@ def apply_loader_file(x, y, path, allow_pickle, what):
 def load_tensors(dataset="cifar10", datapath="cifar10/data", raw_data=False, data_split=1, split_idx=0,
                  trainloader="", testloader="", allow_pickle=False, download=False):
     """The evaluation data as CPU tensors (see the module docstring for each dataset)."""
+    return load_data(dataset, datapath, raw_data, data_split, split_idx, trainloader, testloader, allow_pickle,
+                     download, lazy=False)
+
+
+def load_data(dataset="cifar10", datapath="cifar10/data", raw_data=False, data_split=1, split_idx=0,
+              trainloader="", testloader="", allow_pickle=False, download=False, lazy=True):
+    """The evaluation data; lazy: a custom split given as a Dataset, DataLoader or iterable stays one."""
     if dataset == "cifar10":
         data = load_cifar10(datapath, raw_data, download)
     elif dataset == "digits":
         data = load_digits(raw_data)
     elif user_code.is_user_spec(dataset):
-        data = load_custom(dataset)
+        data = load_custom(dataset, lazy)
     else:
         raise UserError(f"unknown dataset '{dataset}'; choose cifar10, digits, or path/to/file.py:function")
+    if data.train_stream is not None or data.test_stream is not None:
+        given = [f for f, v in (("--data_split", data_split > 1), ("--trainloader", trainloader),
+                                ("--testloader", testloader)) if v]
+        if given:
+            raise UserError(f"{given[0]} applies to data held as tensors; dataset '{dataset}' gives a "
+                            "Dataset, DataLoader or iterable")
+        return data
     data.train_x, data.train_y = apply_loader_file(data.train_x, data.train_y, trainloader, allow_pickle, "--trainloader")
     data.test_x, data.test_y = apply_loader_file(data.test_x, data.test_y, testloader, allow_pickle, "--testloader")
     idx = split_indices(len(data.train_y), data_split, split_idx)

@@ -4,7 +4,6 @@
 it returns the model in eval mode. Checkpoints are read with `torch.load(weights_only=True)`, so a
 file that holds anything but tensors and plain containers is refused without being executed.
 """
-import hashlib
 import pickle
 import sys
 import zipfile
@@ -14,6 +13,7 @@ import torch.nn as nn
 
 from landscape import user_code
 from landscape.errors import UserError
+from landscape.io import provenance
 from landscape.zoo import models
 
 PREFIXES = ("module.", "_orig_mod.")  # added by DataParallel / DistributedDataParallel and torch.compile
@@ -122,13 +122,4 @@ def load(dataset, model_name, model_file=None, data_parallel=False):
     return net
 
 
-def file_sha256(path):
-    """Hex sha256 of a file's bytes, for provenance records ('' for no file)."""
-    if not path:
-        return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
+file_sha256 = provenance.file_sha256   # checkpoints' hashes for the files' records (model_loader.file_sha256)

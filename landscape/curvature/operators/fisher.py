@@ -136,7 +136,7 @@ class EmpiricalFisherOperator(CurvatureOperator):
         """dL/dw = (1/N) sum_i g_i."""
         G = self._gradients()
         if G is not None:
-            return G.mean(0)
+            return G.sum(0) / self.model.n        # n: the whole set's size (this rank may hold a shard)
         parts, kept = self._cache.parts()
         total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         for part in parts:

@@ -12,24 +12,25 @@ from landscape import evaluation
 
 
 class FunctionalModel:
-    """net on (inputs, targets), batch by batch, with the covered parameters as one flat vector (P,).
+    """net on a set's batches, with the covered parameters as one flat vector (P,).
 
+    data: iterable (inputs, targets) batches on the model's device, with `total`, the number of
+    examples the mean runs over (evaluation.DeviceSet, batches.StreamedSet).
     named: [(name, parameter)] the curvature covers, in net.named_parameters() order (they must
     require grad for the backward passes); criterion(outputs, targets) -> mean over the batch.
     The parameters are read afresh on every call, so a model moved in place is seen at once.
     """
 
-    def __init__(self, net, named, inputs, targets, criterion, batch_size, loss_name="the loss"):
+    def __init__(self, net, named, data, criterion, loss_name="the loss"):
         self.net = net
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         self.shapes = [p.shape for p in self.params]
         self.sizes = [p.numel() for p in self.params]
         self.dim = sum(self.sizes)
-        self.inputs, self.targets = inputs, targets
+        self.data = data
         self.criterion, self.loss_name = criterion, loss_name
-        self.batch_size = int(batch_size)
-        self.n = len(targets)
+        self.n = data.total
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
 
     # ---- flat vectors
@@ -54,10 +55,10 @@ class FunctionalModel:
         return evaluation.call_user(self.criterion, f"loss '{self.loss_name}'", out, yb)
 
     def batches(self):
-        """(inputs, targets, share B_b / N) for each batch, in order."""
-        for start in range(0, self.n, self.batch_size):
-            yb = self.targets[start:start + self.batch_size]
-            yield evaluation.take(self.inputs, start, start + self.batch_size), yb, len(yb) / self.n
+        """(inputs, targets, share B_b / N) for each batch, in order (N: the whole set's size; with
+        data-parallel points `data` is this rank's shard)."""
+        for xb, yb in self.data:
+            yield xb, yb, len(yb) / self.n
 
     def gradient_at(self, flat):
         """dL/dw (P,) of the mean loss at covered parameters `flat` (others as they are): one pass."""

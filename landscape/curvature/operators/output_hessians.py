@@ -148,15 +148,24 @@ def agrees(form, criterion, out, y, loss_name, typed):
 def output_hessian(criterion, out, y, all_targets, loss_name="the loss"):
     """The H_out of `criterion`: a closed form when it is recognised and checked on (out, y), else autograd.
 
-    all_targets: every target of the set (a cross-entropy recognised from a callable's values needs
-    all of them to be class indices, so that nothing is ignored)."""
+    all_targets: every target of the set, or a function in_range(classes) -> whether all of them lie
+    in [0, classes) (a set streamed or split over ranks; it is called for every candidate class count,
+    before anything else, so that data-parallel ranks call it alike). A cross-entropy recognised from a
+    callable's values needs all targets to be class indices, so that nothing is ignored."""
     typed = isinstance(criterion, (nn.CrossEntropyLoss, nn.MSELoss, evaluation.SoftmaxMSE))
-    for form in candidates(criterion, out, y):
+    forms = candidates(criterion, out, y)
+    if callable(all_targets):
+        in_range = all_targets
+    else:
+        def in_range(classes):
+            return not (bool((all_targets < 0).any()) or bool((all_targets >= classes).any()))
+    counts = sorted({out.shape[f.dim % out.dim()] for f in forms if isinstance(f, CrossEntropyHessian) and not typed})
+    ok = {classes: in_range(classes) for classes in counts}
+    for form in forms:
         if isinstance(form, SoftmaxMSEGaussNewton):
             return form                                 # by design not the exact Hessian: nothing to check
         if isinstance(form, CrossEntropyHessian) and not typed:
-            classes = out.shape[form.dim % out.dim()]
-            if bool((all_targets < 0).any()) or bool((all_targets >= classes).any()):
+            if not ok[out.shape[form.dim % out.dim()]]:
                 continue                                # ignored targets: the callable's mean is unknown
         try:
             if agrees(form, criterion, out.detach(), y, loss_name, typed):

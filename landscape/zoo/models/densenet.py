@@ -60,5 +60,13 @@ class DenseNet(nn.Module):
         return self.linear(out.flatten(1))
 
 
+Bottleneck = DenseLayer   # the reference's name for the layer, Bottleneck(in_planes, growth_rate)
+
+
+def DenseNet121():
+    """The reference's factory name (models/densenet.py there)."""
+    return DenseNet([6, 12, 24, 16], growth=32)
+
+
 def zoo():
-    return {"densenet121": lambda: DenseNet([6, 12, 24, 16], growth=32)}
+    return {"densenet121": DenseNet121}

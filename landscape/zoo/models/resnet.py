@@ -117,20 +117,43 @@ IMAGENET_BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]
                    152: (Bottleneck, [3, 8, 36, 3])}
 
 
+# The reference's factory names (models/resnet.py there), which users' scripts call; `--model` is the
+# name in lower case (ResNet56 -> resnet56, WRN56_2 -> wrn56_2).
+def ResNet18(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[18], True)
+def ResNet18_noshort(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[18], False)
+def ResNet34(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[34], True)
+def ResNet34_noshort(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[34], False)
+def ResNet50(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[50], True)
+def ResNet50_noshort(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[50], False)
+def ResNet101(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[101], True)
+def ResNet101_noshort(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[101], False)
+def ResNet152(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[152], True)
+def ResNet152_noshort(): return resnet_imagenet_layout(*IMAGENET_BLOCKS[152], False)
+def ResNet20(): return resnet_cifar_layout(20)
+def ResNet56(): return resnet_cifar_layout(56)
+def ResNet110(): return resnet_cifar_layout(110)
+def ResNet20_noshort(): return resnet_cifar_layout(20, shortcut=False)
+def ResNet32_noshort(): return resnet_cifar_layout(32, shortcut=False)
+def ResNet44_noshort(): return resnet_cifar_layout(44, shortcut=False)
+def ResNet50_16_noshort(): return resnet_cifar_layout(50, shortcut=False)
+def ResNet56_noshort(): return resnet_cifar_layout(56, shortcut=False)
+def ResNet110_noshort(): return resnet_cifar_layout(110, shortcut=False)
+def WRN56_2(): return resnet_cifar_layout(56, 2)
+def WRN56_2_noshort(): return resnet_cifar_layout(56, 2, shortcut=False)
+def WRN56_4(): return resnet_cifar_layout(56, 4)
+def WRN56_4_noshort(): return resnet_cifar_layout(56, 4, shortcut=False)
+def WRN56_8(): return resnet_cifar_layout(56, 8)
+def WRN56_8_noshort(): return resnet_cifar_layout(56, 8, shortcut=False)
+def WRN110_2_noshort(): return resnet_cifar_layout(110, 2, shortcut=False)
+def WRN110_4_noshort(): return resnet_cifar_layout(110, 4, shortcut=False)
+
+
+FACTORIES = (ResNet18, ResNet18_noshort, ResNet34, ResNet34_noshort, ResNet50, ResNet50_noshort, ResNet101,
+             ResNet101_noshort, ResNet152, ResNet152_noshort, ResNet20, ResNet56, ResNet110, ResNet20_noshort,
+             ResNet32_noshort, ResNet44_noshort, ResNet50_16_noshort, ResNet56_noshort, ResNet110_noshort, WRN56_2,
+             WRN56_2_noshort, WRN56_4, WRN56_4_noshort, WRN56_8, WRN56_8_noshort, WRN110_2_noshort, WRN110_4_noshort)
+
+
 def zoo():
     """Model name -> factory, for every ResNet name of the reference zoo."""
-    table = {}
-    for depth, (block, blocks) in IMAGENET_BLOCKS.items():
-        table[f"resnet{depth}"] = lambda b=block, n=blocks: resnet_imagenet_layout(b, n, True)
-        table[f"resnet{depth}_noshort"] = lambda b=block, n=blocks: resnet_imagenet_layout(b, n, False)
-    for depth in (20, 56, 110):
-        table[f"resnet{depth}"] = lambda d=depth: resnet_cifar_layout(d)
-    for depth in (20, 32, 44, 56, 110):
-        table[f"resnet{depth}_noshort"] = lambda d=depth: resnet_cifar_layout(d, shortcut=False)
-    table["resnet50_16_noshort"] = lambda: resnet_cifar_layout(50, shortcut=False)
-    for k in (2, 4, 8):
-        table[f"wrn56_{k}"] = lambda k=k: resnet_cifar_layout(56, k)
-        table[f"wrn56_{k}_noshort"] = lambda k=k: resnet_cifar_layout(56, k, shortcut=False)
-    for k in (2, 4):
-        table[f"wrn110_{k}_noshort"] = lambda k=k: resnet_cifar_layout(110, k, shortcut=False)
-    return table
+    return {f.__name__.lower(): f for f in FACTORIES}

@@ -30,5 +30,10 @@ class VGG(nn.Module):
         return self.classifier(self.fc(out))     # (B, num_classes)
 
 
+def VGG9():
+    """The reference's factory name (models/vgg.py there)."""
+    return VGG(CFG_VGG9)
+
+
 def zoo():
-    return {"vgg9": lambda: VGG(CFG_VGG9)}
+    return {"vgg9": VGG9}
