@@ -31,6 +31,7 @@ from landscape.api import (  # noqa: E402
                            pca,
                            surface,
 )
+from landscape.curvature.model import CurvatureWarning  # noqa: E402  (a curvature value that did not converge, ...)
 
 __all__ = ["surface", "interpolation", "path", "eigen_surface", "hessian", "pca", "Result", "HessianResult",
-           "PCAResult", "LandscapeError", "parse_range", "__version__"]
+           "PCAResult", "LandscapeError", "CurvatureWarning", "parse_range", "__version__"]

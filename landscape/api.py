@@ -743,6 +743,12 @@ def warn_unconverged(res, max_iter, rel_se):
         warnings.warn(f"Lanczos did not converge within max_iter={max_iter} products for layer(s) "
                       f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}", curvature_model.CurvatureWarning,
                       stacklevel=4)
+    loose = [layer.name for layer in res.per_layer or [] if rel_se is not None and np.isfinite(layer.trace)
+             and not layer.trace_stderr <= rel_se * abs(layer.trace)]
+    if loose:
+        warnings.warn(f"the per-layer trace of {', '.join(loose[:5])}{' ...' if len(loose) > 5 else ''} has a "
+                      f"standard error above trace_rel_se={rel_se} of it within trace_samples probes; raise "
+                      "trace_samples", curvature_model.CurvatureWarning, stacklevel=4)
 
 
 # ----------------------------------------------------------------------------- PCA of a trajectory

@@ -303,8 +303,8 @@ class DirectionSpec:
 
     def attrs(self):
         a = asdict(self)
-        if a["curvature"] == "hessian":
-            del a["curvature"]        # the default, recorded only when another matrix is used (files stay as they were)
+        if a["curvature"] == "hessian" or "hessian" not in self.kinds():
+            del a["curvature"]        # recorded only for hessian directions of another matrix (files stay as they were)
         a["draws"] = ("per-entry generators on the device (SeededDirections)" if self.regenerate else
                       "the reference's: manual_seed(seed), build the model, randn per entry, x then y")
         return a
@@ -702,8 +702,8 @@ def recorded_value(attrs, field, like):
     value = attrs.get("spec_" + field, attrs.get(field))
     if field == "regenerate" and value is None and attrs.get("regenerated"):
         value = True
-    if field == "curvature" and value is None:
-        value = "hessian"             # files record the curvature only when it is not the Hessian
+    if field == "curvature" and value is None and "hessian" in (attrs.get("spec_xdir"), attrs.get("spec_ydir")):
+        value = "hessian"             # files record the curvature of hessian directions only when it is not the Hessian
     if value is None:
         return None
     if isinstance(like, bool):

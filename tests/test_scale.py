@@ -185,11 +185,12 @@ def test_every_curvature_on_two_ranks_gives_the_one_rank_values(work, extra):
             "--trace_samples", "20", "--out", "c.h5", *extra]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         assert plot_hessian_eigen.main(args) == 0
-    one = json.loads((work / "m.t7_hessian.json").read_text())
+    name = "m.t7_" + (extra[1] if extra[0] == "--curvature" else "hessian") + ".json"
+    one = json.loads((work / name).read_text())
     r = run_script("plot_hessian_eigen.py", ["--mpi", *args], cwd=work, mpi_ranks=2)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "on 2 rank(s), 2 per point" in r.stdout
-    two = json.loads((work / "m.t7_hessian.json").read_text())
+    two = json.loads((work / name).read_text())
     assert (two["curvature"], two["hvp"]) == (one["curvature"], one["hvp"])
     assert two["ranks_per_point"] == 2 and two["train_size"] == 1437
     rel = 1e-3 if "finite_difference" in extra else 1e-5

@@ -225,7 +225,7 @@ def given(cfg, parser, flag):
 # DirectionSpec fields and the flags that set them
 SPEC_FLAGS = {"seed": "seed", "xnorm": "xnorm", "xignore": "xignore", "ynorm": "ynorm", "yignore": "yignore",
               "xdir": "xdir", "ydir": "ydir", "same_dir": "same_dir", "orthogonalize": "orthogonalize",
-              "params": "params", "regenerate": "regenerate_directions"}
+              "params": "params", "regenerate": "regenerate_directions", "curvature": "curvature"}
 
 
 def direction_flags_set(cfg, parser):

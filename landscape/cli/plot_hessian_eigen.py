@@ -13,7 +13,7 @@ recorded as NaN and never recomputed. --plot draws the |min/max| ratio maps.
 (Hutchinson, Rademacher probes deflated by the Lanczos basis, with its standard error, stopped at
 --trace_rel_se of itself) and, with
 --esd, the eigenvalue spectral density (stochastic Lanczos quadrature), printed and stored in
-<model_file>_hessian.json and, with --out, in an HDF5 file (datasets eigenvalues (K,),
+<model_file>_hessian.json (_ggn.json, _ef.json for the other matrices) and, with --out, in an HDF5 file (datasets eigenvalues (K,),
 eigenvectors (K, P), trace, esd_grid, esd_density; P counts the covered parameters, flattened in
 net.parameters() order).
 
@@ -144,7 +144,7 @@ def at_center(cfg, comm, rank, nproc):
     k = cfg.ranks_per_point or nproc
     mpi4pytorch.agree(comm, lambda: dist.check_ranks_per_point(k, nproc))
     net, data = mpi4pytorch.agree(comm, lambda: plot_surface.load_model_and_data(cfg))
-    path = cfg.model_file + "_hessian.json"
+    path = f"{cfg.model_file}_{cfg.curvature}.json"     # _hessian.json as the reference; _ggn.json, _ef.json
 
     def loss_and_outputs():
         for out in (path, cfg.out) if rank == 0 else ():

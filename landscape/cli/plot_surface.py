@@ -190,10 +190,20 @@ def make_job(cfg, net, data, stats, device, what, sets, notes=None):
     job = grid_job.GridJob(net, x, y, keys, make, missing, model2=lambda: load(cfg.model_file2),
                             model3=lambda: load(cfg.model_file3), build_model=lambda: model_loader.build(cfg.model),
                             hessian=hessian, dir_file=dir_file, dir_given=bool(cfg.dir_file),
-                            compare=options.direction_flags_set(cfg, build_parser()) if cfg.dir_file else True,
+                            compare=direction_compare(cfg, keys),
                             save_directions=cfg.save_directions, **common)
     job.surf_file = name_surface_file(cfg, dir_file)
     return job
+
+
+def direction_compare(cfg, keys):
+    """What a named --dir_file must agree with: the direction flags the user set (True without one: every
+    choice that changes the directions). An eigenvalue map's --curvature is the map's matrix, not the
+    directions'; it is compared with the surface file instead."""
+    if not cfg.dir_file:
+        return True
+    fields = options.direction_flags_set(cfg, build_parser())
+    return fields - {"curvature"} if "max_eig" in keys else fields
 
 
 # ----------------------------------------------------------------------------- running and plotting
@@ -248,6 +258,11 @@ def run(cfg, comm, rank, nproc, compute=None, plot=plot_results, after=None):
 def check_curvature_flags(cfg, parser):
     """--curvature and --hvp choose the matrix of --xdir/--ydir hessian; without those they do nothing."""
     given = [f"--{f}" for f in ("curvature", "hvp") if options.given(cfg, parser, f)]
+    if cfg.dir_file and os.path.exists(cfg.dir_file):
+        if "--hvp" in given:     # (--curvature must agree with the file's: compared with its other flags)
+            raise UserError(f"--hvp changes how hessian directions are computed, but --dir_file '{cfg.dir_file}' "
+                            "already holds its directions; drop it")
+        return
     if given and "hessian" not in (cfg.xdir, cfg.ydir):
         raise UserError(f"{given[0]} applies to --xdir/--ydir hessian (the curvature's eigenvectors); these "
                         "directions use no curvature")

@@ -148,7 +148,8 @@ def targets_in_range(data, classes, group=None):
 
 def check_curvature_loss(curvature, criterion, loss_name, net, inputs, targets):
     """Refuse, in one line, a loss the matrix cannot be built from: one without a derivative in the
-    model's outputs (an accuracy), and for 'ef' one that is not a mean over examples."""
+    model's outputs (an accuracy), and for 'ef' one that is not a mean over examples (for the others,
+    a warning: their matrix then depends on the batches)."""
     k = min(len(targets), 4)
     with torch.no_grad():
         out = evaluation.forward(net, evaluation.take(inputs, 0, k)).detach()
@@ -160,16 +161,27 @@ def check_curvature_loss(curvature, criterion, loss_name, net, inputs, targets):
         raise LandscapeError(f"curvature '{curvature}': loss '{loss_name}' has no derivative with respect to the "
                              "model's outputs (an accuracy or another piecewise-constant metric?), so it has no "
                              "output Hessian; give a differentiable loss")
+    with torch.no_grad():
+        whole = float(loss)
+        singles = [float(evaluation.call_user(criterion, f"loss '{loss_name}'", out[i:i + 1], y[i:i + 1]))
+                   for i in range(k)]
+    mean = float(np.mean(singles))
+    if not np.isfinite([whole, mean]).all():
+        if curvature == "ef":
+            raise LandscapeError(f"curvature 'ef': loss '{loss_name}' is not finite at this model ({whole:.6g} on "
+                                 f"{k} examples): a diverged point has no Fisher")
+        return                     # the Hessian and GGN of a diverged point come out NaN, as documented
+    if np.isclose(whole, mean, rtol=1e-4, atol=1e-7):
+        return
     if curvature == "ef":
-        with torch.no_grad():
-            whole = float(loss)
-            singles = [float(evaluation.call_user(criterion, f"loss '{loss_name}'", out[i:i + 1], y[i:i + 1]))
-                       for i in range(k)]
-        mean = float(np.mean(singles))
-        if not np.isclose(whole, mean, rtol=1e-4, atol=1e-7):
-            raise LandscapeError(f"curvature 'ef' needs a loss that is the mean over examples of each example's "
-                                 f"loss; loss '{loss_name}' gives {whole:.6g} on {k} examples but {mean:.6g} as the "
-                                 "mean of its values on each (a sum, or a mean over tokens with a varying count?)")
+        raise LandscapeError(f"curvature 'ef' needs a loss that is the mean over examples of each example's "
+                             f"loss; loss '{loss_name}' gives {whole:.6g} on {k} examples but {mean:.6g} as the "
+                             "mean of its values on each (a sum, or a mean over tokens with a varying count?)")
+    warnings.warn(f"loss '{loss_name}' is not the mean over examples of each example's loss ({whole:.6g} on {k} "
+                  f"examples, {mean:.6g} as the mean of its values on each: a sum, or a mean over a varying number "
+                  f"of tokens?); the {curvature} is taken of the batches' losses weighted by their sizes, which then "
+                  "depends on how the data is batched (--batch_size, streaming, --ranks_per_point)",
+                  CurvatureWarning, stacklevel=2)
 
 
 def check_choices(curvature, hvp):

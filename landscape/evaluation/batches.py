@@ -178,7 +178,26 @@ def rebuilt_loader(loader, dataset):
     return torch.utils.data.DataLoader(dataset, **kw)
 
 
-def shard(src, g, k, batch_size):
+class StackExamples:
+    """A DataLoader's collate_fn for a Dataset or IterableDataset the user gave: PyTorch's default
+    collation, with one line instead of a traceback when the examples do not stack (items of
+    different shapes: often an IterableDataset that yields whole batches, the last one short)."""
+
+    def __init__(self, what):
+        self.what = what
+
+    def __call__(self, items):
+        try:
+            return torch.utils.data.default_collate(items)
+        except (RuntimeError, TypeError) as e:
+            raise LandscapeError(f"{self.what}: its items do not stack into a batch ({str(e).splitlines()[0][:120]}); "
+                                 "a Dataset or IterableDataset must yield single examples (x, y) of one shape; one "
+                                 "that yields (inputs, targets) batches can be given as a plain re-iterable of "
+                                 "batches (any object whose __iter__ yields them), or wrapped in "
+                                 "DataLoader(..., batch_size=None)") from None
+
+
+def shard(src, g, k, batch_size, what="the data"):
     """(re-iterable of this rank's CPU batches, its examples or None where unknown): shard g of k."""
     bs = batch_size if isinstance(batch_size, int) else DATASET_BATCH
     utils = torch.utils.data
@@ -188,9 +207,11 @@ def shard(src, g, k, batch_size):
     if src.kind in ("dataset", "loader"):
         lo, hi = shard_bounds(src.length, g, k)
         if src.kind == "dataset":
-            return utils.DataLoader(utils.Subset(src.data, range(lo, hi)), batch_size=bs, shuffle=False), hi - lo
+            return utils.DataLoader(utils.Subset(src.data, range(lo, hi)), batch_size=bs, shuffle=False,
+                                    collate_fn=StackExamples(what)), hi - lo
         return rebuilt_loader(src.data, utils.Subset(src.data.dataset, range(lo, hi))), hi - lo
-    batches = utils.DataLoader(src.data, batch_size=bs) if src.kind == "samples" else src.data
+    batches = utils.DataLoader(src.data, batch_size=bs, collate_fn=StackExamples(what)) if src.kind == "samples" \
+        else src.data
     return (RoundRobin(batches, g, k) if k > 1 else batches), None
 
 
@@ -331,7 +352,7 @@ def read_shard(name, src, g, k, batch_size, mode, budget, convert):
         return HostSet(name, batches=TensorBatches(x, y, batch_size if isinstance(batch_size, int) else DATASET_BATCH),
                        count=hi - lo, total=src.length, sample=(take(x, 0, 64), y[:64]))
     budget = host if device is None else min(host, device)
-    batches, count = shard(src, g, k, batch_size)
+    batches, count = shard(src, g, k, batch_size, what)
     if count is not None:                                       # length known: one batch tells the size
         sample = first_batch(batches, what, convert)
         if sample is None:

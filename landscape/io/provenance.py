@@ -8,7 +8,8 @@ input. So what is recorded and what is compared come from one list and cannot dr
 is one line here, plus the line that records it.
 
 Comparison rule: a key is compared when this run records it and the file does too (or the file
-lacks it and the entry has a `default`, the value files written before the key existed imply).
+lacks it and the entry has a `default`, the value files written before the key existed imply; with
+`default_if`, only files that record that other key imply it).
 Values are compared as text, so 1 and "1" agree.
 """
 import functools
@@ -28,6 +29,7 @@ class Input:
     what: str                 # how a refusal names it
     compared: bool            # False: a note (when, by what, a path whose bytes are hashed under another key)
     default: object = None    # the value a file without this key implies (None: unknown, not compared)
+    default_if: str = ""      # ... only where the file records this other key (the default applies to files of that kind)
 
 
 def _note(key, what=""):
@@ -74,8 +76,9 @@ SURFACE = (
     Input("eig_precision", "--precision of the eigenvalue maps", True),
     Input("eig_tol", "--tol", True),
     Input("eig_max_iter", "--max_iter", True),
-    Input("curvature", "--curvature", True, default="hessian"),
-    Input("hvp", "--hvp", True, default="autograd"),
+    # (a file of eigenvalue maps written before these keys: the Hessian, by autograd; a loss-only file: none)
+    Input("curvature", "--curvature", True, default="hessian", default_if="eig_tol"),
+    Input("hvp", "--hvp", True, default="autograd", default_if="eig_tol"),
     # the directions
     Input("dir_type", "--dir_type", True),
     Input("params", "--params", True),
@@ -165,7 +168,9 @@ def first_difference(table, recorded, mine):
     for entry in TABLES[table]:
         if not entry.compared or entry.key not in mine:
             continue
-        theirs = recorded.get(entry.key, entry.default)
+        theirs = recorded.get(entry.key)
+        if theirs is None and (not entry.default_if or entry.default_if in recorded):
+            theirs = entry.default
         if theirs is None:
             continue
         if text(theirs) != text(mine[entry.key]):
