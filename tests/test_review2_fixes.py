@@ -141,3 +141,21 @@ def test_a_per_layer_trace_short_of_its_target_is_flagged(mlp_ckpt, digits):
                               trace_samples=3, trace_rel_se=1e-6, device="cpu")
     assert any("per-layer trace of weight, bias" in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert all(layer.trace_stderr > 1e-6 * abs(layer.trace) for layer in r.per_layer)
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "ggn", "ef"])
+def test_a_shards_gradient_is_its_share_of_the_whole_sets(mlp_ckpt, digits, curvature):
+    """A rank's shard of 200 of N = 600 examples: its operator's gradient (Lanczos' start, summed over
+    the group) is the sum of its examples' loss gradients over N, not their mean."""
+    from landscape.curvature import model as curvature_model
+    from landscape.evaluation import DeviceSet
+    net = model_loader.load("digits", "digits_mlp", mlp_ckpt)
+    x, y = digits.train_x[:200], digits.train_y[:200]
+    named = curvature_model.covered_params(net)
+    op = curvature_model.data_operator(net, DeviceSet(x, y, 64, total=600), torch.nn.CrossEntropyLoss(), named,
+                                       curvature)
+    got = op.gradient()
+    net.zero_grad()
+    (torch.nn.functional.cross_entropy(net(x), y, reduction="sum") / 600).backward()
+    want = torch.cat([p.grad.reshape(-1) for _, p in named])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
