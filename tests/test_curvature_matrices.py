@@ -34,13 +34,7 @@ from landscape.evaluation import SoftmaxMSE
 MATRICES = ("hessian", "ggn", "ef")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: tiny ops on a busy 2-core machine are many times slower with two (OpenMP waits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")    # conftest.py
 
 
 # ----------------------------------------------------------------------------- dense references

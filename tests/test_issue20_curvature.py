@@ -1,16 +1,13 @@
 """Issue #20, the curvature engineer's items (7, 9, 10, 12), split off from test_issue20.py unchanged.
 
 Copied from /work/scratch/r20/test_issue20.py (the original is kept) for the engineer working on
-landscape/curvature (worktree wt19). The helpers below are the original file's. One change (wt19):
+landscape/curvature (worktree wt19). Its helpers are test_combinations_items.py's (the same code). One change (wt19):
 item 7's premise was "3 Lanczos steps land more than 1% below the top eigenvalue"; Lanczos now
 starts from the gradient and 3 steps land 0.4% below it, still far outside the tolerance, so the
 premise is now "more than the tolerance (1e-4) away".
 """
-import copy
 import json
 import math
-import os
-import shutil
 import warnings
 
 import h5py
@@ -22,8 +19,8 @@ import torch.nn.functional as F
 
 import dataloader
 import landscape
-import model_loader
 from conftest import run_script, snapshot
+from test_combinations_items import assert_refused, copy_ckpt, load  # the same helpers as issue #20's other items
 
 MLP = ["--dataset", "digits", "--model", "digits_mlp", "--threads", "1"]
 CNN = ["--dataset", "digits", "--model", "digits_cnn", "--threads", "1"]
@@ -40,85 +37,6 @@ def surface_cli(args, cwd, script="plot_surface.py", env=None):
     r = run_script(script, [str(a) for a in args], cwd=cwd, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
-
-
-def assert_refused(r, folder, before, *words):
-    """Exit code 2, one `error:` line (warnings aside), no traceback, nothing written or changed."""
-    err = r.stderr.strip()
-    assert r.returncode == 2, f"exit code {r.returncode}, expected a refusal (2):\n{err[-3000:]}"
-    assert "Traceback" not in err, err[-3000:]
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors_ = [ln for ln in lines if ln.startswith("error: ")]
-    assert len(errors_) == 1 and all(ln.startswith(("error: ", "warning: ")) for ln in lines), err
-    for w in words:
-        assert w in errors_[0], (w, errors_[0])
-    assert snapshot(folder) == before, "a refused run wrote or changed files"
-
-
-def copy_ckpt(src, folder, name):
-    dst = os.path.join(str(folder), name)
-    shutil.copy(src, dst)
-    return dst
-
-
-def read_map(path, key="train_loss"):
-    with h5py.File(path, "r") as f:
-        return f[key][()]
-
-
-def surf_attrs(path):
-    with h5py.File(path, "r") as f:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-
-
-def surf_dir_file(path, cwd):
-    with h5py.File(path, "r") as f:
-        d = f["dir_file"][()]
-    d = d.decode() if isinstance(d, bytes) else str(d)
-    return d if os.path.isabs(d) else os.path.join(str(cwd), d)
-
-
-def read_dirs(path):
-    """[xdir(, ydir)] of a direction file, each a list of float64 tensors (plain h5py)."""
-    with h5py.File(path, "r") as f:
-        return [[torch.tensor(np.asarray(f[g][str(i)][()], dtype=np.float64)) for i in range(len(f[g]))]
-                for g in ("xdirection", "ydirection") if g in f]
-
-
-def flat(direction):
-    return torch.cat([torch.as_tensor(d).double().reshape(-1) for d in direction])
-
-
-def entries(net, dir_type="weights"):
-    return list(net.named_parameters()) if dir_type == "weights" else list(net.state_dict().items())
-
-
-def moved(net, dirs, coord, dir_type="weights"):
-    """A float64 copy of `net` at w + x dx (+ y dy): plain tensor arithmetic."""
-    m = copy.deepcopy(net).double()
-    with torch.no_grad():
-        for step, d in zip(coord, dirs):
-            for (name, t), di in zip(entries(m, dir_type), d):
-                if t.is_floating_point() and step != 0:
-                    t.add_(float(step) * torch.as_tensor(di).double().reshape(t.shape))
-    return m
-
-
-def loss_of(net, x, y, loss=F.cross_entropy):
-    """The mean loss of `net` over (x, y): a plain float64 forward pass in eval mode."""
-    m = copy.deepcopy(net).double().eval()
-    with torch.no_grad():
-        out = m(x.double() if x.is_floating_point() else x)
-        return float(loss(out, y))
-
-
-def softmax_mse(out, y):
-    """The reference's `mse`: softmax over the classes against one-hot targets, mean over both."""
-    return (F.softmax(out, 1) - F.one_hot(y, out.shape[1]).to(out.dtype)).pow(2).mean()
-
-
-def load(model, path):
-    return model_loader.load("digits", model, path)
 
 
 # ============================================================================= 7

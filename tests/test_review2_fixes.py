@@ -3,7 +3,6 @@ import os
 import warnings
 
 import h5py
-import numpy as np
 import pytest
 import torch
 
@@ -11,7 +10,7 @@ import dataloader
 import landscape
 import model_loader
 from conftest import run_script, snapshot
-from test_issue20_curvature import MLP, assert_refused, copy_ckpt, surf_dir_file
+from test_combinations_items import MLP, assert_refused, copy_ckpt, surf_dir_file
 
 GRID = ["--x=-1:1:3", "--y=-1:1:3", "--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter",
         "--yignore", "biasbn"]
