@@ -139,17 +139,22 @@ class LoaderSet:
             yield xb.to(self.device), yb.to(self.device)
 
 
+def loader_hessian(net, dataloader, criterion, params, use_cuda=False, cache="auto"):
+    """The HessianOperator of the mean of criterion over a loader's examples w.r.t. `params`, with `net`
+    in eval mode on the GPU (use_cuda) or the CPU: what the reference's helpers multiply by."""
+    from landscape.curvature import model as curvature_model
+    device = torch.device("cuda" if use_cuda else "cpu")
+    net.to(device).eval()
+    data = LoaderSet(dataloader, device)
+    return HessianOperator(params, curvature_model.batch_terms(net, data, criterion, data.total), cache=cache)
+
+
 def reference_min_max(net, dataloader, criterion, use_cuda=False, verbose=False, tol=LANCZOS_TOL, max_iter=100,
                       seed=0):
     """The reference's min_max_hessian_eigs(net, dataloader, criterion, rank, use_cuda, verbose), on this
     tool's Lanczos: the Hessian of the mean of criterion over the loader's examples w.r.t. the
     parameters of dimension > 1, in eval mode."""
-    from landscape.curvature import model as curvature_model
-    device = torch.device("cuda" if use_cuda else "cpu")
-    net.to(device).eval()
-    data = LoaderSet(dataloader, device)
-    params = hessian_params(net)
-    op = HessianOperator(params, curvature_model.batch_terms(net, data, criterion, data.total))
+    op = loader_hessian(net, dataloader, criterion, hessian_params(net), use_cuda)
     r = lanczos(op, top_k=1, tol=tol, max_iter=max_iter, seed=seed, want_min=True)
     if verbose:
         print(f"   {op.products} Hessian-vector products: max eigenvalue {r.max_eig:.6g}, min {r.min_eig:.6g}")
@@ -182,14 +187,9 @@ def eval_hess_vec_prod(vec, params, net, criterion, dataloader, use_cuda=False):
     helper. vec: tensors shaped like params; H: the Hessian of the mean of criterion over the
     loader's examples (the reference summed batch means: its product was this one times the number
     of batches), in eval mode."""
-    from landscape.curvature import model as curvature_model
-    device = torch.device("cuda" if use_cuda else "cpu")
-    net.to(device).eval()
+    op = loader_hessian(net, dataloader, criterion, list(params), use_cuda, cache=False)
     net.zero_grad()
-    data = LoaderSet(dataloader, device)
-    flat = torch.cat([v.to(device, params[0].dtype).reshape(-1) for v in vec])
-    op = HessianOperator(list(params), curvature_model.batch_terms(net, data, criterion, data.total), cache=False)
-    hv = op(flat)
+    hv = op(torch.cat([v.to(op.device, params[0].dtype).reshape(-1) for v in vec]))
     at = 0
     for p in params:
         n = p.numel()
@@ -201,6 +201,7 @@ __all__ = [
     # the reference-style helpers above
     "hessian_params", "batch_loss_terms", "make_hvp", "lanczos_extremes", "min_max_hessian_eigs", "batch_loss_sum",
     "npvec_to_tensorlist", "gradtensor_to_npvec", "eval_hess_vec_prod", "reference_min_max", "LoaderSet",
+    "loader_hessian",
     # operators
     "BlockOperator", "CallableOperator", "CurvatureOperator", "EmpiricalFisherOperator", "FiniteDifferenceHessian",
     "FunctionalModel", "GGNOperator", "HessianOperator", "SavedBytes", "as_operator", "default_memory_budget",

@@ -14,6 +14,7 @@ from landscape import directions as net_plotter
 from landscape import evaluation
 from landscape.curvature import algorithms
 from landscape.curvature import operators
+from landscape.curvature.operators import output_hessians
 from landscape.curvature.distributed import DataParallelOperator
 from landscape.errors import LandscapeError
 from landscape.evaluation import fast_model
@@ -132,14 +133,8 @@ def first_batch(data):
 def targets_in_range(data, classes, group=None):
     """Whether every target of the set (every shard of the group's) is a class index in [0, classes):
     a set in memory is checked at once, a streamed one is read through once."""
-    bad = 0
-    if hasattr(data, "targets"):
-        t = data.targets
-        bad = int(bool((t < 0).any()) or bool((t >= classes).any()))
-    else:
-        for _, yb in data:
-            if bool((yb < 0).any()) or bool((yb >= classes).any()):
-                bad = 1
+    parts = [data.targets] if hasattr(data, "targets") else (yb for _, yb in data)
+    bad = int(not all(output_hessians.class_indices(t, classes) for t in parts))
     if group is not None and group.size > 1:
         device = data.targets.device if hasattr(data, "targets") else getattr(data, "device", "cpu")
         bad = int(group.sum_(torch.tensor([bad], dtype=torch.float64, device=device))[0])

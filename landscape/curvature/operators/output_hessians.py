@@ -145,6 +145,11 @@ def agrees(form, criterion, out, y, loss_name, typed):
     return float((got - want).norm()) <= 1e-4 * scale + 1e-12
 
 
+def class_indices(targets, classes):
+    """Whether every target is a class index in [0, classes) (none ignored, none out of range)."""
+    return not (bool((targets < 0).any()) or bool((targets >= classes).any()))
+
+
 def output_hessian(criterion, out, y, all_targets, loss_name="the loss"):
     """The H_out of `criterion`: a closed form when it is recognised and checked on (out, y), else autograd.
 
@@ -154,11 +159,7 @@ def output_hessian(criterion, out, y, all_targets, loss_name="the loss"):
     callable's values needs all targets to be class indices, so that nothing is ignored."""
     typed = isinstance(criterion, (nn.CrossEntropyLoss, nn.MSELoss, evaluation.SoftmaxMSE))
     forms = candidates(criterion, out, y)
-    if callable(all_targets):
-        in_range = all_targets
-    else:
-        def in_range(classes):
-            return not (bool((all_targets < 0).any()) or bool((all_targets >= classes).any()))
+    in_range = all_targets if callable(all_targets) else lambda classes: class_indices(all_targets, classes)
     counts = sorted({out.shape[f.dim % out.dim()] for f in forms if isinstance(f, CrossEntropyHessian) and not typed})
     ok = {classes: in_range(classes) for classes in counts}
     for form in forms:
