@@ -22,6 +22,7 @@ import torch
 
 import landscape
 from conftest import REPO, load_net, mpi_env, mpiexec, run_script
+from test_scale import Passes  # a re-iterable of batches with no length
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                   reason="no CUDA GPU visible to torch")]
@@ -69,13 +70,6 @@ def compare(work, ref, curv):
         assert two[key] == pytest.approx(curv[key], rel=RTOL), key
 
 
-class Passes:
-    def __init__(self, x, y, size):
-        self.x, self.y, self.size = x, y, size
-
-    def __iter__(self):
-        for s in range(0, len(self.y), self.size):
-            yield self.x[s:s + self.size], self.y[s:s + self.size]
 
 
 def test_streamed_batches_on_the_gpu_equal_the_device_resident_set(mlp_ckpt):
@@ -93,9 +87,8 @@ def test_streamed_batches_on_the_gpu_equal_the_device_resident_set(mlp_ckpt):
     assert h_got.eigenvalues[0] == pytest.approx(h_ref.eigenvalues[0], rel=RTOL)
 
 
-def test_two_mpi_ranks_on_one_card_share_each_point(work):
-    if not mpiexec():
-        pytest.skip("no mpiexec")
+def two_mpi_ranks_against_one(work):
+    """The surface and --at_center under mpiexec -n 2 (one group of 2) against one rank on the card."""
     ref, curv = one_card_reference(work)
     r = run_script("plot_surface.py", ["--mpi", *surface_args("two.h5", "--ranks_per_point", "2")], cwd=work,
                    mpi_ranks=2)
@@ -103,6 +96,12 @@ def test_two_mpi_ranks_on_one_card_share_each_point(work):
     r = run_script("plot_hessian_eigen.py", ["--mpi", *CENTER], cwd=work, mpi_ranks=2)
     assert r.returncode == 0, r.stderr[-3000:]
     compare(work, ref, curv)
+
+
+def test_two_mpi_ranks_on_one_card_share_each_point(work):
+    if not mpiexec():
+        pytest.skip("no mpiexec")
+    two_mpi_ranks_against_one(work)
 
 
 def test_two_torchrun_ranks_on_the_gpu_share_each_point(work):
@@ -123,10 +122,4 @@ def test_a_card_per_rank_sums_with_nccl(work):
         pytest.skip(f"needs 2 GPUs for NCCL (one per rank); this machine has {torch.cuda.device_count()}")
     if not mpiexec():
         pytest.skip("no mpiexec")
-    ref, curv = one_card_reference(work)
-    r = run_script("plot_surface.py", ["--mpi", *surface_args("two.h5", "--ranks_per_point", "2")], cwd=work,
-                   mpi_ranks=2)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = run_script("plot_hessian_eigen.py", ["--mpi", *CENTER], cwd=work, mpi_ranks=2)
-    assert r.returncode == 0, r.stderr[-3000:]
-    compare(work, ref, curv)
+    two_mpi_ranks_against_one(work)
