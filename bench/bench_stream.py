@@ -3,7 +3,7 @@
     python bench/bench_stream.py --dir /tmp/stream --rows 200000 --dim 4096 --make_only         # 3.28 GB, once
     /usr/bin/time -v python bench/bench_stream.py --dir /tmp/stream --rows 200000 --dim 4096
     python bench/bench_stream.py --dir /tmp/stream --rows 200000 --dim 4096 --check 20000     # equality
-    bash bench/bench_stream_memory.sh [--quick]                                                # both
+    bash bench/bench_stream_memory.sh [--quick]                                                # all three
 
 The data: rows x dim float32 inputs in DIR/x.npy (written once, in 64 MB pieces, deterministic) and
 int64 labels in DIR/y.npy, read through `MemmapRows`, a map-style Dataset over np.load(mmap_mode='r')
@@ -14,6 +14,9 @@ Default run: the surface over the whole file, streamed; prints the time, the str
 peak RSS (ru_maxrss; `/usr/bin/time -v` reports the same figure as "Maximum resident set size").
 --check N: the surface over the first N rows in memory and streamed, and their largest relative
 difference (the issue asks for equality on a subset that fits).
+--cli_files: the same data through the command line, as a user gives it: DIR/user_data.py returns
+(a plain map-style Dataset over the memmap, None) -- no test set -- and the MLP (bench_stream_memory.sh
+runs plot_surface.py on it with --data_in_memory no under /usr/bin/time -v).
 """
 import argparse
 import os
@@ -70,6 +73,48 @@ class MemmapRows(torch.utils.data.Dataset):
         return list(zip(xb, self.y[lo:hi]))
 
 
+USER_CODE = '''"""The issue's user files: a map-style Dataset over np.load(mmap_mode="r") arrays, no test set, and
+a matching MLP (written by bench/bench_stream.py --cli_files)."""
+import os
+import numpy as np
+import torch
+import torch.nn as nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self):
+        self.x = np.load(os.path.join(HERE, "x.npy"), mmap_mode="r")
+        self.y = np.load(os.path.join(HERE, "y.npy"), mmap_mode="r")
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.array(self.x[i])), torch.tensor(int(self.y[i]))
+
+
+def no_test():
+    return Rows(), None
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(DIM, 64), nn.ReLU(), nn.Linear(64, 10))
+'''
+
+
+def write_cli_files(folder, dim):
+    """DIR/user_data.py (the dataset with no test set and the model) and DIR/mlp.t7; returns the flags of
+    plot_surface.py that use them."""
+    code = os.path.join(folder, "user_data.py")
+    with open(code, "w") as f:
+        f.write(USER_CODE.replace("DIM", str(dim)))
+    ckpt = os.path.join(folder, "mlp.t7")
+    torch.save(model(dim).state_dict(), ckpt)
+    return f"--dataset {code}:no_test --model {code}:mlp --model_file {ckpt}"
+
+
 def model(dim):
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(dim, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
@@ -90,6 +135,9 @@ def main(argv=None):
     p.add_argument("--check", type=int, default=0, help="rows of the subset compared in memory vs streamed")
     p.add_argument("--make_only", action="store_true", help="write the data files and stop (their pages would "
                                                             "count in this process's RSS)")
+    p.add_argument("--cli_files", action="store_true", help="also write DIR/user_data.py (a Dataset over the "
+                                                            "memmap, no test set; the MLP) and DIR/mlp.t7, and "
+                                                            "print the plot_surface.py flags that use them")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
@@ -97,6 +145,8 @@ def main(argv=None):
     gb = os.path.getsize(xp) / 1e9
     print(f"data: {xp}, {a.rows} x {a.dim} float32 = {gb:.2f} GB (ready in {time.perf_counter() - t0:.1f} s)",
           flush=True)
+    if a.cli_files:
+        print("cli flags: " + write_cli_files(a.dir, a.dim), flush=True)
     if a.make_only:
         return 0
     net = model(a.dim)

@@ -713,12 +713,39 @@ def recorded_value(attrs, field, like):
     return str(value)
 
 
-def recorded_spec(attrs, spec, keep=()):
+# DirectionSpec fields set by the reference's own flags (--xnorm, ..., --same_dir; --model_file2/3 make a
+# target direction): the reference's plot_surface.py ignores them when --dir_file is given
+REFERENCE_FIELDS = ("xnorm", "xignore", "ynorm", "yignore", "same_dir")
+
+
+def unapplied_fields(attrs, spec, given):
+    """The fields in `given` (set by the user) that a named direction file does not record and that the
+    reference's own flags set: the file holds its directions, so they are not applied (noted once,
+    never refused), as the reference ignores them with --dir_file. A reference-made file records none."""
+    ref = set(REFERENCE_FIELDS) | {a + "dir" for a, kind in zip("xy", spec.kinds()) if kind == "target"}
+    return {f for f in set(given) & ref if recorded_value(attrs, f, getattr(spec, f)) is None}
+
+
+def unapplied_note(dir_file, fields):
+    """One line naming the flags a named direction file made inapplicable (unapplied_fields)."""
+    flags = {"xdir": "--model_file2", "ydir": "--model_file3"}
+    names = [flags.get(f, "--" + f) for f in SPEC_FIELDS if f in fields]
+    return (f"note: direction file '{dir_file}' holds its own directions and records no {', '.join(names)}: "
+            f"{'that flag was' if len(names) == 1 else 'those flags were'} not applied (as the reference, "
+            "which ignores them with --dir_file)")
+
+
+def recorded_spec(attrs, spec, keep=(), unapplied=()):
     """The DirectionSpec a direction file records, over `spec` (this run's) where it records nothing;
     the fields in `keep` (those the user set) and the dimensionality stay this run's (a 1D run may use
-    the x direction of a 2D file)."""
+    the x direction of a 2D file), except those in `unapplied` (unapplied_fields), which take their
+    defaults: the run is then the same as one without those flags."""
     out = copy.copy(spec)
+    defaults = DirectionSpec()
     for f in SPEC_FIELDS:      # (--dir_type is this run's: a file of another one is refused)
+        if f in unapplied:
+            setattr(out, f, getattr(defaults, f))
+            continue
         if f in keep or (spec.ndim == 1 and f in Y_FIELDS):
             continue
         v = recorded_value(attrs, f, getattr(spec, f))

@@ -87,6 +87,11 @@ def load_inputs(cfg, comm=None, group=None, device="cpu"):
     """Every rank: the model, the data, this rank's sets (evaluation.batches.HostSet: its shard, in
     memory or streamed), the path taken, and what a point computes; checks they fit. Collective."""
     net, data = mpi4pytorch.agree(comm, lambda: load_model_and_data(cfg))
+    if cfg.eval_test and not data.has("test"):
+        if mpi4pytorch.get_rank(comm) == 0:
+            print(f"warning: dataset '{data.name}' has no test set: --eval_test computes no test maps",
+                  file=sys.stderr, flush=True)
+        cfg.eval_test = False
     named = [("train", data.split("train"))] + ([("test", data.split("test"))] if cfg.eval_test else [])
     sets, in_memory = batches.prepare_sets(named, comm, group, device, cfg.data_in_memory, cfg.batch_size,
                                            dataloader.normalize_dtypes, mpi4pytorch.local_size(comm))
@@ -119,7 +124,7 @@ def data_inputs(cfg, data, stats, sets):
     """The model, checkpoints, data and loss this run uses (keys of io/provenance.py's tables). The data's
     hashes are recorded where the data is held as tensors (a stream is named by --dataset and its size)."""
     sha = model_loader.file_sha256
-    test_size = sets[1].total if len(sets) > 1 else data.size("test")
+    test_size = sets[1].total if len(sets) > 1 else data.size("test") if data.has("test") else "none"
     inputs = {"model": cfg.model, "model_file": cfg.model_file, "model_file_sha256": sha(cfg.model_file),
               "model_file2": cfg.model_file2, "model_file2_sha256": sha(cfg.model_file2),
               "model_file3": cfg.model_file3, "model_file3_sha256": sha(cfg.model_file3),
@@ -214,7 +219,7 @@ def plot_results(cfg, surf_file, dir_file):
         plot_2D.plot_contour_trajectory(surf_file, dir_file, cfg.proj_file, "train_loss", cfg.vmin, cfg.vmax,
                                         cfg.vlevel, cfg.show, fmt=cfg.format)
     elif cfg.y is not None:
-        for name in ["train_loss"] + (["test_loss"] if cfg.eval_test else []):
+        for name in ["train_loss"] + (["test_loss"] if cfg.eval_test else []):   # (no test set: eval_test off)
             plot_2D.plot_2d_contour(surf_file, name, cfg.vmin, cfg.vmax, cfg.vlevel, cfg.show,
                                     log=cfg.log, fmt=cfg.format)
     else:

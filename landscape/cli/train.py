@@ -76,7 +76,8 @@ def build_parser():
 
 def name_save_folder(a):
     """The reference's run-folder name (plus _dataset=<name> for data other than CIFAR-10)."""
-    name = f"{a.model}_{a.optimizer}_lr={a.lr}"
+    model = os.path.basename(a.model).replace(":", "-").replace(".py", "")   # a file.py:fn model: its name only
+    name = f"{model}_{a.optimizer}_lr={a.lr}"
     if a.lr_decay != 0.1:
         name += f"_lr_decay={a.lr_decay}"
     name += f"_bs={a.batch_size}_wd={a.weight_decay}_mom={a.momentum}_save_epoch={a.save_epoch}"
@@ -256,7 +257,9 @@ def main(argv=None):
         net = nn.DataParallel(net, device_ids=list(range(a.ngpu)))
 
     x, y = data.train_x.to(device), data.train_y.to(device)
-    tx, ty = data.test_x.to(device), data.test_y.to(device)
+    has_test = data.has("test")   # a custom dataset may give none: test columns are then nan
+    tx, ty = (data.test_x.to(device), data.test_y.to(device)) if has_test else (None, None)
+    test_eval = lambda: evaluate(net, tx, ty, a.loss_name, 1024) if has_test else (float("nan"), float("nan"))
     if a.label_corrupt_prob > 0:
         y = corrupt_labels(y.cpu(), a.label_corrupt_prob, data.num_classes, a.rand_seed).to(device)
     augment_on = a.dataset == "cifar10" and not (a.raw_data or a.noaug)
@@ -271,15 +274,17 @@ def main(argv=None):
     if a.label_corrupt_prob > 0 and not a.resume_model:
         # Tensor-only label files (never pickled DataLoaders): plot_surface.py --trainloader reads them.
         torch.save({"targets": y.cpu()}, os.path.join(folder, "trainloader.dat"))
-        torch.save({"targets": ty.cpu()}, os.path.join(folder, "testloader.dat"))
-    print(f"training {a.model} on {data.name} ({len(y)} train / {len(ty)} test images) on {device}; "
+        if has_test:
+            torch.save({"targets": ty.cpu()}, os.path.join(folder, "testloader.dat"))
+    tests = f"{len(ty)} test" if has_test else "no test"
+    print(f"training {a.model} on {data.name} ({len(y)} train / {tests} images) on {device}; "
           f"checkpoints in {folder}", flush=True)
 
     saves = set(checkpoint_epochs(a.epochs, a.save_epoch))
     with open(os.path.join(folder, "log.out"), "a") as log:
         if not a.resume_model:
             train_loss, train_acc = evaluate(net, x, y, a.loss_name, 1024)
-            test_loss, test_acc = evaluate(net, tx, ty, a.loss_name, 1024)
+            test_loss, test_acc = test_eval()
             status = log_line(0, train_loss, 100 - train_acc, 100 - test_acc, test_loss)
             print(status, flush=True)
             log.write(status + "\n")
@@ -287,7 +292,7 @@ def main(argv=None):
         for epoch in range(start_epoch, a.epochs + 1):
             t0 = time.perf_counter()
             loss, train_err = train_epoch(net, x, y, optimizer, a, gen, augment_on)
-            test_loss, test_acc = evaluate(net, tx, ty, a.loss_name, 1024)
+            test_loss, test_acc = test_eval()
             status = log_line(epoch, loss, train_err, 100 - test_acc, test_loss)
             print(f"{status}  ({time.perf_counter() - t0:.1f} s)", flush=True)
             log.write(status + "\n")

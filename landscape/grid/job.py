@@ -173,10 +173,15 @@ def obtain_directions(job):
         return Plan(dirs, None, new, [], [], spec)
     if job.dir_file and os.path.exists(job.dir_file):
         attrs = h5_util.read_direction_info(job.dir_file)["attrs"]
-        if isinstance(job.compare, (set, frozenset)):  # a file the user named defines what they did not set
-            spec = net_plotter.recorded_spec(attrs, spec, keep=job.compare)
+        compare, notes = job.compare, []
+        if isinstance(compare, (set, frozenset)):  # a file the user named defines what they did not set
+            unapplied = net_plotter.unapplied_fields(attrs, spec, compare)
+            spec = net_plotter.recorded_spec(attrs, spec, keep=compare, unapplied=unapplied)
+            compare = frozenset(compare) - unapplied
+            notes = [net_plotter.unapplied_note(job.dir_file, unapplied)] if unapplied else []
         warning = net_plotter.check_direction_file(job.dir_file, spec, space_of(job, spec), job.net_name,
-                                                   job.model_hash, compare=job.compare, inputs=job.dir_inputs)
+                                                   job.model_hash, compare=compare, inputs=job.dir_inputs)
+        notes += [warning] if warning else []
         points = [(p["label"], p["x"], p.get("y")) for p in json.loads(attrs.get("marked_points") or "[]")]
         if attrs.get("regenerated"):
             seeded = net_plotter.SeededDirections(spec, attrs["regenerated_device_type"])
@@ -184,9 +189,9 @@ def obtain_directions(job):
                 ortho = attrs.get("regenerated_ortho")
                 seeded.ortho = tuple(json.loads(ortho)) if ortho else seeded.gram_schmidt(
                     space_of(job, spec), net_plotter.entry_mask(space_of(job, spec), spec.params))
-            return Plan(None, seeded, False, [warning] if warning else [], points, spec)
+            return Plan(None, seeded, False, notes, points, spec)
         dirs = net_plotter.load_directions(job.dir_file, spec.ndim)
-        return Plan(dirs, None, False, [warning] if warning else [], points, spec)
+        return Plan(dirs, None, False, notes, points, spec)
     if job.dir_given:
         raise LandscapeError(f"direction file '{job.dir_file}' does not exist")
     if spec.regenerate:

@@ -34,6 +34,7 @@ from landscape.plots.util import (
     load_surface,
     marked_points,
     new_figure,
+    no_test_set,
     output_name,
     save_figure,
     show_all,
@@ -134,6 +135,8 @@ def plot_1d_loss_err(surf_file, xmin=-1.0, xmax=1.0, loss_max=5, log=False, show
     draw_loss_acc(ax1, ax2, x, surf, log)
     style_loss_acc(ax1, ax2, xlim, ylim)
     draw_marked_points(ax2 if ax2 is not None else ax1, points)  # on the top axes, so no curve hides a label
+    if no_test_set(surf):
+        ax1.text(0.02, 0.02, "no test set", transform=ax1.transAxes, fontsize="large", color="0.3")
     out.append(save_figure(fig, output_name(surf_file, "_1d_loss_acc" + tag, fmt), fmt))
 
     fig = new_figure(show)

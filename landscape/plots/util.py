@@ -66,7 +66,9 @@ def has_map(surf, key):
 def computed(surf, key):
     """surf.values[key] as float with NaN wherever the point is not computed (or not finite)."""
     if not has_map(surf, key):
-        raise UserError(f"'{key}' is not in '{surf.path}'; it holds: {', '.join(map_names(surf)) or 'no value maps'}")
+        why = " (its dataset has no test set)" if key.startswith("test_") and no_test_set(surf) else ""
+        raise UserError(f"'{key}' is not in '{surf.path}'{why}; it holds: "
+                        f"{', '.join(map_names(surf)) or 'no value maps'}")
     if key.endswith("_err") and key[:-4] + "_acc" in surf.values:  # the reference's error maps: 100 - accuracy (%)
         return 100.0 - computed(surf, key[:-4] + "_acc")
     v = np.array(surf.values[key], dtype=np.float64)
@@ -78,6 +80,11 @@ def computed(surf, key):
         v[v == h5_util.MISSING] = np.nan
     v[~np.isfinite(v)] = np.nan
     return v
+
+
+def no_test_set(surf):
+    """The surface's dataset has no test set (a custom dataset that gave None): the file records it."""
+    return str(surf.attrs.get("test_size", "")) == "none"
 
 
 def load_surface(path):

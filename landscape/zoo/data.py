@@ -57,11 +57,16 @@ class EvalData:
         stream = getattr(self, f"{name}_stream")
         return stream if stream is not None else (getattr(self, f"{name}_x"), getattr(self, f"{name}_y"))
 
+    def has(self, name):
+        """Whether the split exists: a custom dataset may give no test set (None)."""
+        return getattr(self, f"{name}_stream") is not None or getattr(self, f"{name}_y") is not None
+
     def size(self, name):
-        """Examples of a split, where known without reading it (else None)."""
+        """Examples of a split, where known without reading it (else None); 0 for a split that does not exist."""
         stream = getattr(self, f"{name}_stream")
         if stream is None:
-            return len(getattr(self, f"{name}_y"))
+            labels = getattr(self, f"{name}_y")
+            return 0 if labels is None else len(labels)
         return len(stream) if isinstance(stream, torch.utils.data.Dataset) and hasattr(stream, "__len__") else None
 
     @property
@@ -69,7 +74,8 @@ class EvalData:
         """Classes of integer labels (0 for other targets, e.g. a regression's)."""
         if not len(self.train_y) or self.train_y.is_floating_point():
             return 0
-        return int(max(self.train_y.max(), self.test_y.max() if len(self.test_y) else 0)) + 1
+        test = self.test_y if self.test_y is not None and len(self.test_y) else None
+        return int(max(self.train_y.max(), test.max() if test is not None else 0)) + 1
 
 
 # ----------------------------------------------------------------------------- paths
@@ -232,16 +238,21 @@ def is_tensor_pair(split):
 
 
 def load_custom(spec, lazy=False):
-    """A custom dataset's (train, test). lazy: splits not given as tensors stay as they are (streams)."""
+    """A custom dataset's (train, test); test may be None (no test set: no test maps). lazy: splits not
+    given as tensors stay as they are (streams)."""
     result = user_code.load_callable(spec, "dataset")()
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
-        raise UserError(f"dataset function '{spec}' must return (train, test)")
-    if not lazy or all(is_tensor_pair(s) for s in result):
-        (tx, ty), (vx, vy) = materialize(result[0], "train"), materialize(result[1], "test")
+        raise UserError(f"dataset function '{spec}' must return (train, test), with test None if there is none")
+    if result[0] is None:
+        raise UserError(f"dataset function '{spec}' returned no training set (None): the surface is computed on it")
+    given = [s for s in result if s is not None]
+    if not lazy or all(is_tensor_pair(s) for s in given):
+        (tx, ty), (vx, vy) = [materialize(s, w) if s is not None else (None, None)
+                              for s, w in zip(result, ("train", "test"))]
         return EvalData(spec, tx, ty, vx, vy)
     (tx, ty), (vx, vy) = [materialize(s, w) if is_tensor_pair(s) else (None, None)
                           for s, w in zip(result, ("train", "test"))]
-    train, test = [None if is_tensor_pair(s) else s for s in result]
+    train, test = [None if s is None or is_tensor_pair(s) else s for s in result]
     return EvalData(spec, tx, ty, vx, vy, train, test)
 
 
@@ -285,6 +296,9 @@ def load_loader_file(path, allow_pickle, what):
 def apply_loader_file(x, y, path, allow_pickle, what):
     if not path:
         return x, y
+    if y is None:
+        split = what[2:].replace("loader", "")
+        raise UserError(f"{what} '{path}': the dataset has no {split} set for its labels to replace")
     fx, fy = load_loader_file(path, allow_pickle, what)
     if fx is None:
         if len(fy) != len(y):
@@ -332,4 +346,4 @@ def load_dataset(dataset="cifar10", datapath="cifar10/data", batch_size=128, thr
     """The reference's signature, for notebooks: (train_loader, test_loader) over in-memory tensors."""
     d = load_tensors(dataset, datapath, raw_data, data_split, split_idx, trainloader_path, testloader_path)
     make = lambda x, y: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
-    return make(d.train_x, d.train_y), make(d.test_x, d.test_y)
+    return make(d.train_x, d.train_y), (make(d.test_x, d.test_y) if d.has("test") else None)
