@@ -19,6 +19,7 @@ Peak memory: the n x n Gram matrix, one model, and one column block of BLOCK_BYT
 """
 import hashlib
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -109,9 +110,11 @@ def trajectory_rows(model_files, load, final_vec, dir_type, ignore, mask=None):
 
 
 def pca_from_rows(rows, n, dim, scratch_dir, block_bytes=BLOCK_BYTES):
-    """Streamed PCA (2 components) of the n rows yielded by `rows`. Returns a dict like sklearn's fit."""
-    if n < 3:
-        raise UserError(f"PCA of a trajectory needs at least 3 checkpoints, got {n}")
+    """Streamed PCA (2 components) of the n rows yielded by `rows`. Returns a dict like sklearn's fit.
+    Rows spanning one dimension (2 checkpoints, as the reference allows) get a second component of zero
+    variance: a fixed unit vector orthogonal to the first, with a warning."""
+    if n < 2:
+        raise UserError(f"PCA of a trajectory needs at least 2 checkpoints, got {n}")
     fd, scratch = tempfile.mkstemp(prefix="trajectory_", suffix=".f32", dir=scratch_dir)
     os.close(fd)
     try:
@@ -129,13 +132,21 @@ def pca_from_rows(rows, n, dim, scratch_dir, block_bytes=BLOCK_BYTES):
         lam, U = np.linalg.eigh((G + G.T) / 2)
         order = np.argsort(lam)[::-1]
         lam, U = np.clip(lam[order], 0, None), U[:, order]
+        lam = np.concatenate([lam, np.zeros(max(0, 2 - len(lam)))])
         s = np.sqrt(lam[:2])
-        if not (s > 0).all():
-            raise UserError("the trajectory spans fewer than 2 dimensions (are the checkpoints identical?)")
+        if not s[0] > 1e-12 * max(1.0, float(np.sqrt(G.trace().clip(0)))):
+            raise UserError("the trajectory spans no dimension: the checkpoints are identical")
+        flat = not s[1] > 1e-6 * s[0]
         comps = np.zeros((2, dim))
         for a in range(0, dim, cols):
             comps[:, a:a + cols] = U[:, :2].T @ np.asarray(D[:, a:a + cols], dtype=np.float64)
-        comps /= s[:, None]
+        comps[0] /= s[0]
+        if flat:
+            comps[1], lam[1], s[1] = orthogonal_unit(comps[0]), 0.0, 0.0
+            print(f"warning: the trajectory spans one dimension ({n} checkpoints): the second PCA direction is a "
+                  "unit vector orthogonal to the first, with no explained variance", file=sys.stderr, flush=True)
+        else:
+            comps[1] /= s[1]
         del D
     finally:
         os.remove(scratch)
@@ -145,6 +156,14 @@ def pca_from_rows(rows, n, dim, scratch_dir, block_bytes=BLOCK_BYTES):
     total = lam.sum()
     return {"components_": comps, "singular_values_": s, "explained_variance_": lam[:2] / (n - 1),
             "explained_variance_ratio_": lam[:2] / total}
+
+
+def orthogonal_unit(v):
+    """A fixed unit vector orthogonal to the unit vector v: e_j - v_j v, j the entry where |v| is smallest."""
+    j = int(np.argmin(np.abs(v)))
+    u = -v[j] * v
+    u[j] += 1.0
+    return u / np.linalg.norm(u)
 
 
 def name_pca_dir(model_folder, dir_type, ignore, save_epoch, params=""):

@@ -167,7 +167,6 @@ def test_out_writes_the_clis_files_and_resumes(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kwargs,words", [
-    (dict(x="1:0:3"), "min must not exceed max"),
     (dict(loss=lambda out, t: out.sum(1)), "must return the mean over the batch"),
     (dict(loss=lambda out, t: 1 / 0), "ZeroDivisionError"),
     (dict(metrics={"bad": lambda out, t: out}), "metric 'bad'"),

@@ -66,7 +66,7 @@ def base(*extra):
     return ["--dataset", "digits", "--model", "digits_mlp", "--model_file", "m.t7", *extra]
 
 
-@pytest.mark.parametrize("bad", ["1:0:5", "a:b:c", "-1:1", "-1:1:0", "-1:1:2.5", "nan:1:3"])
+@pytest.mark.parametrize("bad", ["a:b:c", "-1:1", "-1:1:0", "-1:1:2.5", "nan:1:3"])
 def test_malformed_ranges(work, capsys, bad):
     expect_refusal(work, capsys, base(f"--x={bad}"), "--x", bad, subprocess_run=bad == "a:b:c")
     expect_refusal(work, capsys, base("--x=-1:1:3", f"--y={bad}"), "--y")

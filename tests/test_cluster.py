@@ -291,9 +291,9 @@ def surface_args(argv):
 
 
 def is_range(text):
-    """min:max:num with min <= max and num a whole number >= 1."""
+    """min:max:num with num a whole number >= 1."""
     lo, hi, num = (float(v) for v in text.split(":"))
-    return lo <= hi and num >= 1 and num == int(num)
+    return num >= 1 and num == int(num)
 
 
 def test_reference_scripts_are_all_there():

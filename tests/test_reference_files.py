@@ -172,3 +172,122 @@ def test_a_direction_file_that_records_its_spec_still_refuses_a_contradicting_fl
     # the flags it records, given again, run without a note
     assert plot_surface.main(base + ["--xnorm", "filter", "--xignore", "biasbn", "--dir_file", made,
                                      "--surf_file", "same.h5"]) == 0
+
+
+# ----------------------------------------------------------------------------- other reference lines and files
+def test_a_reference_direction_file_resumes_with_and_without_model_file2(ref_work):
+    """--model_file2 is not applied with a reference --dir_file, so adding or dropping it later resumes."""
+    net = model_loader.load("digits", "digits_cnn", "m.t7")
+    write_reference_direction_file("t.h5", net, ["--dir_type", "states"], False,
+                                   model_loader.load("digits", "digits_cnn", "m2.t7"))
+    base = ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "m.t7", "--dir_type", "states",
+            "--dir_file", "t.h5", "--surf_file", "s.h5", "--threads", "1"]
+    assert plot_surface.main(base + ["--x=-0.5:1.5:3", "--model_file2", "m2.t7"]) == 0
+    with h5py.File("s.h5", "r+") as f:
+        f["train_loss"][1] = -1.0                       # one point left to compute
+    assert plot_surface.main(base + ["--x=-0.5:1.5:3"]) == 0
+    check_against_oracle("s.h5", "t.h5")
+
+
+def test_a_checkpoint_without_batch_counts_loads(ref_work):
+    """PyTorch 0.4.0 checkpoints (the reference's published ones) have no BatchNorm num_batches_tracked."""
+    ckpt = torch.load("m.t7", weights_only=True)
+    old = {k: v for k, v in ckpt["state_dict"].items() if not k.endswith("num_batches_tracked")}
+    assert len(old) < len(ckpt["state_dict"])
+    torch.save({"acc": 90.0, "epoch": 4, "state_dict": old}, "old.t7")
+    args = ["--dataset", "digits", "--model", "digits_cnn", "--x=-1:1:3", "--dir_type", "states", "--xnorm", "filter",
+            "--xignore", "biasbn", "--threads", "1"]
+    assert plot_surface.main(args + ["--model_file", "old.t7", "--surf_file", "old.h5"]) == 0
+    assert plot_surface.main(args + ["--model_file", "m.t7", "--surf_file", "new.h5"]) == 0
+    with h5py.File("old.h5", "r") as a, h5py.File("new.h5", "r") as b:
+        np.testing.assert_array_equal(a["train_loss"][()], b["train_loss"][()])
+
+
+def test_model_folder_with_a_model_file_that_already_names_it(ref_work):
+    """The reference ignored --model_folder in plot_surface.py: a path that exists as given is taken as given."""
+    os.makedirs("run")
+    shutil.copy("m.t7", "run/model_4.t7")
+    args = ["--dataset", "digits", "--model", "digits_cnn", "--x=0:0:1", "--threads", "1"]
+    assert plot_surface.main(args + ["--model_folder", "run", "--model_file", "run/model_4.t7",
+                                     "--surf_file", "a.h5"]) == 0
+    assert plot_surface.main(args + ["--model_folder", "run", "--model_file", "model_4.t7", "--surf_file", "b.h5"]) == 0
+    with h5py.File("a.h5", "r") as a, h5py.File("b.h5", "r") as b:
+        assert a["train_loss"][0] == b["train_loss"][0]
+
+
+def test_no_model_file_is_the_seeded_initialisation(ref_work, capsys):
+    """The reference's plot_surface.py without --model_file: the model as built after manual_seed(123)."""
+    assert plot_surface.main(["--dataset", "digits", "--model", "digits_cnn", "--x=-1:1:3", "--xnorm", "filter",
+                              "--xignore", "biasbn", "--threads", "1"]) == 0
+    assert "warning: no --model_file" in capsys.readouterr().err
+    torch.manual_seed(123)
+    net = model_loader.build("digits_cnn").eval()
+    d = dataloader.load_tensors("digits")
+    with torch.no_grad():
+        want = float(torch.nn.functional.cross_entropy(net(d.train_x), d.train_y))
+    with h5py.File("_weights_xignore=biasbn_xnorm=filter.h5_[-1.0,1.0,3].h5", "r") as f:
+        assert f["train_loss"][1] == pytest.approx(want, rel=1e-5)
+
+
+def test_a_reversed_range_runs_the_axis_backwards(ref_work):
+    args = ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "m.t7", "--xnorm", "filter", "--xignore",
+            "biasbn", "--threads", "1"]
+    assert plot_surface.main(args + ["--x=-1:1:5", "--surf_file", "up.h5"]) == 0
+    dir_file = "m.t7_weights_xignore=biasbn_xnorm=filter.h5"
+    assert plot_surface.main(args + ["--x=1:-1:5", "--dir_file", dir_file, "--plot", "--format", "png"]) == 0
+    with h5py.File("up.h5", "r") as a, h5py.File(dir_file + "_[1.0,-1.0,5].h5", "r") as b:
+        np.testing.assert_array_equal(b["xcoordinates"][()], np.linspace(1, -1, 5))
+        np.testing.assert_allclose(b["train_loss"][()], a["train_loss"][()][::-1], rtol=1e-6)
+    assert os.path.exists(dir_file + "_[1.0,-1.0,5].h5_1d_loss_acc.png")
+
+
+def test_a_trajectory_of_two_checkpoints(ref_work, cnn_run):
+    """sklearn's PCA, which the reference calls, takes two checkpoints: the second direction has no variance."""
+    folder = ref_work / "run"
+    os.makedirs(folder)
+    for e in (0, 1):
+        shutil.copy(os.path.join(cnn_run, f"model_{e}.t7"), folder / f"model_{e}.t7")
+    r = run_script("plot_trajectory.py", ["--dataset", "digits", "--model", "digits_cnn", "--model_folder", folder,
+                                          "--start_epoch", "0", "--max_epoch", "1", "--save_epoch", "1"], cwd=ref_work)
+    assert r.returncode == 0, r.stderr
+    assert "spans one dimension" in r.stderr
+    with h5py.File(folder / "PCA_weights_save_epoch=1" / "directions.h5", "r") as f:
+        dx = np.concatenate([f["xdirection"][str(i)][()].ravel() for i in range(len(f["xdirection"]))])
+        dy = np.concatenate([f["ydirection"][str(i)][()].ravel() for i in range(len(f["ydirection"]))])
+    w = [torch.cat([p.detach().flatten() for p in model_loader.load("digits", "digits_cnn", folder / f"model_{e}.t7")
+                    .parameters()]).double().numpy() for e in (0, 1)]
+    step = (w[0] - w[1]) / np.linalg.norm(w[0] - w[1])
+    assert abs(abs(dx @ step) / np.linalg.norm(dx) - 1) < 1e-5          # the one direction the run moved
+    assert abs(dx @ dy) < 1e-6 * np.linalg.norm(dx) * np.linalg.norm(dy) and np.linalg.norm(dy) > 0
+
+
+def test_a_reference_surface_file_of_a_renamed_direction_file(ref_work, capsys):
+    """A reference surface file names its direction file; a copy under another name resumes, other
+    directions under that name are refused."""
+    flags = ["--xnorm", "filter", "--xignore", "biasbn"]
+    net = model_loader.load("digits", "digits_cnn", "m.t7")
+    write_reference_direction_file("orig.h5", net, flags, False)
+    args = ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "m.t7", "--x=-1:1:3", *flags,
+            "--threads", "1", "--surf_file", "s.h5"]
+    assert plot_surface.main(args + ["--dir_file", "orig.h5"]) == 0
+    with h5py.File("s.h5", "r") as f:
+        keep = {k: f[k][()] for k in ("xcoordinates", "train_loss", "train_acc")}
+
+    def write_reference_surface():                  # the same points as the reference writes them, one left
+        with h5py.File("s.h5", "w") as f:
+            f["dir_file"] = "orig.h5"
+            for k, v in keep.items():
+                f[k] = v
+            f["train_loss"][1] = -1.0
+    write_reference_surface()
+    shutil.copy("orig.h5", "renamed.h5")
+    assert plot_surface.main(args + ["--dir_file", "renamed.h5"]) == 0
+    check_against_oracle("s.h5", "renamed.h5")
+    write_reference_surface()
+    write_reference_direction_file("other.h5", net, [], False)
+    with pytest.raises(UserError, match="holds other directions"):
+        plot_surface.main(args + ["--dir_file", "other.h5"])
+    os.remove("orig.h5")                               # gone: resumed along the named file, with a warning
+    capsys.readouterr()
+    assert plot_surface.main(args + ["--dir_file", "renamed.h5"]) == 0
+    assert "which is gone" in capsys.readouterr().err

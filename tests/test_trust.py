@@ -177,7 +177,14 @@ def test_curvature_applies_the_precision_and_defaults_to_fp32(work, monkeypatch)
         assert f.attrs["eig_precision"] == "fp32"
 
 
-@pytest.mark.parametrize("flag", [["--ngpu", "2"], ["--compile"], ["--points_per_pass", "4"], ["--no_fold_bn"],
+@pytest.mark.parametrize("flag", [["--compile"], ["--points_per_pass", "4"], ["--no_fold_bn"],
                                   ["--memory_format", "contiguous"], ["--eval_test"]])
 def test_curvature_refuses_flags_that_do_nothing_there(work, capsys, flag):
     refused(capsys, plot_hessian_eigen.main, base("--x=0:0:1", *flag), flag[0], "no effect")
+
+
+def test_curvature_notes_the_reference_ngpu_flag_and_runs(work, capsys):
+    """The reference's plot_hessian_eigen.py took --ngpu: its lines run, with one note."""
+    assert plot_hessian_eigen.main(base("--x=0:0:1", *FILTER, "--ngpu", "2", "--max_iter", "3")) == 0
+    err = capsys.readouterr().err
+    assert err.count("note: --ngpu is not applied") == 1, err

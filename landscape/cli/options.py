@@ -162,11 +162,9 @@ def check_combinations(cfg, parser=None):
                             f"{'it' if len(refused) == 1 else 'them'}")
         if len(cfg.path_files) < 2:
             raise UserError("--path_files needs at least two checkpoints")
-        if not 0 <= cfg.xmin <= cfg.xmax <= 1:
+        if not 0 <= min(cfg.xmin, cfg.xmax) <= max(cfg.xmin, cfg.xmax) <= 1:
             raise UserError(f"--x={cfg.x}: a path is parametrised by t in [0, 1]")
         cfg.model_file = cfg.model_file or cfg.path_files[0]
-    if not cfg.model_file:
-        raise UserError("--model_file is required: the checkpoint whose surroundings are plotted")
     if cfg.xdir == "hessian" and cfg.model_file2 or cfg.ydir == "hessian" and cfg.model_file3:
         raise UserError("--xdir/--ydir hessian and --model_file2/3 both set the same direction; give one")
     if cfg.orthogonalize and cfg.y is None:
@@ -203,10 +201,10 @@ def validate(cfg, parser=None):
     if cfg.data_split < 1 or not 0 <= cfg.split_idx < cfg.data_split:
         raise UserError(f"--split_idx {cfg.split_idx} must be in [0, --data_split={cfg.data_split})")
     net_plotter.compile_params(cfg.params)
-    if cfg.model_folder:
+    if cfg.model_folder:   # (a path that exists as given is taken as given, as the reference ignored --model_folder)
         for flag in ("model_file", "model_file2", "model_file3"):
             path = getattr(cfg, flag)
-            if path and not os.path.isabs(path):
+            if path and not os.path.isabs(path) and not os.path.exists(path):
                 setattr(cfg, flag, os.path.join(cfg.model_folder, path))
     cfg.stats = None  # filled by the run on rank 0: points, seconds, sec_per_point, ranks
     return cfg

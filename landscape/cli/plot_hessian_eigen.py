@@ -43,8 +43,10 @@ from landscape.io import h5 as h5_util
 from landscape.parallel import dist
 from landscape.parallel import mpi as mpi4pytorch
 
-# plot_surface.py flags that change nothing here: refused when given, rather than ignored
-NO_EFFECT = ("ngpu", "compile", "points_per_pass", "no_fold_bn", "memory_format", "eval_test", "metrics")
+# plot_surface.py flags that change nothing here: refused when given, rather than ignored; except the
+# reference's own --ngpu (its plot_hessian_eigen.py took it), which is noted as not applied
+NO_EFFECT = ("compile", "points_per_pass", "no_fold_bn", "memory_format", "eval_test", "metrics")
+NOTED = ("ngpu",)
 
 
 def build_parser():
@@ -75,6 +77,10 @@ def build_parser():
 
 def check_flags(cfg, parser):
     refused = [f"--{f}" for f in NO_EFFECT if options.given(cfg, parser, f)]
+    for flag in NOTED:
+        if options.given(cfg, parser, flag):
+            print(f"note: --{flag} is not applied: the curvature runs on one device per rank", file=sys.stderr,
+                  flush=True)
     if refused:
         raise UserError(f"{', '.join(refused)} {'has' if len(refused) == 1 else 'have'} no effect on Hessian "
                         "eigenvalues; drop it")

@@ -77,6 +77,8 @@ def load_model_and_data(cfg):
     for path in cfg.path_files or ():
         if not os.path.isfile(path):
             raise UserError(f"--path_files: '{path}' does not exist")
+    if not cfg.model_file:     # as the reference: the model as built after torch.manual_seed(seed)
+        torch.manual_seed(cfg.seed)
     net = model_loader.load(cfg.dataset, cfg.model, cfg.model_file)
     data = dataloader.load_data(cfg.dataset, cfg.datapath, cfg.raw_data, cfg.data_split, cfg.split_idx,
                                 cfg.trainloader, cfg.testloader, cfg.allow_pickle, cfg.download)
@@ -87,6 +89,9 @@ def load_inputs(cfg, comm=None, group=None, device="cpu"):
     """Every rank: the model, the data, this rank's sets (evaluation.batches.HostSet: its shard, in
     memory or streamed), the path taken, and what a point computes; checks they fit. Collective."""
     net, data = mpi4pytorch.agree(comm, lambda: load_model_and_data(cfg))
+    if not cfg.model_file and mpi4pytorch.get_rank(comm) == 0:
+        print(f"warning: no --model_file: the landscape of model '{cfg.model}' at its initialisation after "
+              f"torch.manual_seed({cfg.seed}), as the reference computes it", file=sys.stderr, flush=True)
     if cfg.eval_test and not data.has("test"):
         if mpi4pytorch.get_rank(comm) == 0:
             print(f"warning: dataset '{data.name}' has no test set: --eval_test computes no test maps",

@@ -197,7 +197,7 @@ def resume(net, optimizer, a):
     start = 1
     if a.resume_model:
         ckpt = model_loader.read_checkpoint(a.resume_model)
-        state = model_loader.extract_state_dict(ckpt, a.resume_model)
+        state = model_loader.add_batch_counts(net, model_loader.extract_state_dict(ckpt, a.resume_model))
         model_loader.check_fits(net, state, a.model, a.resume_model)
         net.load_state_dict(state)
         start = int(ckpt.get("epoch", 0)) + 1 if isinstance(ckpt, dict) else 1

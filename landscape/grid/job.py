@@ -44,7 +44,8 @@ class Result:
 
 # ----------------------------------------------------------------------------- grids
 def parse_range(text, flag="--x"):
-    """'min:max:num' -> (min, max, num), with num an integer >= 1 and min <= max, all finite."""
+    """'min:max:num' -> (min, max, num), with num an integer >= 1, all finite; min > max runs the axis
+    backwards (np.linspace(min, max, num), as the reference)."""
     parts = str(text).split(":")
     if len(parts) != 3:
         raise LandscapeError(f"{flag}={text!r} must be min:max:num, e.g. -1:1:51")
@@ -56,8 +57,6 @@ def parse_range(text, flag="--x"):
         raise LandscapeError(f"{flag}={text!r}: min, max and num must be finite")
     if num != int(num) or num < 1:
         raise LandscapeError(f"{flag}={text!r}: num must be a whole number >= 1")
-    if lo > hi:
-        raise LandscapeError(f"{flag}={text!r}: min must not exceed max")
     return lo, hi, int(num)
 
 
@@ -137,6 +136,7 @@ class Plan:
     spec: net_plotter.DirectionSpec  # what the directions are: this run's, or a named direction file's own
     surf: h5_util.Surface = None
     created: list = field(default_factory=list)   # files this run wrote new (removed if it fails before a point)
+    unapplied: frozenset = frozenset()            # direction flags a named file made inapplicable (not recorded)
 
 
 def space_of(job, spec=None):
@@ -173,7 +173,7 @@ def obtain_directions(job):
         return Plan(dirs, None, new, [], [], spec)
     if job.dir_file and os.path.exists(job.dir_file):
         attrs = h5_util.read_direction_info(job.dir_file)["attrs"]
-        compare, notes = job.compare, []
+        compare, notes, unapplied = job.compare, [], set()
         if isinstance(compare, (set, frozenset)):  # a file the user named defines what they did not set
             unapplied = net_plotter.unapplied_fields(attrs, spec, compare)
             spec = net_plotter.recorded_spec(attrs, spec, keep=compare, unapplied=unapplied)
@@ -189,9 +189,9 @@ def obtain_directions(job):
                 ortho = attrs.get("regenerated_ortho")
                 seeded.ortho = tuple(json.loads(ortho)) if ortho else seeded.gram_schmidt(
                     space_of(job, spec), net_plotter.entry_mask(space_of(job, spec), spec.params))
-            return Plan(None, seeded, False, notes, points, spec)
+            return Plan(None, seeded, False, notes, points, spec, unapplied=frozenset(unapplied))
         dirs = net_plotter.load_directions(job.dir_file, spec.ndim)
-        return Plan(dirs, None, False, notes, points, spec)
+        return Plan(dirs, None, False, notes, points, spec, unapplied=frozenset(unapplied))
     if job.dir_given:
         raise LandscapeError(f"direction file '{job.dir_file}' does not exist")
     if spec.regenerate:
@@ -293,6 +293,10 @@ def plan_job(job):
     prov = dict(job.prov, dir_sha256=directions_fingerprint(plan), marked_points=h5_util.points_json(plan.points))
     if plan.spec is not None:  # the subset and space the directions really have (a named file's own)
         prov.update(params=plan.spec.params, dir_type=plan.spec.dir_type)
+    for axis in ("x", "y"):    # a target checkpoint that was not applied does not define this surface
+        if axis + "dir" in plan.unapplied:
+            for key in net_plotter.TARGET_INPUTS[axis]:
+                prov.pop(key, None)
     if job.surf_file and os.path.exists(job.surf_file):
         surf = h5_util.read_surface(job.surf_file)
         h5_util.check_surface(surf, job.x, job.y, prov, job.dir_file)

@@ -269,6 +269,25 @@ def write_surface(surf):
 
 
 # ----------------------------------------------------------------------------- resume checks
+def check_renamed_direction_file(path, recorded, dir_file):
+    """A surface file that records no direction hash (the reference's) names another direction file
+    than this run's: the same directions under another name (compared, where the named file is still
+    there) resume; other directions are refused; a recorded file that is gone cannot be compared, and
+    the run goes on, as the reference's would, after one warning line."""
+    candidates = [recorded, os.path.join(os.path.dirname(path), os.path.basename(recorded))]
+    found = next((c for c in candidates if os.path.isfile(c)), None)
+    if not os.path.isfile(dir_file):     # this run makes new directions: not those of the surface
+        raise UserError(f"surface file '{path}' belongs to direction file '{recorded}', not '{dir_file}'")
+    if found is None:
+        print(f"warning: surface file '{path}' was made with direction file '{recorded}', which is gone; its "
+              f"points are kept, and resumed along '{dir_file}' as the same directions", file=sys.stderr, flush=True)
+        return
+    if directions_sha256([d for group in read_direction_file(found) for d in group]) != \
+            directions_sha256([d for group in read_direction_file(dir_file) for d in group]):
+        raise UserError(f"surface file '{path}' belongs to direction file '{recorded}', not '{dir_file}', which "
+                        "holds other directions; use another --surf_file")
+
+
 def check_surface(surf, x, y, prov, dir_file):
     """Refuse to resume into a surface file made for another grid or with other inputs (the compared
     entries of io/provenance.py's SURFACE table): every value it holds would be mixed with values
@@ -284,7 +303,7 @@ def check_surface(surf, x, y, prov, dir_file):
     attrs = surf.attrs
     if not attrs.get("dir_sha256") and surf.dir_file and dir_file and \
             os.path.basename(surf.dir_file) != os.path.basename(dir_file):
-        raise UserError(f"surface file '{path}' belongs to direction file '{surf.dir_file}', not '{dir_file}'")
+        check_renamed_direction_file(path, surf.dir_file, dir_file)
     diff = provenance.first_difference("surface", attrs, prov)
     if diff is None:
         return

@@ -81,6 +81,15 @@ def load_state_dict(path):
     return extract_state_dict(read_checkpoint(path), path)
 
 
+def add_batch_counts(net, state):
+    """A checkpoint of PyTorch before 0.4.1 (the reference's published ones) has no BatchNorm
+    `num_batches_tracked`: take the model's own (0), as torch's BatchNorm does for such a state_dict.
+    No eval-mode forward reads it."""
+    own = net.state_dict()
+    extra = {k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in state}
+    return dict(state, **extra) if extra else state
+
+
 def check_fits(net, state, model_name, path):
     """Raise a one-line UserError naming the first missing/unexpected/mis-shaped keys."""
     own = net.state_dict()
@@ -114,7 +123,7 @@ def load(dataset, model_name, model_file=None, data_parallel=False):
     """
     net = build(model_name)
     if model_file:
-        state = load_state_dict(model_file)
+        state = add_batch_counts(net, load_state_dict(model_file))
         check_fits(net, state, model_name, model_file)
         warn_nonfinite(state, model_file)
         net.load_state_dict(state)
