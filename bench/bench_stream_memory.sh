@@ -19,7 +19,9 @@ CHECK=20000
 if [ "${1:-}" = "--quick" ]; then ROWS=20000; CHECK=5000; DIR=${DIR}_quick; fi
 [ -x /usr/bin/time ] || { echo "error: /usr/bin/time is missing (apt-get install -y time)" >&2; exit 2; }
 echo "# bench_stream_memory: $(date '+%F %T'), $(uname -m), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), MemAvailable $(awk '/MemAvailable/ {printf "%.1f GB", $2 / 1e6}' /proc/meminfo)"
-FLAGS=$("$PY" bench/bench_stream.py --dir "$DIR" --rows "$ROWS" --make_only --cli_files | tee /dev/stderr | sed -n 's/^cli flags: //p')
+MADE=$("$PY" bench/bench_stream.py --dir "$DIR" --rows "$ROWS" --make_only --cli_files)
+echo "$MADE"
+FLAGS=$(echo "$MADE" | sed -n 's/^cli flags: //p')
 LOG=$(mktemp)
 /usr/bin/time -v "$PY" bench/bench_stream.py --dir "$DIR" --rows "$ROWS" 2> "$LOG" | grep -v "it/s\|pt/s" || { cat "$LOG"; exit 1; }
 grep -E "Maximum resident set size|Elapsed \(wall clock\)" "$LOG" | sed 's/^\s*/\/usr\/bin\/time -v: /'
