@@ -396,6 +396,8 @@ def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device,
                 ranks_per_point=group.size)
     if test_data is not None:
         prov.update(test_size=sets[1][1].total, test_data_sha256=prints[1])
+    else:                                    # no test set: recorded, and said so by the plots
+        prov.update(test_size="none")
     say = (lambda *a, **k: None) if not progress else print
     if eig is None:
         keys, missing = loss_keys([s[0] for s in sets], stats), None
@@ -559,6 +561,8 @@ def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="w
             "data_in_memory": in_memory, "ranks_per_point": group.size, **evaluation.code_inputs(loss, metrics)}
     if test_data is not None:
         prov.update(test_size=sets[1][1].total, test_data_sha256=prints[1])
+    else:                                    # no test set: recorded, and said so by the plots
+        prov.update(test_size="none")
     prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics), device))
     say = print if progress else (lambda *a, **k: None)
     job = GridJob(net, xs, None, loss_keys([s[0] for s in sets], stats),

@@ -779,9 +779,10 @@ def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=Tr
     fields = set(compare) if isinstance(compare, (set, frozenset)) else relevant_fields(spec) if compare else set()
     unrecorded = [f for f in SPEC_FIELDS if f in fields and recorded_value(attrs, f, getattr(spec, f)) is None]
     if unrecorded and isinstance(compare, (set, frozenset)):
-        what = dict(SPEC_WHAT)[unrecorded[0]]
-        raise LandscapeError(f"direction file '{dir_file}' records no {what}: it holds its own directions, which "
-                             f"{what} cannot change; drop it")
+        f = unrecorded[0]
+        what = {"xdir": f"--xdir {spec.xdir}", "ydir": f"--ydir {spec.ydir}"}.get(f, dict(SPEC_WHAT)[f])
+        raise LandscapeError(f"direction file '{dir_file}' does not record {what}: it holds its own directions, "
+                             f"which {what} cannot change; drop it")
     mine = {f"spec_{f}": getattr(spec, f) for f in SPEC_FIELDS if f in fields}
     mine.update(defining_inputs(spec, dict(inputs or {}, model_file_sha256=model_hash)))
     theirs = dict(attrs, **{f"spec_{f}": recorded_value(attrs, f, getattr(spec, f)) for f in SPEC_FIELDS
@@ -797,12 +798,16 @@ def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=Tr
                              f"({provenance.short(was)} vs {provenance.short(now)}), which defines its directions; "
                              "delete it to make new ones, or give another --idx or --dir_file")
     if not attrs.get("regenerated"):
-        shapes = info["shapes"]
+        shapes = [tuple(a) for a in info["shapes"]]
         want = [tuple(w.shape) for _, w in space]
+        shapes = fill_batch_counts(shapes, [(n, torch.empty(0)) for n, _ in space])   # a 0.4.0 states file
+        shapes = [want[i] if i in batch_count_entries(space) and len(shapes) == len(want) else a
+                  for i, a in enumerate(shapes)]
         if len(shapes) != len(want) or any(tuple(a) != b and not (len(b) == 0 and tuple(a) in ((), (1,)))
                                            for a, b in zip(shapes, want)):
-            other = "states" if spec.dir_type == "weights" else "weights"
-            hint = f" (was it made with --dir_type {other}?)" if len(shapes) != len(want) else ""
+            other = "states" if spec.dir_type == "weights" else "weights"    # (states has the more entries)
+            fewer = len(shapes) < len(want)
+            hint = f" (was it made with --dir_type {other}?)" if fewer == (other == "weights") else ""
             raise LandscapeError(f"direction file '{dir_file}' does not fit model '{net_name}' with --dir_type "
                                  f"{spec.dir_type}: it has {len(shapes)} entries, the model has {len(want)}{hint}")
     recorded_hash = attrs.get("model_file_sha256")
@@ -825,10 +830,28 @@ def zero_direction_warning(directions, spec):
     return None
 
 
-def load_directions(dir_file, ndim=None):
-    """[xdirection] or [xdirection, ydirection] as lists of float32 tensors; `ndim` keeps the first n."""
+def batch_count_entries(space):
+    """Indices of BatchNorm's num_batches_tracked in a direction space: a --dir_type states direction file
+    written under PyTorch 0.4.0 (the reference's) has no entries for them."""
+    return [i for i, (name, _) in enumerate(space) if name.endswith("num_batches_tracked")]
+
+
+def fill_batch_counts(direction, space):
+    """A direction of the 0.4.0 states layout (no num_batches_tracked entries) in this space's layout,
+    zeros in their places (integer entries never move); other directions as they are."""
+    missing = set(batch_count_entries(space))
+    if not missing or len(direction) != len(space) - len(missing):
+        return direction
+    rest = iter(direction)
+    return [torch.zeros(tuple(t.shape)) if i in missing else next(rest) for i, (_, t) in enumerate(space)]
+
+
+def load_directions(dir_file, ndim=None, space=None):
+    """[xdirection] or [xdirection, ydirection] as lists of float32 tensors; `ndim` keeps the first n;
+    `space` (the model's direction space) fills a 0.4.0 states file's missing num_batches_tracked."""
     directions = h5_util.read_direction_file(dir_file)
-    return directions[:ndim] if ndim else directions
+    directions = directions[:ndim] if ndim else directions
+    return [fill_batch_counts(d, space) for d in directions] if space is not None else directions
 
 
 # ----------------------------------------------------------------------------- moving the model

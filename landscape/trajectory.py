@@ -159,10 +159,17 @@ def pca_from_rows(rows, n, dim, scratch_dir, block_bytes=BLOCK_BYTES):
 
 
 def orthogonal_unit(v):
-    """A fixed unit vector orthogonal to the unit vector v: e_j - v_j v, j the entry where |v| is smallest."""
-    j = int(np.argmin(np.abs(v)))
-    u = -v[j] * v
-    u[j] += 1.0
+    """A fixed unit vector orthogonal to the unit vector v, on v's own entries (those the trajectory moves:
+    an --ignore'd entry stays zero): alternating signs over v's support, Gram-Schmidt'ed against v."""
+    support = np.flatnonzero(v)
+    r = np.zeros_like(v)
+    r[support] = np.where(np.arange(len(support)) % 2 == 0, 1.0, -1.0)
+    u = r - (r @ v) * v
+    if np.linalg.norm(u) < 1e-6 * max(1.0, np.linalg.norm(r)):     # v is (close to) that pattern itself
+        r[support[::2]] = 0.0
+        u = r - (r @ v) * v
+    if np.linalg.norm(u) == 0:
+        raise UserError("the trajectory moves a single weight: there is no second direction to plot it in")
     return u / np.linalg.norm(u)
 
 
@@ -238,7 +245,7 @@ def project_trajectory(dir_file, net_final, dataset, model_name, model_files, di
     """
     space = net_plotter.direction_space(net_final, dir_type)
     mask = net_plotter.entry_mask(space, params)
-    directions = net_plotter.load_directions(dir_file)
+    directions = net_plotter.load_directions(dir_file, space=space)
     if len(directions) < 2:
         raise UserError(f"direction file '{dir_file}' has no y direction to project onto")
     dx, dy = (direction_vector(d, space, mask) for d in directions)

@@ -16,6 +16,21 @@ def is_user_spec(name):
     return ":" in name
 
 
+def call_user(fn, what, *args):
+    """Call the user's own code; its failure becomes one UserError line naming it."""
+    try:
+        return fn(*args)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{what} raised {type(e).__name__}: {first_line(e)}") from e
+
+
+def first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def load_callable(spec, what):
     """Import `spec` (`file.py:fn` or `module:fn`) and return the callable it names."""
     target, _, fn_name = spec.rpartition(":")

@@ -269,3 +269,17 @@ def test_trainer_bad_input(work, capsys):
                    script="cifar10/main.py")
     expect_refusal(work, capsys, ["--dataset", "digits", "--model", "digits_mlp", "--batch_size", "0"], "--batch_size",
                    script="cifar10/main.py")
+
+
+@pytest.mark.parametrize("which", ["dataset", "model"])
+def test_a_users_dataset_or_model_function_that_raises(work, capsys, which):
+    """The user's own factory failing is one line naming it, as their loss or forward failing is."""
+    code = work.parent / f"{work.name}_user.py"
+    code.write_text("import torch.nn as nn\nfrom landscape.zoo import data\n\n"
+                    "def bad():\n    raise ValueError('no such shard')\n\n"
+                    "def digits():\n    d = data.load_digits()\n    return (d.train_x, d.train_y), None\n\n"
+                    "def mlp():\n    from landscape.zoo.models.digits import DigitsMLP\n    return DigitsMLP()\n")
+    spec = {"dataset": ["--dataset", f"{code}:bad", "--model", f"{code}:mlp"],
+            "model": ["--dataset", f"{code}:digits", "--model", f"{code}:bad"]}[which]
+    what = {"dataset": "dataset function", "model": "model factory"}[which]
+    expect_refusal(work, capsys, [*spec, "--model_file", "m.t7", "--x=-1:1:3"], what, "ValueError: no such shard")

@@ -56,6 +56,19 @@ def tensors_no_test():
     return (torch.from_numpy(np.array(d.x)), torch.from_numpy(np.array(d.y))), None
 
 
+def loader_no_test():
+    return torch.utils.data.DataLoader(MemmapRows("train"), batch_size=64), None
+
+
+class Rows(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield from (MemmapRows("train")[i] for i in range(len(MemmapRows("train").y)))
+
+
+def iterable_no_test():
+    return Rows(), None
+
+
 def mlp():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4096, 16), nn.ReLU(), nn.Linear(16, 10))
@@ -190,12 +203,24 @@ def test_a_dataset_function_returning_no_training_set_is_refused(user_files, tmp
     assert not os.path.exists("s.h5")
 
 
-def test_the_trainer_runs_without_a_test_set(user_files, tmp_path):
+@pytest.mark.parametrize("fn", ["tensors_no_test", "loader_no_test", "iterable_no_test"])
+def test_the_trainer_runs_without_a_test_set(user_files, tmp_path, fn):
+    """Any kind of training set the surface takes (the trainer holds it in memory), no test set."""
     root, _ = user_files
     save = tmp_path / "nets"
-    assert trainer.main(["--dataset", f"{root}/data.py:tensors_no_test", "--model", f"{root}/data.py:mlp",
+    assert trainer.main(["--dataset", f"{root}/data.py:{fn}", "--model", f"{root}/data.py:mlp",
                          "--epochs", "1", "--batch_size", "64", "--save", str(save), "--threads", "1"]) == 0
     run = next(save.iterdir())
     log = (run / "log.out").read_text()
     assert "test_top1: nan" in log and (run / "model_1.t7").exists()
     assert not (run / "testloader.dat").exists()
+
+
+def test_the_api_records_that_there_is_no_test_set(user_files, tmp_path):
+    import landscape
+    root, mod = user_files
+    data = mod.tensors_no_test()[0]
+    res = landscape.surface(mod.mlp().eval(), data, x="-0.5:0.5:3", out=str(tmp_path / "api.h5"), device="cpu")
+    assert res.attrs["test_size"] == "none" and not any(k.startswith("test_") for k in res.values)
+    want_loss, _ = plain_loss(mod)
+    assert res["train_loss"][1] == pytest.approx(want_loss, rel=1e-5)

@@ -86,6 +86,8 @@ def write_reference_direction_file(path, net, flags, two_d, target=None):
                     d = torch.randn(w.shape, generator=gen)
                     if f"--{axis}norm" in flags:
                         d = filter_normalised(d, w.detach())
+                if not w.is_floating_point():   # (no eval-mode forward reads an integer entry)
+                    d = torch.zeros(w.shape)
                 group.create_dataset(str(i), data=d.detach().numpy())
     assert not dict(h5py.File(path, "r").attrs)
 
@@ -248,17 +250,23 @@ def test_a_trajectory_of_two_checkpoints(ref_work, cnn_run):
     for e in (0, 1):
         shutil.copy(os.path.join(cnn_run, f"model_{e}.t7"), folder / f"model_{e}.t7")
     r = run_script("plot_trajectory.py", ["--dataset", "digits", "--model", "digits_cnn", "--model_folder", folder,
-                                          "--start_epoch", "0", "--max_epoch", "1", "--save_epoch", "1"], cwd=ref_work)
+                                          "--start_epoch", "0", "--max_epoch", "1", "--save_epoch", "1",
+                                          "--ignore", "biasbn"], cwd=ref_work)
     assert r.returncode == 0, r.stderr
-    assert "spans one dimension" in r.stderr
-    with h5py.File(folder / "PCA_weights_save_epoch=1" / "directions.h5", "r") as f:
+    assert "spans one dimension" in r.stderr and "Traceback" not in r.stderr
+    pca = folder / "PCA_weights_ignore=biasbn_save_epoch=1" / "directions.h5"
+    with h5py.File(pca, "r") as f:
         dx = np.concatenate([f["xdirection"][str(i)][()].ravel() for i in range(len(f["xdirection"]))])
         dy = np.concatenate([f["ydirection"][str(i)][()].ravel() for i in range(len(f["ydirection"]))])
-    w = [torch.cat([p.detach().flatten() for p in model_loader.load("digits", "digits_cnn", folder / f"model_{e}.t7")
-                    .parameters()]).double().numpy() for e in (0, 1)]
+        with h5py.File(str(pca) + "_proj_cos.h5", "r") as g:
+            assert np.isfinite(g["proj_xcoord"][()]).all() and np.isfinite(g["proj_ycoord"][()]).all()
+    w = [torch.cat([p.detach().flatten() * (p.dim() > 1) for p in
+                    model_loader.load("digits", "digits_cnn", folder / f"model_{e}.t7").parameters()]).double().numpy()
+         for e in (0, 1)]                                # --ignore biasbn: biases and BN parameters do not count
     step = (w[0] - w[1]) / np.linalg.norm(w[0] - w[1])
     assert abs(abs(dx @ step) / np.linalg.norm(dx) - 1) < 1e-5          # the one direction the run moved
     assert abs(dx @ dy) < 1e-6 * np.linalg.norm(dx) * np.linalg.norm(dy) and np.linalg.norm(dy) > 0
+    assert not dy[w[0] == 0].any()                      # the second direction stays off the ignored entries
 
 
 def test_a_reference_surface_file_of_a_renamed_direction_file(ref_work, capsys):
@@ -291,3 +299,49 @@ def test_a_reference_surface_file_of_a_renamed_direction_file(ref_work, capsys):
     capsys.readouterr()
     assert plot_surface.main(args + ["--dir_file", "renamed.h5"]) == 0
     assert "which is gone" in capsys.readouterr().err
+
+
+def test_a_pytorch_040_states_direction_file_without_batch_counts(ref_work):
+    """The reference's --dir_type states file written under PyTorch 0.4.0 has no num_batches_tracked
+    entries: it gives the surface of the same directions with zeros there."""
+    net = model_loader.load("digits", "digits_cnn", "m.t7")
+    write_reference_direction_file("full.h5", net, ["--dir_type", "states", "--xnorm", "filter"], True)
+    names = list(net.state_dict())
+    with h5py.File("full.h5", "r") as f, h5py.File("old.h5", "w") as g:
+        for axis in ("xdirection", "ydirection"):
+            group = g.create_group(axis)
+            kept = [f[axis][str(i)][()] for i, n in enumerate(names) if not n.endswith("num_batches_tracked")]
+            for i, d in enumerate(kept):
+                group.create_dataset(str(i), data=d)
+    assert len(h5py.File("old.h5", "r")["xdirection"]) < len(names)
+    args = ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "m.t7", "--x=-1:1:3", "--y=-1:1:3",
+            "--dir_type", "states", "--threads", "1"]
+    assert plot_surface.main(args + ["--dir_file", "full.h5"]) == 0
+    assert plot_surface.main(args + ["--dir_file", "old.h5"]) == 0
+    with h5py.File("full.h5_[-1.0,1.0,3]x[-1.0,1.0,3].h5", "r") as a, \
+            h5py.File("old.h5_[-1.0,1.0,3]x[-1.0,1.0,3].h5", "r") as b:
+        np.testing.assert_array_equal(a["train_loss"][()], b["train_loss"][()])
+    check_against_oracle("full.h5_[-1.0,1.0,3]x[-1.0,1.0,3].h5", "full.h5")
+
+
+def test_this_tools_own_flags_with_a_reference_direction_file_are_refused(ref_work):
+    write_reference_direction_file("ref.h5", model_loader.load("digits", "digits_cnn", "m.t7"), [], True)
+    base = ["--dataset", "digits", "--model", "digits_cnn", "--model_file", "m.t7", "--x=-1:1:3", "--y=-1:1:3",
+            "--dir_file", "ref.h5", "--threads", "1"]
+    with pytest.raises(UserError, match="does not record --xdir hessian: it holds its own directions"):
+        plot_surface.main(base + ["--xdir", "hessian"])
+    with pytest.raises(UserError, match="does not record --params"):
+        plot_surface.main(base + ["--params", "fc"])
+    assert sorted(os.listdir(".")) == ["m.t7", "m2.t7", "ref.h5"]
+
+
+def test_curvature_without_a_model_file_under_mpiexec(ref_work):
+    """plot_hessian_eigen.py --at_center of the seeded initialisation: named after it, each line once,
+    and the reference's --ngpu noted once."""
+    r = run_script("plot_hessian_eigen.py", ["--mpi", "--dataset", "digits", "--model", "digits_cnn", "--at_center",
+                                             "--max_iter", "5", "--trace_samples", "3", "--ngpu", "2",
+                                             "--threads", "1"], cwd=ref_work, mpi_ranks=2)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("warning: no --model_file") == 1 and r.stderr.count("--ngpu is not applied") == 1, r.stderr
+    assert r.stdout.startswith("digits_cnn_init_seed=123: top eigenvalue")
+    assert os.path.exists(ref_work / "digits_cnn_init_seed=123_hessian.json")

@@ -28,6 +28,7 @@ fp32`: TF32 off, which on GPUs otherwise adds about 1e-3 relative error to every
 that do nothing here are refused.
 """
 import json
+import os
 import sys
 import warnings
 
@@ -77,10 +78,8 @@ def build_parser():
 
 def check_flags(cfg, parser):
     refused = [f"--{f}" for f in NO_EFFECT if options.given(cfg, parser, f)]
-    for flag in NOTED:
-        if options.given(cfg, parser, flag):
-            print(f"note: --{flag} is not applied: the curvature runs on one device per rank", file=sys.stderr,
-                  flush=True)
+    cfg.notes = [f"note: --{flag} is not applied: the curvature runs on one device per rank" for flag in NOTED
+                 if options.given(cfg, parser, flag)]   # printed once, by rank 0 (run)
     if refused:
         raise UserError(f"{', '.join(refused)} {'has' if len(refused) == 1 else 'have'} no effect on Hessian "
                         "eigenvalues; drop it")
@@ -150,7 +149,8 @@ def at_center(cfg, comm, rank, nproc):
     k = cfg.ranks_per_point or nproc
     mpi4pytorch.agree(comm, lambda: dist.check_ranks_per_point(k, nproc))
     net, data = mpi4pytorch.agree(comm, lambda: plot_surface.load_model_and_data(cfg))
-    path = f"{cfg.model_file}_{cfg.curvature}.json"     # _hessian.json as the reference; _ggn.json, _ef.json
+    plot_surface.warn_no_model_file(cfg, rank)
+    path = f"{checkpoint_name(cfg)}_{cfg.curvature}.json"     # _hessian.json as the reference; _ggn.json, _ef.json
 
     def loss_and_outputs():
         for out in (path, cfg.out) if rank == 0 else ():
@@ -176,7 +176,7 @@ def at_center(cfg, comm, rank, nproc):
         write_hessian_file(cfg.out, r, result)
     tops = ", ".join(f"{v:.5g}" for v in r.eigenvalues)
     name = {"hessian": "", "ggn": " (GGN)", "ef": " (empirical Fisher)"}[cfg.curvature]
-    print(f"{cfg.model_file}{name}: top eigenvalue{'s' if cfg.top_k > 1 else ''} {tops}, smallest eigenvalue "
+    print(f"{checkpoint_name(cfg)}{name}: top eigenvalue{'s' if cfg.top_k > 1 else ''} {tops}, smallest eigenvalue "
           f"{r.min_eig:.5g} ({r.lanczos_products} products{'' if r.converged else ', NOT converged'}); trace "
           f"{r.trace:.5g} +- {r.trace_stderr:.2g} ({r.trace_samples} samples); {r.seconds:.1f} s on {nproc} "
           f"rank(s), {k} per point; written to {path}{' and ' + cfg.out if cfg.out else ''}")
@@ -195,6 +195,14 @@ def at_center(cfg, comm, rank, nproc):
         if cfg.per_layer:
             plot_1D.plot_per_layer(cfg.out, show=cfg.show, fmt=cfg.format)
     return 0
+
+
+def checkpoint_name(cfg):
+    """What the curvature's files are named after: --model_file, or without one the seeded initialisation
+    (<model>_init_seed=<seed>, in the working directory)."""
+    if cfg.model_file:
+        return cfg.model_file
+    return os.path.basename(cfg.model).replace(":", "-").replace(".py", "") + f"_init_seed={cfg.seed}"
 
 
 def summary(cfg, data, r, nproc=1, k=1):
@@ -237,6 +245,8 @@ def write_hessian_file(path, r, summary):
 
 
 def run(cfg, comm, rank, nproc):
+    for line in getattr(cfg, "notes", []) if rank == 0 else ():
+        print(line, file=sys.stderr, flush=True)
     if cfg.at_center:
         return at_center(cfg, comm, rank, nproc)
     return plot_surface.run(cfg, comm, rank, nproc, compute=eig_compute, plot=plot_eigs,

@@ -85,13 +85,18 @@ def load_model_and_data(cfg):
     return net, data
 
 
+def warn_no_model_file(cfg, rank):
+    """Rank 0: one line saying a run without --model_file takes the seeded initialisation (load_model_and_data)."""
+    if not cfg.model_file and rank == 0:
+        print(f"warning: no --model_file: model '{cfg.model}' at its initialisation after "
+              f"torch.manual_seed({cfg.seed}), as the reference takes it", file=sys.stderr, flush=True)
+
+
 def load_inputs(cfg, comm=None, group=None, device="cpu"):
     """Every rank: the model, the data, this rank's sets (evaluation.batches.HostSet: its shard, in
     memory or streamed), the path taken, and what a point computes; checks they fit. Collective."""
     net, data = mpi4pytorch.agree(comm, lambda: load_model_and_data(cfg))
-    if not cfg.model_file and mpi4pytorch.get_rank(comm) == 0:
-        print(f"warning: no --model_file: the landscape of model '{cfg.model}' at its initialisation after "
-              f"torch.manual_seed({cfg.seed}), as the reference computes it", file=sys.stderr, flush=True)
+    warn_no_model_file(cfg, mpi4pytorch.get_rank(comm))
     if cfg.eval_test and not data.has("test"):
         if mpi4pytorch.get_rank(comm) == 0:
             print(f"warning: dataset '{data.name}' has no test set: --eval_test computes no test maps",

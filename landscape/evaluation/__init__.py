@@ -128,19 +128,8 @@ def code_inputs(loss=None, metrics=None):
     return {k: v for k, v in out.items() if v}
 
 
-def call_user(fn, what, *args):
-    """Call the user's own code; its failure becomes one LandscapeError line naming it."""
-    try:
-        return fn(*args)
-    except LandscapeError:
-        raise
-    except Exception as e:
-        raise LandscapeError(f"{what} raised {type(e).__name__}: {first_line(e)}") from e
-
-
-def first_line(e):
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
+call_user = user_code.call_user      # (the user's code failing: one line naming it)
+first_line = user_code.first_line
 
 
 def describe_callable(fn):

@@ -190,7 +190,7 @@ def obtain_directions(job):
                 seeded.ortho = tuple(json.loads(ortho)) if ortho else seeded.gram_schmidt(
                     space_of(job, spec), net_plotter.entry_mask(space_of(job, spec), spec.params))
             return Plan(None, seeded, False, notes, points, spec, unapplied=frozenset(unapplied))
-        dirs = net_plotter.load_directions(job.dir_file, spec.ndim)
+        dirs = net_plotter.load_directions(job.dir_file, spec.ndim, space_of(job, spec))
         return Plan(dirs, None, False, notes, points, spec, unapplied=frozenset(unapplied))
     if job.dir_given:
         raise LandscapeError(f"direction file '{job.dir_file}' does not exist")
@@ -366,7 +366,7 @@ def share_plan(job, plan, comm, rank):
     if rank == 0:
         shared = dict(shared, directions=plan.directions)
     elif shared["dir_file"]:
-        shared["directions"] = net_plotter.load_directions(shared["dir_file"], job.spec.ndim)
+        shared["directions"] = net_plotter.load_directions(shared["dir_file"], job.spec.ndim, space_of(job))
     return shared
 
 
@@ -392,7 +392,8 @@ def run_job(job, comm=None, group=None):
         plan = mpi4pytorch.agree(comm, prepare if rank == 0 else (lambda: None))
         shared = share_plan(job, plan, comm, rank)
         if rank == 0 and shared["directions"] is not None and len(shared["directions"]) == 2:
-            say(f"cosine similarity of the x and y directions: {cosine(shared['directions']):.4f}")
+            c = cosine(shared["directions"])
+            say(f"cosine similarity of the x and y directions: {'undefined (a direction is zero)' if c is None else f'{c:.4f}'}")
         compute_coords = mpi4pytorch.agree(comm, lambda: job.make_compute(lambda: make_mover(job, shared)))
         status = getattr(compute_coords, "status", None)
         coords = grid_coords(job.x, job.y)
@@ -442,9 +443,11 @@ def run_job(job, comm=None, group=None):
 
 
 def cosine(directions):
+    """The cosine of the x and y directions, or None where one of them is zero."""
     a = torch.cat([d.flatten() for d in directions[0]]).double()
     b = torch.cat([d.flatten() for d in directions[1]]).double()
-    return float(a @ b / (a.norm() * b.norm() + 1e-30))
+    norms = float(a.norm() * b.norm())
+    return float(a @ b) / norms if norms > 0 else None
 
 
 def report(n_done, seconds, nproc, surf_file, say=print, where=None, rate=""):

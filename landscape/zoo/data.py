@@ -210,6 +210,17 @@ def materialize(split, what):
     float32, integer targets int64; integer inputs (token ids) keep their type."""
     if isinstance(split, (tuple, list)) and len(split) == 2 and all(torch.is_tensor(t) for t in split):
         x, y = split
+    elif isinstance(split, (torch.utils.data.DataLoader, torch.utils.data.IterableDataset)):
+        batches = isinstance(split, torch.utils.data.DataLoader)     # a DataLoader yields batches, the other examples
+        try:
+            items = [(torch.as_tensor(a), torch.as_tensor(b)) for a, b in split]
+            if not items:
+                raise ValueError("it yielded nothing")
+            join = torch.cat if batches else torch.stack
+            x, y = join([a for a, _ in items]), join([b for _, b in items])
+        except Exception as e:
+            raise UserError(f"custom dataset: cannot read the {what} set as (input, target) "
+                            f"{'batches' if batches else 'pairs'}: {e}") from None
     elif isinstance(split, torch.utils.data.Dataset) or hasattr(split, "__getitem__"):
         try:
             pairs = [split[i] for i in range(len(split))]
@@ -240,7 +251,7 @@ def is_tensor_pair(split):
 def load_custom(spec, lazy=False):
     """A custom dataset's (train, test); test may be None (no test set: no test maps). lazy: splits not
     given as tensors stay as they are (streams)."""
-    result = user_code.load_callable(spec, "dataset")()
+    result = user_code.call_user(user_code.load_callable(spec, "dataset"), f"dataset function '{spec}'")
     if not (isinstance(result, (tuple, list)) and len(result) == 2):
         raise UserError(f"dataset function '{spec}' must return (train, test), with test None if there is none")
     if result[0] is None:

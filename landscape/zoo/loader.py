@@ -26,7 +26,7 @@ def model_names():
 def build(model_name):
     """A fresh model: a zoo name, or the user's `file.py:factory` / `module:factory`."""
     if user_code.is_user_spec(model_name):
-        net = user_code.load_callable(model_name, "model")()
+        net = user_code.call_user(user_code.load_callable(model_name, "model"), f"model factory '{model_name}'")
         if not isinstance(net, nn.Module):
             raise UserError(f"model factory '{model_name}' returned {type(net).__name__}, not a torch.nn.Module")
         return net
