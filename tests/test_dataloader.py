@@ -96,6 +96,16 @@ def test_download_checks_md5(tmp_path, monkeypatch):
         dataloader.load_tensors("cifar10", str(tmp_path), download=True)
 
 
+def test_digits_are_read_from_sklearns_own_file_as_load_digits_gives_them():
+    """The digits come from scikit-learn's data file without importing scikit-learn (start-up time)."""
+    from sklearn.datasets import load_digits
+    from landscape.zoo import data
+    images, labels = data.digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+
+
 def test_digits_split_is_fixed_and_standardised():
     a, b = dataloader.load_tensors("digits"), dataloader.load_tensors("digits")
     assert a.train_x.shape == (1437, 1, 8, 8) and a.test_x.shape == (360, 1, 8, 8)

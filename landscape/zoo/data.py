@@ -192,11 +192,28 @@ def load_cifar10(datapath, raw_data=False, download=False):
 
 
 # ----------------------------------------------------------------------------- digits
-def load_digits(raw_data=False):
+def digits_arrays():
+    """The 1,797 8x8 digits that ship inside scikit-learn: (images (1797, 8, 8) of 0..16, labels (1797,)).
+    Read from the package's own data file (`sklearn/datasets/data/digits.csv.gz`, one row of 64 pixels
+    and the label per image, as sklearn.datasets.load_digits reads it), without importing scikit-learn,
+    which costs most of a second per process; through load_digits where the file is elsewhere."""
+    import gzip
+    import importlib.util
+    spec = importlib.util.find_spec("sklearn")
+    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz") if spec else ""
+    if os.path.isfile(path):
+        with gzip.open(path, "rt") as f:
+            rows = np.loadtxt(f, delimiter=",")
+        return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits as sk_digits
     bunch = sk_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0   # (1797, 1, 8, 8)
-    y = torch.tensor(bunch.target, dtype=torch.int64)
+    return bunch.images, bunch.target
+
+
+def load_digits(raw_data=False):
+    images, labels = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0   # (1797, 1, 8, 8)
+    y = torch.tensor(labels, dtype=torch.int64)
     if not raw_data:
         x = (x - DIGITS_MEAN) / DIGITS_STD
     perm = torch.from_numpy(np.random.RandomState(0).permutation(len(y)))

@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import torch
 
 # Default Lanczos tolerance: the error estimate of each wanted eigenvalue, relative to itself.
@@ -86,6 +85,7 @@ class LanczosRun:
     def ritz(self):
         """Ritz values theta (k,) ascending and the eigenvectors S (k, k) of T (columns)."""
         # LAPACK's tridiagonal solver: numpy's dense eigh took 16-70 ms for k = 60 on a busy machine
+        import scipy.linalg           # (here, not at import: it costs 0.2 s of every command's start-up)
         return scipy.linalg.eigh_tridiagonal(np.array(self.alphas), np.array(self.betas))
 
 
