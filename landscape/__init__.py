@@ -9,7 +9,7 @@ directions (directions and moving the weights), evaluation (losses, metrics, fas
 grid (the grid job, its scheduling and lock), curvature, io (the HDF5 files), parallel (MPI and
 launchers), plots, zoo (the model zoo, the data, the trainer) and cli (the commands).
 """
-__version__ = "2.0.0"
+from landscape.version import __version__  # noqa: E402,F401  (first: the package modules read it)
 
 import os as _os  # noqa: E402
 

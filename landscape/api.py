@@ -15,54 +15,72 @@ shard of the data) as the scripts split it, and every rank gets the result. Data
 Dataset, a DataLoader or any re-iterable of batches, kept on the device or streamed for each point
 (evaluation/batches.py). The model passed in is never changed.
 
-The core under it, shared with the scripts (landscape.grid.job): a `GridJob` says what moves the model (directions or a
-path), what each point computes and where results go; `run_job` prepares the files on rank 0 under
-the surface's lock (direction file, surface file, resume checks; a refused run writes nothing),
-computes the missing points on every rank (grid.scheduler) and records them on rank 0
-(io.h5.Recorder: atomic rewrites every flush_seconds, and on the way out whatever happens).
+The path under it, shared with the scripts: each grid function turns its arguments into a checked
+`RunSpec` (landscape.spec, whose messages name the arguments as written here) and hands it, with the
+model and data (build.Sources), to build.build_grid_job, the builder plot_surface.py uses too; the
+`GridJob` it returns goes to grid.job.run_job, which prepares the files on rank 0 under the surface's
+lock (direction file, surface file, resume checks; a refused run writes nothing), computes the missing
+points on every rank (grid.scheduler) and records them on rank 0 (io.h5.Recorder). hessian() builds its
+operator from a CurvatureSpec with curvature.model.operator, as the grid's eigenvalue maps do.
 """
+from __future__ import annotations
+
 import copy
 import functools
 import hashlib
 import inspect
-import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from landscape import directions as net_plotter
+from landscape import directions as dirs
 from landscape import evaluation
-from landscape import trajectory as projection
+from landscape import trajectory
 from landscape.curvature import algorithms
 from landscape.curvature import model as curvature_model
-from landscape.curvature.model import (
-    EIG_KEYS,
-    eig_inputs,
-    eig_job_compute,
-    resolve_hessian_batch,
-    set_operator,
-    top_eigenvectors,
-)
+from landscape import build
+from landscape.curvature.model import resolve_hessian_batch
 from landscape.errors import LandscapeError
-from landscape.evaluation import fast_model, loss_job_compute, loss_keys
-from landscape.evaluation.batches import prepare_sets
+from landscape.evaluation import fast_model
+from landscape.evaluation.batches import HostSet, prepare_sets
 from landscape.grid.job import GridJob, Result, axis, parse_range, run_job
 from landscape.io import provenance
-from landscape.parallel import mpi as mpi4pytorch
-from landscape.parallel.dist import RENDEZVOUS_SECONDS, join_torchrun, point_groups, torchrun_world
+from landscape.parallel import mpi
+from landscape.parallel.dist import RENDEZVOUS_SECONDS, PointGroup, join_torchrun, point_groups, torchrun_world
+from landscape import spec
+from landscape.spec import (
+    Axes,
+    BatchSize,
+    CurvatureSpec,
+    DirectionSpec,
+    EvaluationSpec,
+    FileSpec,
+    ParallelSpec,
+    RunSpec,
+    check_curvature_precision,
+)
+
+# what the API's arguments take (see surface()'s docstring)
+Data = Any          # (inputs, targets) tensors, a Dataset, a DataLoader, an IterableDataset or a re-iterable of batches
+Loss = Union[None, str, Callable]                       # None, 'crossentropy', 'mse', or criterion(outputs, targets)
+Metrics = Optional[dict]                                # {name: fn(outputs, targets) -> mean}
+AxisArg = Union[None, str, tuple, Sequence[float], np.ndarray]   # 'min:max:num', (min, max, num), or coordinates
+Device = Union[None, str, torch.device]
+Comm = Any          # None, 'auto', or an mpi4py communicator
+Path = Union[str, os.PathLike]
 
 __all__ = ["surface", "interpolation", "path", "eigen_surface", "hessian", "pca", "Result", "HessianResult",
            "PCAResult", "LandscapeError", "parse_range"]
 
 
 # ----------------------------------------------------------------------------- data
-def as_tensors(data, what="data"):
+def as_tensors(data: Data, what: str = "data") -> tuple[Any, torch.Tensor]:
     """(inputs, targets) from a pair of tensors (inputs may be a tuple or dict of tensors), a Dataset
     of (input, target) pairs, or a DataLoader of (inputs, targets) batches; all on the CPU."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1]):
@@ -88,7 +106,7 @@ def as_tensors(data, what="data"):
     return evaluation.to_device(inputs, "cpu"), targets.cpu()
 
 
-def concat(parts):
+def concat(parts: list) -> Any:
     if isinstance(parts[0], dict):
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     if isinstance(parts[0], (tuple, list)):
@@ -97,7 +115,7 @@ def concat(parts):
 
 
 # ----------------------------------------------------------------------------- the Python API
-def auto_comm(comm):
+def auto_comm(comm: Comm) -> Comm:
     """The communicator to split the work over: the given one, or (comm='auto') torchrun's ranks (joining
     torch.distributed if the script has not), or MPI's world when mpirun/srun started more than one
     rank, else None."""
@@ -107,37 +125,48 @@ def auto_comm(comm):
         return join_torchrun(RENDEZVOUS_SECONDS)
     for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
         if int(os.environ.get(var, "1") or 1) > 1:
-            return mpi4pytorch.setup_mpi(True)[0]
+            return mpi.setup_mpi(True)[0]
     return None
 
 
-def ranks(comm, ranks_per_point, device):
+def ranks(comm: Comm, ranks_per_point: int, device: Device) -> tuple[int, int, PointGroup]:
     """(rank, nproc, this rank's PointGroup) for `ranks_per_point` ranks per point. Collective."""
     rank, nproc = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
-    try:
-        return rank, nproc, point_groups(comm, ranks_per_point, torch.device(device))
-    except LandscapeError as e:
-        raise LandscapeError(str(e).replace("--ranks_per_point", "ranks_per_point")) from None
+    return rank, nproc, point_groups(comm, ranks_per_point, torch.device(device), name="ranks_per_point")
 
 
-def is_tensor_pair(data):
+def is_tensor_pair(data: Data) -> bool:
     return isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1])
 
 
-def prepare_data(named, comm, group, device, data_in_memory, batch_size):
+def prepare_data(named: list, comm: Comm, group: PointGroup, device: Device, data_in_memory: str,
+                 batch_size: BatchSize) -> tuple[list, str, list[str]]:
     """[(name, data)] -> ([(name, HostSet)] of this rank, the path taken ('yes': in memory, 'no':
-    streamed), a fingerprint of each set). Collective; see evaluation/batches.py. A set given as tensors
-    is fingerprinted by its contents; a stream is not read for a hash: its kind, size and first batch."""
+    streamed), a fingerprint of each set). Collective; see evaluation/batches.py."""
     named = [(n, d) for n, d in named if d is not None]
-    ranks_on_node = 1 if comm is None else mpi4pytorch.local_size(comm)
+    ranks_on_node = 1 if comm is None else mpi.local_size(comm)
     sets, in_memory = prepare_sets(named, comm, group, device, data_in_memory, batch_size, None, ranks_on_node)
-    prints = [provenance.tensors_sha256(*d) if is_tensor_pair(d) else hashlib.sha256(
-              f"{type(d).__name__}:{hs.total}:{provenance.tensors_sha256(hs.sample)}".encode()).hexdigest()
-              for (_, d), hs in zip(named, sets)]
-    return [(n, hs) for (n, _), hs in zip(named, sets)], in_memory, prints
+    return [(n, hs) for (n, _), hs in zip(named, sets)], in_memory, [fingerprint(d, hs) for (_, d), hs in
+                                                                     zip(named, sets)]
 
 
-def make_statistics(net, sets, loss, metrics):
+def fingerprint(data: Data, hs: HostSet) -> str:
+    """A set given as tensors is fingerprinted by its contents; a stream is not read for a hash: its kind,
+    size and first batch."""
+    if is_tensor_pair(data):
+        return provenance.tensors_sha256(*data)
+    return hashlib.sha256(f"{type(data).__name__}:{hs.total}:{provenance.tensors_sha256(hs.sample)}".encode()
+                          ).hexdigest()
+
+
+def test_record(sets: list, prints: list[str]) -> dict[str, Any]:
+    """The test set's size and fingerprint, or test_size 'none' (no test set: recorded, and said so by the plots)."""
+    if len(sets) > 1:
+        return {"test_size": sets[1][1].total, "test_data_sha256": prints[1]}
+    return {"test_size": "none"}
+
+
+def make_statistics(net: nn.Module, sets: list, loss: Loss, metrics: Metrics) -> evaluation.Statistics:
     """What a point computes, checked on two samples of every set (the model, the loss and each metric
     must take the test data too)."""
     (_, train), rest = sets[0], sets[1:]
@@ -147,29 +176,17 @@ def make_statistics(net, sets, loss, metrics):
     return stats
 
 
-def full_tensors(data, what):
+def full_tensors(data: Data, what: str) -> tuple[Any, torch.Tensor]:
     """The whole set as tensors, for Hessian directions (computed on rank 0 alone): data given as tensors."""
     if is_tensor_pair(data):
         return as_tensors(data, what)
     raise LandscapeError(f"directions='hessian' needs the {what} as an (inputs, targets) pair of tensors")
 
 
-def check_data_parallel_recalibration(recal, group, in_memory, examples):
-    """BN recalibration reads the whole training set (at least 2 examples) in memory on one rank per point."""
-    if recal and group.size > 1:
-        raise LandscapeError("bn_recalibrate=True recomputes BatchNorm's statistics from the whole training set on "
-                             "one rank; it does not combine with ranks_per_point > 1")
-    if recal and in_memory != "yes":
-        raise LandscapeError("bn_recalibrate=True reads the training set from memory at every point; this data is "
-                             "streamed (data_in_memory='yes' if it fits)")
-    if recal:
-        evaluation.recalibration_batches(examples, 1)
-
-
 # ----------------------------------------------------------------------------- argument checks
 # Every argument is checked here, before anything runs or is written; each failure is one LandscapeError
 # naming the argument and its value.
-def checked_call(fn):
+def checked_call(fn: Callable) -> Callable:
     """A public API function whose call is bound to its signature first: an argument it does not take,
     or one missing, is a LandscapeError naming it (not a TypeError from somewhere inside)."""
     signature = inspect.signature(fn)
@@ -184,22 +201,15 @@ def checked_call(fn):
     return call
 
 
-def check_whole(name, value, lo):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise LandscapeError(f"{name}={value!r} must be a whole number >= {lo}")
-    return int(value)
+def check_whole(name: str, value: Any, lo: int) -> int:
+    return spec.whole("api", name, value, lo)
 
 
-SEED_MAX = 2 ** 63 - 1    # torch's generators take a signed 64-bit seed
+def check_seed(name: str, value: Any) -> int:
+    return spec.seed_value("api", name, value)
 
 
-def check_seed(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= SEED_MAX:
-        raise LandscapeError(f"{name}={value!r} must be a whole number in [0, 2**63)")
-    return int(value)
-
-
-def check_nonnegative(name, value):
+def check_nonnegative(name: str, value: Any) -> Optional[float]:
     """None, or a number >= 0 (not NaN)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
                               or not value >= 0):
@@ -207,32 +217,19 @@ def check_nonnegative(name, value):
     return value
 
 
-def check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value) \
-            or not value > 0:
-        raise LandscapeError(f"{name}={value!r} must be a finite number > 0")
-    return float(value)
+def check_positive(name: str, value: Any) -> float:
+    return spec.positive("api", name, value)
 
 
-def check_flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise LandscapeError(f"{name}={value!r} must be True or False")
-    return bool(value)
+def check_flag(name: str, value: Any) -> bool:
+    return spec.flag("api", name, value)
 
 
-def check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise LandscapeError(f"{name}={value!r} must be one of: {', '.join(repr(c) for c in choices)}")
-    return value
+def check_choice(name: str, value: Any, choices: tuple) -> str:
+    return spec.choice("api", name, value, choices)
 
 
-def check_batch_size(value):
-    if value in (None, "auto"):
-        return "auto"
-    return check_whole("batch_size", value, 1)
-
-
-def check_text(name, value, suffix=None):
+def check_text(name: str, value: Any, suffix: Optional[str] = None) -> Optional[str]:
     """None or a string (a path: ending in `suffix`)."""
     if value is None:
         return None
@@ -244,7 +241,7 @@ def check_text(name, value, suffix=None):
     return value
 
 
-def check_comm(comm):
+def check_comm(comm: Comm) -> Comm:
     """None, 'auto', or an MPI communicator (something with Get_rank, Get_size, bcast and allgather)."""
     if comm is None or comm == "auto":
         return comm
@@ -253,44 +250,7 @@ def check_comm(comm):
     return comm
 
 
-def check_run_args(batch_size, precision, comm, flush_seconds, progress, seed=0, points_per_pass=1,
-                   memory_format="auto", fold_bn=True, compile=False):
-    """The arguments every grid function shares."""
-    check_batch_size(batch_size)
-    check_choice("precision", precision, evaluation.PRECISIONS)
-    check_comm(comm)
-    check_positive("flush_seconds", flush_seconds)
-    check_flag("progress", progress)
-    check_seed("seed", seed)
-    check_whole("points_per_pass", points_per_pass, 1)
-    check_choice("memory_format", memory_format, ("auto", "channels_last", "contiguous"))
-    check_flag("fold_bn", fold_bn)
-    check_flag("compile", compile)
-
-
-def check_bn_recalibrate(value, net, dir_type, points_per_pass=1):
-    """bn_recalibrate: a flag that needs a BatchNorm model, dir_type='weights' and one point per pass."""
-    if not check_flag("bn_recalibrate", value):
-        return False
-    if not evaluation.has_batchnorm(net):
-        raise LandscapeError("bn_recalibrate=True: the model has no BatchNorm layer with running statistics to "
-                             "recompute")
-    if dir_type == "states":
-        raise LandscapeError("bn_recalibrate=True recomputes the BatchNorm statistics that dir_type='states' moves: "
-                             "use dir_type='weights' with it")
-    if points_per_pass > 1:
-        raise LandscapeError("bn_recalibrate=True recomputes BatchNorm's statistics at each point, one point per "
-                             "pass: use points_per_pass=1")
-    return True
-
-
-def warn_bf16(precision, device):
-    line = evaluation.bf16_warning(precision, device)
-    if line:
-        print(line, file=sys.stderr, flush=True)
-
-
-def resolve_device(device):
+def resolve_device(device: Device) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -307,7 +267,7 @@ def resolve_device(device):
     return device
 
 
-def private_copy(model, what="model"):
+def private_copy(model: nn.Module, what: str = "model") -> nn.Module:
     """A copy of the user's model in eval mode on the CPU (their own object is never moved or changed)."""
     if not isinstance(model, nn.Module):
         raise LandscapeError(f"{what} must be a torch.nn.Module, not {type(model).__name__}")
@@ -318,121 +278,116 @@ def private_copy(model, what="model"):
     return net
 
 
-def direction_choice(directions, ndim, norm_y=None):
+def direction_choice(directions: Union[None, str, list], ndim: int, norm_y: Optional[str] = None
+                     ) -> tuple[str, str, Optional[list]]:
     """(xdir kind, xnorm, explicit tensors) from the API's `directions`: a normalisation name
     ('filter', 'layer', 'weight', 'dfilter', 'dlayer', '' or None), 'hessian' or 'hessian:<norm>'
     (the Hessian's top eigenvectors), or explicit direction tensors."""
     if directions is None or isinstance(directions, str):
         text = directions or ""
         kind, _, norm = text.partition(":") if text.startswith("hessian") else ("random", "", text)
-        if norm not in net_plotter.NORMS:
+        if norm not in spec.NORMS:
             raise LandscapeError(f"directions {directions!r}: the normalisation must be one of "
-                                 f"{', '.join(repr(n) for n in net_plotter.NORMS)}, or 'hessian[:<norm>]'")
+                                 f"{', '.join(repr(n) for n in spec.NORMS)}, or 'hessian[:<norm>]'")
         return kind, norm, None
     return "random", "", directions
 
 
-def build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, test_data, out, *, model2, model3,
-                      metrics, dir_type, params, batch_size, precision, points_per_pass, regenerate, orthogonalize,
-                      dir_file, save_directions, same_dir, fold_bn, memory_format, compile, flush_seconds, progress,
-                      bn_recalibrate=False, eig=None, comm=None, ranks_per_point=1, data_in_memory="auto",
-                      curvature="hessian", hvp="autograd"):
-    """The GridJob of `surface()` and `eigen_surface()`, and this rank's PointGroup; every argument checked
-    before anything runs. Collective over comm."""
-    check_run_args(batch_size, precision, comm, flush_seconds, progress, seed, points_per_pass, memory_format, fold_bn,
-                   compile)
-    for name, value in (("regenerate", regenerate), ("orthogonalize", orthogonalize), ("same_dir", same_dir)):
-        check_flag(name, value)
-    check_choice("dir_type", dir_type, net_plotter.DIR_TYPES)
-    if ignore not in (None, "", "biasbn"):
-        raise LandscapeError(f"ignore={ignore!r} must be '' or 'biasbn'")
-    params = check_text("params", params) or ""
-    out, dir_file = check_text("out", out, ".h5"), check_text("dir_file", dir_file, ".h5")
-    save_directions = check_text("save_directions", save_directions, ".h5")
-    device = resolve_device(device)
-    curvature_model.check_choices(curvature, hvp)
-    net = private_copy(model)
-    recal = check_bn_recalibrate(bn_recalibrate, net, dir_type, points_per_pass)
-    if x is None:
+def grid_spec(a: dict, maps: str = "loss") -> tuple[RunSpec, Optional[list]]:
+    """The RunSpec of a surface() / eigen_surface() call (`a`: its arguments by name), checked, and the
+    explicit direction tensors it gives (or None). Touches no file and no data."""
+    for key in ("regenerate", "orthogonalize", "same_dir", "progress", "bn_recalibrate"):
+        check_flag(key, a[key])
+    check_comm(a["comm"])
+    if a["ignore"] not in (None, "", "biasbn"):
+        raise LandscapeError(f"ignore={a['ignore']!r} must be '' or 'biasbn'")
+    params = check_text("params", a["params"]) or ""
+    out, dir_file = check_text("out", a["out"], ".h5"), check_text("dir_file", a["dir_file"], ".h5")
+    save_directions = check_text("save_directions", a["save_directions"], ".h5")
+    seed = check_seed("seed", a["seed"])
+    if a["x"] is None:
         raise LandscapeError("x is required: 'min:max:num', a (min, max, num) tuple or a list of coordinates")
-    xs, ys = axis(x, "x"), axis(y, "y")
-    ndim = 1 if ys is None else 2
-    kind, norm, explicit = direction_choice(directions, ndim)
-    if explicit is not None and (model2 is not None or model3 is not None or same_dir):
+    xs, ys = axis(a["x"], "x"), axis(a["y"], "y")
+    kind, norm, explicit = direction_choice(a["directions"], 1 if ys is None else 2)
+    has2, has3 = a["model2"] is not None, a["model3"] is not None
+    if explicit is not None and (has2 or has3 or a["same_dir"]):
         raise LandscapeError("explicit directions= already give every direction: they take no model2=, model3= "
                              "or same_dir=True")
-    if model3 is not None and ys is None:
-        raise LandscapeError("model3= sets the y direction, so it needs y=")
-    _, nproc, group = ranks(comm, ranks_per_point, device)
-    sets, in_memory, prints = prepare_data([("train", data), ("test", test_data)], comm, group, device,
-                                           data_in_memory, batch_size)
-    check_data_parallel_recalibration(recal, group, in_memory, sets[0][1].total)
-    train = sets[0][1].sample
-    if eig is None:
-        stats = mpi4pytorch.agree(comm, lambda: make_statistics(net, sets, loss, metrics))
-    else:
-        stats = evaluation.Statistics(*evaluation.resolve_loss(loss))
-        mpi4pytorch.agree(comm, lambda: stats.check(net, train[0], train[1]))
+    kind = "explicit" if explicit is not None else kind
+    norm, ignore = ("", "") if explicit is not None else (norm, a["ignore"] or "")
+    directions = DirectionSpec(
+        dir_type=a["dir_type"], ndim=1 if ys is None else 2, seed=seed, xnorm="" if has2 else norm,
+        ynorm="" if has3 else norm, xignore=ignore, yignore=ignore, same_dir=bool(a["same_dir"]),
+        xdir="target" if has2 else kind, ydir="target" if has3 else kind, orthogonalize=bool(a["orthogonalize"]),
+        params=params, regenerate=bool(a["regenerate"]), curvature=a["curvature"])
+    run = RunSpec(
+        Axes(tuple(xs), None if ys is None else tuple(ys)), directions,
+        EvaluationSpec("auto" if a["batch_size"] in (None, "auto") else a["batch_size"], a["precision"],
+                       a["points_per_pass"], a["fold_bn"], a["memory_format"], a["compile"],
+                       bool(a["bn_recalibrate"])),
+        CurvatureSpec(a["curvature"], a["hvp"], a.get("tol", algorithms.LANCZOS_TOL), a.get("max_iter", 100), seed,
+                      params),
+        ParallelSpec(a["comm"], a["ranks_per_point"], a["data_in_memory"]),
+        FileSpec(out or "", dir_file or build.default_dir_file(out), save_directions or "", a["flush_seconds"]),
+        maps=maps, progress=a["progress"], front="api")
+    return run.check(), explicit
+
+
+def grid_job(run: RunSpec, device: Device, model: nn.Module, data: Data, test_data: Optional[Data], loss: Loss,
+             metrics: Metrics, model2: Optional[nn.Module] = None, model3: Optional[nn.Module] = None,
+             explicit: Optional[list] = None, command: str = "landscape.surface", comm: Comm = None
+             ) -> tuple[GridJob, PointGroup]:
+    """The GridJob of a checked surface() / eigen_surface() run, and this rank's PointGroup. Collective."""
+    device = resolve_device(device)
+    net = private_copy(model)
     m2 = private_copy(model2, "model2") if model2 is not None else None
     m3 = private_copy(model3, "model3") if model3 is not None else None
-    kind = "explicit" if explicit is not None else kind
-    norm, ignore = ("", "") if explicit is not None else (norm, ignore or "")
-    spec = net_plotter.DirectionSpec(
-        dir_type=dir_type, ndim=ndim, seed=int(seed), xnorm="" if m2 is not None else norm, ynorm="" if m3 is not None else norm,
-        xignore=ignore, yignore=ignore, same_dir=bool(same_dir),
-        xdir="target" if m2 is not None else kind, ydir="target" if m3 is not None else kind,
-        orthogonalize=bool(orthogonalize), params=params, regenerate=bool(regenerate), curvature=curvature).check()
-    if eig is None and "hessian" not in spec.kinds() and (curvature, hvp) != ("hessian", "autograd"):
-        raise LandscapeError("curvature= and hvp= apply to the curvature's eigenvector directions "
-                             "(directions='hessian') and to eigen_surface(); these directions use none")
+    _, _, group = ranks(comm, run.parallel.ranks_per_point, device)
     model_hash = provenance.tensors_sha256(net.state_dict())
-    inputs = {"model": type(model).__name__, "model_sha256": model_hash, "loss_name": stats.loss_name,
-              "train_size": sets[0][1].total, "data_sha256": prints[0],
-              "model2_sha256": provenance.tensors_sha256(m2.state_dict()) if m2 is not None else "",
-              "model3_sha256": provenance.tensors_sha256(m3.state_dict()) if m3 is not None else "",
-              **evaluation.code_inputs(loss, metrics)}
-    prov = dict(inputs, dir_type=dir_type, params=params, seed=int(seed),
-                command="landscape." + ("eigen_surface" if eig else "surface"), data_in_memory=in_memory,
-                ranks_per_point=group.size)
-    if test_data is not None:
-        prov.update(test_size=sets[1][1].total, test_data_sha256=prints[1])
-    else:                                    # no test set: recorded, and said so by the plots
-        prov.update(test_size="none")
-    say = (lambda *a, **k: None) if not progress else print
-    if eig is None:
-        keys, missing = loss_keys([s[0] for s in sets], stats), None
-        make = loss_job_compute(net, sets, stats, device, (), batch_size, precision, points_per_pass, fold_bn,
-                                memory_format, compile, say, group, bn_recalibrate=recal)
-        prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics), device))
-    else:
-        curvature_model.check_curvature_loss(curvature, stats.criterion, stats.loss_name, net, *train)
-        curvature_model.covered_params(net, params or "")
-        keys, missing = EIG_KEYS, ["max_eig", "min_eig"]
-        make = eig_job_compute(net, sets[0][1], stats.criterion, device, batch_size, precision, eig["tol"],
-                               eig["max_iter"], int(seed), params, curvature, hvp, stats.loss_name, group)
-        prov.update(eig_inputs(precision, eig["tol"], eig["max_iter"], curvature, hvp))
-    hessian = None
-    if kind == "hessian":
-        whole = full_tensors(data, "data")
-        hessian = lambda: top_eigenvectors(net, whole, stats.criterion, device, params, batch_size,
-                                           curvature=curvature, hvp=hvp, loss_name=stats.loss_name)
-    job = GridJob(net, xs, ys, keys, make, missing, spec=spec, explicit=explicit,
-                  model2=(lambda: m2) if m2 is not None else None, model3=(lambda: m3) if m3 is not None else None,
-                  hessian=hessian, dir_file=dir_file or (os.path.splitext(out)[0] + "_directions.h5" if out else ""),
-                  dir_given=False, surf_file=out or "", prov=provenance.record("surface", **prov),
-                  dir_inputs=inputs, net_name=type(model).__name__, model_hash=model_hash,
-                  save_directions=save_directions or "", device=device, flush_seconds=flush_seconds,
-                  progress=progress, quiet=not progress)
-    return job, group
+    given = [("train", data), ("test", test_data)]
+
+    def statistics(sets):
+        if run.maps == "loss":
+            return make_statistics(net, sets, loss, metrics)
+        stats = evaluation.Statistics(*evaluation.resolve_loss(loss))
+        stats.check(net, *sets[0][1].sample[:2])
+        return stats
+
+    prints = []
+
+    def inputs(sets, stats):
+        prints[:] = [fingerprint(d, hs) for (_, d), (_, hs) in zip([g for g in given if g[1] is not None], sets)]
+        return {"model": type(model).__name__, "model_sha256": model_hash, "loss_name": stats.loss_name,
+                "train_size": sets[0][1].total, "data_sha256": prints[0],
+                "model2_sha256": provenance.tensors_sha256(m2.state_dict()) if m2 is not None else "",
+                "model3_sha256": provenance.tensors_sha256(m3.state_dict()) if m3 is not None else "",
+                **evaluation.code_inputs(loss, metrics if run.maps == "loss" else None)}
+
+    def record(inputs, sets):
+        d = run.directions
+        return dict(inputs, dir_type=d.dir_type, params=d.params, seed=d.seed, command=command,
+                    **test_record(sets, prints))
+
+    src = build.Sources(net, given, statistics, inputs, record, net_name=type(model).__name__,
+                  model_hash=lambda inputs: model_hash, model2=(lambda: m2) if m2 is not None else None,
+                  model3=(lambda: m3) if m3 is not None else None, hessian_data=lambda: full_tensors(data, "data"),
+                  explicit=explicit)
+    say = print if run.progress else (lambda *a, **k: None)
+    return build.build_grid_job(run, src, comm, group, device, say=say), group
 
 
 @checked_call
-def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ignore="biasbn", seed=123,
-            device=None, test_data=None, out=None, *, model2=None, model3=None, metrics=None, dir_type="weights",
-            params=None, batch_size="auto", precision="default", points_per_pass=1, regenerate=False,
-            orthogonalize=False, dir_file=None, save_directions=None, same_dir=False, fold_bn=True,
-            memory_format="auto", compile=False, comm="auto", flush_seconds=5.0, progress=False,
-            bn_recalibrate=False, ranks_per_point=1, data_in_memory="auto", curvature="hessian", hvp="autograd"):
+def surface(model: nn.Module, data: Data, loss: Loss = None, x: AxisArg = "-1:1:51", y: AxisArg = None,
+            directions: Union[None, str, list] = "filter", ignore: Optional[str] = "biasbn", seed: int = 123,
+            device: Device = None, test_data: Optional[Data] = None, out: Optional[Path] = None, *,
+            model2: Optional[nn.Module] = None, model3: Optional[nn.Module] = None, metrics: Metrics = None,
+            dir_type: str = "weights", params: Optional[str] = None, batch_size: BatchSize = "auto",
+            precision: str = "default", points_per_pass: int = 1, regenerate: bool = False,
+            orthogonalize: bool = False, dir_file: Optional[Path] = None, save_directions: Optional[Path] = None,
+            same_dir: bool = False, fold_bn: bool = True, memory_format: str = "auto", compile: bool = False,
+            comm: Comm = "auto", flush_seconds: float = 5.0, progress: bool = False, bn_recalibrate: bool = False,
+            ranks_per_point: int = 1, data_in_memory: str = "auto", curvature: str = "hessian",
+            hvp: str = "autograd") -> Result:
     """The loss (accuracy where defined, and metrics) of `model` on `data` over a 1D or 2D grid.
 
     Args:
@@ -458,21 +413,16 @@ def surface(model, data, loss=None, x="-1:1:51", y=None, directions="filter", ig
             'ef') and how its products are made ('autograd', 'finite_difference'); see hessian().
     Returns: Result(x, y, values={'train_loss', ['train_acc'], ['train_<metric>'], ['test_...']}, ...).
     """
-    comm = auto_comm(check_comm(comm))
-    job, group = build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, test_data, out, model2=model2,
-                            model3=model3, metrics=metrics, dir_type=dir_type, params=params, batch_size=batch_size,
-                            precision=precision, points_per_pass=points_per_pass, regenerate=regenerate,
-                            orthogonalize=orthogonalize, dir_file=dir_file, save_directions=save_directions,
-                            same_dir=same_dir, fold_bn=fold_bn, memory_format=memory_format, compile=compile,
-                            flush_seconds=flush_seconds, progress=progress, bn_recalibrate=bn_recalibrate, comm=comm,
-                            ranks_per_point=ranks_per_point, data_in_memory=data_in_memory, curvature=curvature,
-                            hvp=hvp)
-    warn_bf16(precision, job.device)
+    run, explicit = grid_spec(dict(locals()))
+    comm = auto_comm(comm)
+    job, group = grid_job(run, device, model, data, test_data, loss, metrics, model2, model3, explicit,
+                          "landscape.surface", comm)
     return run_job(job, comm, group)
 
 
 @checked_call
-def interpolation(model, model2, data, loss=None, x="-0.5:1.5:41", dir_type="states", **kwargs):
+def interpolation(model: nn.Module, model2: nn.Module, data: Data, loss: Loss = None, x: AxisArg = "-0.5:1.5:41",
+                  dir_type: str = "states", **kwargs: Any) -> Result:
     """The loss along the line from `model` (x=0) to `model2` (x=1), as the reference's --model_file2."""
     fixed = [k for k in ("y", "directions", "ignore", "model2", "model3") if k in kwargs]
     if fixed:
@@ -487,36 +437,39 @@ def interpolation(model, model2, data, loss=None, x="-0.5:1.5:41", dir_type="sta
 
 
 @checked_call
-def eigen_surface(model, data, loss=None, x="-1:1:21", y=None, directions="filter", ignore="biasbn", seed=123,
-                  device=None, out=None, *, curvature="hessian", hvp="autograd", tol=algorithms.LANCZOS_TOL,
-                  max_iter=100, precision="fp32", batch_size="auto", comm="auto", progress=False, ranks_per_point=1,
-                  data_in_memory="auto", **kwargs):
+def eigen_surface(model: nn.Module, data: Data, loss: Loss = None, x: AxisArg = "-1:1:21", y: AxisArg = None,
+                  directions: Union[None, str, list] = "filter", ignore: Optional[str] = "biasbn", seed: int = 123,
+                  device: Device = None, out: Optional[Path] = None, *, curvature: str = "hessian",
+                  hvp: str = "autograd", tol: float = algorithms.LANCZOS_TOL, max_iter: int = 100,
+                  precision: str = "fp32", batch_size: BatchSize = "auto", comm: Comm = "auto", progress: bool = False,
+                  ranks_per_point: int = 1, data_in_memory: str = "auto", **kwargs: Any) -> Result:
     """The largest and smallest eigenvalues of the curvature matrix (curvature='hessian', 'ggn' or 'ef';
     see hessian()) over a grid: values 'max_eig', 'min_eig', 'eig_iters' (products used) and
     'eig_converged' (1 where Lanczos met tol within max_iter, else 0, with a warning). Exact fp32
     arithmetic by default."""
-    tol, max_iter = check_positive("tol", tol), check_whole("max_iter", max_iter, 1)
-    if precision == "bf16":
-        raise LandscapeError("precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
-    comm = auto_comm(check_comm(comm))
-    job, group = build_surface_job(model, data, loss, x, y, directions, ignore, seed, device, None, out,
-                            model2=kwargs.pop("model2", None), model3=kwargs.pop("model3", None), metrics=None,
-                            dir_type=kwargs.pop("dir_type", "weights"), params=kwargs.pop("params", None),
-                            batch_size=batch_size, precision=precision, points_per_pass=1,
-                            regenerate=kwargs.pop("regenerate", False), orthogonalize=kwargs.pop("orthogonalize", False),
-                            dir_file=kwargs.pop("dir_file", None), save_directions=None,
-                            same_dir=kwargs.pop("same_dir", False), fold_bn=False, memory_format="contiguous",
-                            compile=False, flush_seconds=kwargs.pop("flush_seconds", 5.0), progress=progress,
-                            eig={"tol": tol, "max_iter": max_iter}, comm=comm, ranks_per_point=ranks_per_point,
-                            data_in_memory=data_in_memory, curvature=curvature, hvp=hvp)
-    if kwargs:
-        raise LandscapeError(f"eigen_surface() got unexpected arguments: {', '.join(kwargs)}")
+    a = dict(locals())
+    extra = a.pop("kwargs")
+    unknown = sorted(set(extra) - set(EIGEN_SURFACE_EXTRA))
+    if unknown:
+        raise LandscapeError(f"eigen_surface() got unexpected arguments: {', '.join(unknown)}")
+    a.update(EIGEN_SURFACE_EXTRA, **extra)
+    a.update(test_data=None, metrics=None, points_per_pass=1, save_directions=None, fold_bn=False,
+             memory_format="contiguous", compile=False, bn_recalibrate=False)
+    run, explicit = grid_spec(a, maps="eig")
+    comm = auto_comm(comm)
+    job, group = grid_job(run, device, model, data, None, loss, None, a["model2"], a["model3"], explicit,
+                          "landscape.eigen_surface", comm)
     res = run_job(job, comm, group)
     warn_unconverged_map(res.values.get("eig_converged"), max_iter)
     return res
 
 
-def warn_unconverged_map(converged, max_iter):
+# eigen_surface()'s further keyword arguments, and their defaults (as surface()'s)
+EIGEN_SURFACE_EXTRA = {"model2": None, "model3": None, "dir_type": "weights", "params": None, "regenerate": False,
+                       "orthogonalize": False, "dir_file": None, "same_dir": False, "flush_seconds": 5.0}
+
+
+def warn_unconverged_map(converged: Optional[np.ndarray], max_iter: int) -> None:
     """A warning naming how many points of an eigenvalue map stopped at max_iter without converging."""
     if converged is None:
         return
@@ -528,54 +481,51 @@ def warn_unconverged_map(converged, max_iter):
 
 
 @checked_call
-def path(models, data, loss=None, path_type="polychain", x="0:1:21", dir_type="weights", device=None,
-         test_data=None, out=None, *, metrics=None, batch_size="auto", precision="default", comm="auto",
-         flush_seconds=5.0, progress=False, params=None, bn_recalibrate=False, ranks_per_point=1,
-         data_in_memory="auto"):
+def path(models: Sequence[nn.Module], data: Data, loss: Loss = None, path_type: str = "polychain",
+         x: AxisArg = "0:1:21", dir_type: str = "weights", device: Device = None, test_data: Optional[Data] = None,
+         out: Optional[Path] = None, *, metrics: Metrics = None, batch_size: BatchSize = "auto",
+         precision: str = "default", comm: Comm = "auto", flush_seconds: float = 5.0, progress: bool = False,
+         params: Optional[str] = None, bn_recalibrate: bool = False, ranks_per_point: int = 1,
+         data_in_memory: str = "auto") -> Result:
     """The loss along a path through N models (polychain, or the Bezier curve they control), t in [0, 1].
     params: only the matching entries travel, the others stay at models[0]'s; bn_recalibrate: as surface()."""
-    check_run_args(batch_size, precision, comm, flush_seconds, progress)
-    check_choice("path_type", path_type, net_plotter.PATH_TYPES)
-    check_choice("dir_type", dir_type, net_plotter.DIR_TYPES)
+    check_comm(comm)
+    for key, value in (("progress", progress), ("bn_recalibrate", bn_recalibrate)):
+        check_flag(key, value)
     params = check_text("params", params) or ""
     out = check_text("out", out, ".h5")
-    device = resolve_device(device)
     if not isinstance(models, (list, tuple)) or len(models) < 2:
         raise LandscapeError("path() needs a list of at least two models")
+    run = RunSpec(Axes(tuple(path_axis(x))), DirectionSpec(dir_type=dir_type, params=params),
+                  EvaluationSpec("auto" if batch_size in (None, "auto") else batch_size, precision,
+                                 bn_recalibrate=bool(bn_recalibrate)),
+                  parallel=ParallelSpec(comm, ranks_per_point, data_in_memory),
+                  files=FileSpec(out or "", flush_seconds=flush_seconds), path_type=path_type, progress=progress,
+                  front="api").check()
+    device = resolve_device(device)
     nets = [private_copy(m, f"models[{i}]") for i, m in enumerate(models)]
-    recal = check_bn_recalibrate(bn_recalibrate, nets[0], dir_type)
-    xs = path_axis(x)
-    comm = auto_comm(comm)
-    _, nproc, group = ranks(comm, ranks_per_point, device)
-    sets, in_memory, prints = prepare_data([("train", data), ("test", test_data)], comm, group, device,
-                                           data_in_memory, batch_size)
-    check_data_parallel_recalibration(recal, group, in_memory, sets[0][1].total)
-    stats = mpi4pytorch.agree(comm, lambda: make_statistics(nets[0], sets, loss, metrics))
     net = nets[0]
-    spaces = [net_plotter.direction_space(n, dir_type) for n in nets]
-    net_plotter.entry_mask(spaces[0], params)  # a subset that matches nothing is refused here
-    prov = {"model": type(models[0]).__name__, "model_sha256": provenance.tensors_sha256(net.state_dict()),
-            "path_type": path_type, "dir_type": dir_type, "params": params,
-            "path_sha256": provenance.tensors_sha256(*[n.state_dict() for n in nets]), "loss_name": stats.loss_name,
-            "train_size": sets[0][1].total, "data_sha256": prints[0], "command": "landscape.path",
-            "data_in_memory": in_memory, "ranks_per_point": group.size, **evaluation.code_inputs(loss, metrics)}
-    if test_data is not None:
-        prov.update(test_size=sets[1][1].total, test_data_sha256=prints[1])
-    else:                                    # no test set: recorded, and said so by the plots
-        prov.update(test_size="none")
-    prov.update(evaluation.loss_inputs(precision, batch_size, recal, ",".join(stats.metrics), device))
+    spaces = [dirs.direction_space(n, dir_type) for n in nets]
+    dirs.entry_mask(spaces[0], params)  # a subset that matches nothing is refused here
+    comm = auto_comm(comm)
+    _, _, group = ranks(comm, ranks_per_point, device)
+    given, prints = [("train", data), ("test", test_data)], []
+
+    def inputs(sets, stats):
+        prints[:] = [fingerprint(d, hs) for (_, d), (_, hs) in zip([g for g in given if g[1] is not None], sets)]
+        return {"model": type(models[0]).__name__, "model_sha256": provenance.tensors_sha256(net.state_dict()),
+                "path_type": path_type, "dir_type": dir_type, "params": params,
+                "path_sha256": provenance.tensors_sha256(*[n.state_dict() for n in nets]),
+                "loss_name": stats.loss_name, "train_size": sets[0][1].total, "data_sha256": prints[0],
+                "command": "landscape.path", **evaluation.code_inputs(loss, metrics)}
+
+    src = build.Sources(net, given, lambda sets: make_statistics(net, sets, loss, metrics), inputs,
+                  lambda inputs, sets: dict(inputs, **test_record(sets, prints)), path=spaces)
     say = print if progress else (lambda *a, **k: None)
-    job = GridJob(net, xs, None, loss_keys([s[0] for s in sets], stats),
-                  loss_job_compute(net, sets, stats, device, (), batch_size, precision, 1, True, "auto", False, say,
-                                   group, bn_recalibrate=recal),
-                  spec=net_plotter.DirectionSpec(dir_type=dir_type, params=params), path=spaces, path_type=path_type,
-                  surf_file=out or "", prov=provenance.record("surface", **prov), device=device,
-                  flush_seconds=flush_seconds, progress=progress, quiet=not progress)
-    warn_bf16(precision, device)
-    return run_job(job, comm, group)
+    return run_job(build.build_grid_job(run, src, comm, group, device, say=say), comm, group)
 
 
-def path_axis(x):
+def path_axis(x: AxisArg) -> np.ndarray:
     if x is None:
         raise LandscapeError("x is required: 'min:max:num' in [0, 1], a (min, max, num) tuple or a list of t")
     xs = axis(x, "--x")
@@ -617,11 +567,13 @@ class HessianResult:
 
 
 @checked_call
-def hessian(model, data, loss=None, *, curvature="hessian", hvp="autograd", top_k=1, min_eig=True, vectors=False,
-            trace=True, trace_samples=100, trace_rel_se=0.02, esd=False, esd_probes=1, esd_steps=100,
-            per_layer=False, params=None, device=None, batch_size="auto", precision="fp32",
-            tol=algorithms.LANCZOS_TOL, max_iter=100, seed=0, cache="auto", comm="auto", ranks_per_point=None,
-            data_in_memory="auto"):
+def hessian(model: nn.Module, data: Data, loss: Loss = None, *, curvature: str = "hessian", hvp: str = "autograd",
+            top_k: int = 1, min_eig: bool = True, vectors: bool = False, trace: bool = True, trace_samples: int = 100,
+            trace_rel_se: Optional[float] = 0.02, esd: bool = False, esd_probes: int = 1, esd_steps: int = 100,
+            per_layer: bool = False, params: Optional[str] = None, device: Device = None,
+            batch_size: BatchSize = "auto", precision: str = "fp32", tol: float = algorithms.LANCZOS_TOL,
+            max_iter: int = 100, seed: int = 0, cache: Union[str, bool] = "auto", comm: Comm = "auto",
+            ranks_per_point: Optional[int] = None, data_in_memory: str = "auto") -> HessianResult:
     """Top-k eigenvalues (and eigenvectors), the smallest eigenvalue, the trace (Hutchinson) and the
     spectral density of a curvature matrix of the mean loss at `model`. Exact fp32 arithmetic by default.
 
@@ -638,25 +590,22 @@ def hessian(model, data, loss=None, *, curvature="hessian", hvp="autograd", top_
     (default: every rank) each multiply by the matrix of their shard of the data, and every product
     is summed over the group (curvature/distributed.py); every rank returns the result."""
     check_nonnegative("trace_rel_se", trace_rel_se)
-    check_seed("seed", seed)
-    device = resolve_device(device)
-    for name, value, lo in (("top_k", top_k, 1), ("trace_samples", trace_samples, 2), ("max_iter", max_iter, 1),
-                            ("esd_probes", esd_probes, 1), ("esd_steps", esd_steps, 2), ("seed", seed, 0)):
+    for name, value, lo in (("top_k", top_k, 1), ("trace_samples", trace_samples, 2), ("esd_probes", esd_probes, 1),
+                            ("esd_steps", esd_steps, 2)):
         check_whole(name, value, lo)
     for name, value in (("min_eig", min_eig), ("vectors", vectors), ("trace", trace), ("esd", esd),
                         ("per_layer", per_layer)):
         check_flag(name, value)
-    check_positive("tol", tol)
+    params = check_text("params", params)
+    matrix = CurvatureSpec(curvature, hvp, tol, max_iter, check_seed("seed", seed), params or "").check("api")
     if top_k > max_iter:
         raise LandscapeError(f"top_k={top_k} exceeds max_iter={max_iter}: Lanczos finds at most max_iter eigenvalues")
-    curvature_model.check_choices(curvature, hvp)
-    check_batch_size(batch_size)
-    check_choice("precision", precision, evaluation.PRECISIONS)
+    EvaluationSpec("auto" if batch_size in (None, "auto") else batch_size, precision).check("api")
+    check_curvature_precision("api", precision)
     if cache not in ("auto", True, False):
         raise LandscapeError(f"cache={cache!r} must be 'auto', True or False")
-    params = check_text("params", params)
-    if precision == "bf16":
-        raise LandscapeError("precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
+    ParallelSpec(comm, ranks_per_point, data_in_memory).check("api")
+    device = resolve_device(device)
     comm = auto_comm(check_comm(comm))
     rank, nproc, group = ranks(comm, nproc_of(comm) if ranks_per_point is None else ranks_per_point, device)
     net = private_copy(model).to(device)
@@ -665,10 +614,10 @@ def hessian(model, data, loss=None, *, curvature="hessian", hvp="autograd", top_
     [(_, data_set)], in_memory, _ = prepare_data([("data", data)], comm, group, device, data_in_memory, batch_size)
     stats = evaluation.Statistics(*evaluation.resolve_loss(loss))
     sample = evaluation.to_device(data_set.sample[0], device), data_set.sample[1].to(device)
-    mpi4pytorch.agree(comm, lambda: stats.check(net, *sample))
-    mpi4pytorch.agree(comm, lambda: curvature_model.check_curvature_loss(curvature, stats.criterion, stats.loss_name,
-                                                                         net, *sample))
-    named = mpi4pytorch.agree(comm, lambda: curvature_model.covered_params(net, params or ""))
+    mpi.agree(comm, lambda: stats.check(net, *sample))
+    mpi.agree(comm, lambda: curvature_model.check_curvature_loss(curvature, stats.criterion, stats.loss_name,
+                                                                 net, *sample))
+    named = mpi.agree(comm, lambda: curvature_model.covered_params(net, params or ""))
     dim = sum(p.numel() for _, p in named)
     if top_k > dim:
         raise LandscapeError(f"top_k={top_k} exceeds the {dim} parameters the curvature covers")
@@ -676,8 +625,8 @@ def hessian(model, data, loss=None, *, curvature="hessian", hvp="autograd", top_
     try:
         with evaluation.arithmetic(precision, device):
             bs = resolve_hessian_batch(batch_size, net, sample[0], device, data_set.count)
-            op = set_operator(net, evaluation.on_device(data_set, device, bs), stats.criterion, params or "", cache,
-                              group, curvature, hvp, stats.loss_name, named=named)
+            op = curvature_model.operator(matrix, net, evaluation.on_device(data_set, device, bs), stats.criterion,
+                                          stats.loss_name, group, cache, named)
             res = curvature_at(op, top_k, min_eig, vectors, trace, trace_samples, trace_rel_se, esd, esd_probes,
                                esd_steps, tol, max_iter, seed)
             if per_layer:
@@ -685,7 +634,7 @@ def hessian(model, data, loss=None, *, curvature="hessian", hvp="autograd", top_
                 res.per_layer = curvature_model.per_layer_spectra(op, blocks, tol, max_iter, seed, trace_samples,
                                                                   trace_rel_se)
     except Exception as e:      # never leave the group's other ranks waiting in a product's all-reduce
-        mpi4pytorch.abort_on_error(comm, rank, e)
+        mpi.abort_on_error(comm, rank, e)
         raise
     res.parameters, res.param_names = op.dim, [n for n, _ in named]
     res.curvature, res.hvp = curvature, hvp
@@ -696,12 +645,13 @@ def hessian(model, data, loss=None, *, curvature="hessian", hvp="autograd", top_
     return res
 
 
-def nproc_of(comm):
+def nproc_of(comm: Comm) -> int:
     return 1 if comm is None else comm.Get_size()
 
 
-def curvature_at(op, top_k, min_eig, vectors, trace, trace_samples, trace_rel_se, esd, esd_probes, esd_steps, tol,
-                 max_iter, seed):
+def curvature_at(op: Any, top_k: int, min_eig: bool, vectors: bool, trace: bool, trace_samples: int,
+                 trace_rel_se: Optional[float], esd: bool, esd_probes: int, esd_steps: int, tol: float, max_iter: int,
+                 seed: int) -> HessianResult:
     """The HessianResult of an operator: Lanczos, then the deflated trace and the density as asked."""
     r = algorithms.lanczos(op, top_k=top_k, tol=tol, max_iter=max_iter, seed=seed, want_min=min_eig,
                            want_vectors=vectors, keep_basis=trace,
@@ -718,7 +668,7 @@ def curvature_at(op, top_k, min_eig, vectors, trace, trace_samples, trace_rel_se
     return res
 
 
-def point_trace(op, r, samples, rel_se, seed):
+def point_trace(op: Any, r: Any, samples: int, rel_se: Optional[float], seed: int) -> tuple[float, float, int, bool]:
     """(trace, standard error, samples, converged) at one point: exact where the operator has it (the
     empirical Fisher's ||G||^2 / N), NaN at a diverged point, else Hutchinson deflated by the Lanczos
     basis (its part of the trace exact, the rest sampled)."""
@@ -731,7 +681,7 @@ def point_trace(op, r, samples, rel_se, seed):
     return trace, se, n, rel_se is None or (np.isfinite(se) and se <= rel_se * abs(trace))
 
 
-def warn_unconverged(res, max_iter, rel_se):
+def warn_unconverged(res: HessianResult, max_iter: int, rel_se: Optional[float]) -> None:
     """Say, as a CurvatureWarning, which curvature values did not converge."""
     if not np.isfinite(res.eigenvalues).all():
         return                                              # a diverged point: NaN, as documented
@@ -767,11 +717,12 @@ class PCAResult:
 
 
 @checked_call
-def pca(models, dir_type="weights", ignore="", params=None, scratch_dir=None):
+def pca(models: Sequence[nn.Module], dir_type: str = "weights", ignore: Optional[str] = "",
+        params: Optional[str] = None, scratch_dir: Optional[Path] = None) -> PCAResult:
     """PCA of a training trajectory: `models` is the list of checkpoints (nn.Modules), the last one final."""
     if not isinstance(models, (list, tuple)) or len(models) < 3:
         raise LandscapeError("pca() needs a list of at least 3 models (checkpoints of one run)")
-    check_choice("dir_type", dir_type, net_plotter.DIR_TYPES)
+    check_choice("dir_type", dir_type, spec.DIR_TYPES)
     if ignore not in (None, "", "biasbn"):
         raise LandscapeError(f"ignore={ignore!r} must be '' or 'biasbn'")
     params = check_text("params", params)
@@ -779,21 +730,21 @@ def pca(models, dir_type="weights", ignore="", params=None, scratch_dir=None):
     if scratch_dir is not None and not os.path.isdir(scratch_dir):
         raise LandscapeError(f"scratch_dir={scratch_dir!r} is not a folder")
     nets = [private_copy(m, f"models[{i}]") for i, m in enumerate(models)]
-    space = net_plotter.direction_space(nets[-1], dir_type)
+    space = dirs.direction_space(nets[-1], dir_type)
     shapes = [tuple(t.shape) for _, t in space]
     for i, n in enumerate(nets[:-1]):
-        if [tuple(t.shape) for _, t in net_plotter.direction_space(n, dir_type)] != shapes:
+        if [tuple(t.shape) for _, t in dirs.direction_space(n, dir_type)] != shapes:
             raise LandscapeError(f"models[{i}] does not have the architecture of the last model (its entries differ "
                                  "in number or shape): a trajectory is one model's checkpoints")
-    mask = net_plotter.entry_mask(space, params or "")
-    final = projection.flat_space(space, ignore, mask)
-    rows = (projection.flat_space(net_plotter.direction_space(n, dir_type), ignore, mask).numpy() - final.numpy()
+    mask = dirs.entry_mask(space, params or "")
+    final = trajectory.flat_space(space, ignore, mask)
+    rows = (trajectory.flat_space(dirs.direction_space(n, dir_type), ignore, mask).numpy() - final.numpy()
             for n in nets)
     import tempfile
     with tempfile.TemporaryDirectory(dir=scratch_dir) as scratch:
-        res = projection.pca_from_rows(rows, len(nets), len(final), scratch)
+        res = trajectory.pca_from_rows(rows, len(nets), len(final), scratch)
     comps = torch.as_tensor(res["components_"])
-    coords = np.array([[float((projection.flat_space(net_plotter.direction_space(n, dir_type), ignore, mask) - final)
+    coords = np.array([[float((trajectory.flat_space(dirs.direction_space(n, dir_type), ignore, mask) - final)
                               @ c) for c in comps] for n in nets])
-    dirs = [projection.unflatten(c.numpy(), space, mask) for c in comps]
-    return PCAResult(dirs, res["explained_variance_ratio_"], res["singular_values_"], coords)
+    vectors = [trajectory.unflatten(c.numpy(), space, mask) for c in comps]
+    return PCAResult(vectors, res["explained_variance_ratio_"], res["singular_values_"], coords)

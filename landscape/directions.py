@@ -30,37 +30,43 @@ Other directions: the difference of two checkpoints (`target`), the Hessian's to
 entry by entry from their seed on the device (`SeededDirections`), which are never stored whole.
 `params` (a regular expression searched in the entry names) keeps only the matching entries.
 """
-import copy
+from __future__ import annotations
+
 import hashlib
 import json
 import math
-import os
-import re
 import sys
-from dataclasses import asdict, dataclass
+import dataclasses
 from os.path import commonprefix
+from typing import Any, Callable, Collection, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from landscape.errors import LandscapeError
-from landscape.io import h5 as h5_util
+from landscape.io import h5
 from landscape.io import provenance
+from landscape.spec import (  # noqa: F401  (DirectionSpec under its old home too)
+    PATH_TYPES,
+    DirectionSpec,
+    compile_params,
+)
 
-NORMS = ("", "filter", "layer", "weight", "dfilter", "dlayer")
-DIR_TYPES = ("weights", "states")
-DIR_KINDS = ("random", "target", "hessian", "explicit")   # explicit: tensors given to the API
-CURVATURES = ("hessian", "ggn", "ef")     # as landscape.curvature.model.CURVATURES
-PATH_TYPES = ("polychain", "bezier")
+Space = list[tuple[str, torch.Tensor]]        # [(name, tensor)]: the entries a direction covers, in order
+Direction = list[torch.Tensor]                # one tensor per entry of a space
+Tensors = Union[dict[str, torch.Tensor], Sequence[torch.Tensor]]   # a state_dict, or tensors in a space's order
+MarkedPoint = tuple[str, float, Optional[float]]   # (label, x, y) of a checkpoint on the grid (y None in 1D)
+Coordinate = Union[float, Sequence[float], np.ndarray]   # a grid point: x, or (x, y)
 
 
 # ----------------------------------------------------------------------------- the space a direction lives in
-def get_weights(net):
+def get_weights(net: nn.Module) -> list[torch.Tensor]:
     """The parameters, as a list of tensors (the reference's helper)."""
     return [p.data for p in net.parameters()]
 
 
-def direction_space(net, dir_type):
+def direction_space(net: nn.Module, dir_type: str) -> Space:
     """[(name, tensor)] the direction covers: parameters (weights) or the whole state_dict (states).
 
     The tensors share storage with the model, so writing into them moves the model.
@@ -72,7 +78,7 @@ def direction_space(net, dir_type):
     raise LandscapeError(f"--dir_type '{dir_type}' must be weights or states")
 
 
-def entry_mask(space, params=""):
+def entry_mask(space: Space, params: str = "") -> list[bool]:
     """[bool] per entry: float, first occurrence of its storage, and (if given) name matching `params`."""
     pattern = compile_params(params)
     seen, mask = set(), []
@@ -87,22 +93,13 @@ def entry_mask(space, params=""):
     return mask
 
 
-def compile_params(params):
-    if not params:
-        return None
-    try:
-        return re.compile(params)
-    except re.error as e:
-        raise LandscapeError(f"--params {params!r} is not a valid regular expression ({e})") from None
-
-
-def params_summary(space, mask):
+def params_summary(space: Space, mask: Sequence[bool]) -> tuple[int, int]:
     """What a --params subset covers, for the files: (entries, numbers)."""
     return sum(mask), int(sum(t.numel() for (_, t), m in zip(space, mask) if m))
 
 
 # ----------------------------------------------------------------------------- normalisation
-def normalize_direction(d, w, norm):
+def normalize_direction(d: torch.Tensor, w: torch.Tensor, norm: str) -> None:
     """Rescale one direction tensor `d` in place against its weights `w` (see the module docstring)."""
     if norm == "filter":
         scale = w.flatten(1).norm(dim=1) / (d.flatten(1).norm(dim=1) + 1e-10)   # (filters,)
@@ -119,7 +116,7 @@ def normalize_direction(d, w, norm):
         raise LandscapeError(f"unknown normalisation '{norm}'; choose one of: filter, layer, weight, dfilter, dlayer")
 
 
-def normalize_entry(d, w, norm, ignore):
+def normalize_entry(d: torch.Tensor, w: torch.Tensor, norm: str, ignore: str) -> None:
     """The reference's rule for one entry: normalise if dim > 1, else zero (biasbn) or copy w."""
     if not w.is_floating_point():
         d.zero_()
@@ -129,13 +126,13 @@ def normalize_entry(d, w, norm, ignore):
         normalize_direction(d, w.float(), norm)
 
 
-def normalize_directions(direction, space, norm, ignore):
+def normalize_directions(direction: Sequence[torch.Tensor], space: Space, norm: str, ignore: str) -> None:
     """Normalise every entry of dim > 1; zero (ignore=biasbn) or copy the weights into the rest."""
     for d, (_, w) in zip(direction, space):
         normalize_entry(d, w, norm, ignore)
 
 
-def ignore_biasbn(direction):
+def ignore_biasbn(direction: Iterable[torch.Tensor]) -> None:
     """Zero every entry of dimension <= 1, in place."""
     for d in direction:
         if d.dim() <= 1:
@@ -145,61 +142,67 @@ def ignore_biasbn(direction):
 # ----------------------------------------------------------------------------- the reference's helpers, for users' scripts
 # net_plotter's public functions, with the reference's signatures and meaning, on top of the code above.
 # Lists of tensors are in net.parameters() order (weights) or state_dict() order (states).
-def entries(tensors):
+def entries(tensors: Tensors) -> Space:
     """A list of tensors, or a state_dict, as [(name, tensor)] (a direction space)."""
     return list(tensors.items()) if isinstance(tensors, dict) else [("", torch.as_tensor(t)) for t in tensors]
 
 
-def get_random_weights(weights):
+def get_random_weights(weights: Tensors) -> Direction:
     """One Gaussian tensor per weight tensor, drawn from torch's global generator (as the reference)."""
     return [torch.randn(w.shape) for _, w in entries(weights)]
 
 
-def get_random_states(states):
+def get_random_states(states: Tensors) -> Direction:
     """One Gaussian tensor per state_dict entry, drawn from torch's global generator."""
     return get_random_weights(states)
 
 
-def get_diff_weights(weights, weights2):
+def get_diff_weights(weights: Tensors, weights2: Tensors) -> Direction:
     """weights2 - weights, entry by entry."""
     return target_direction(entries(weights), entries(weights2))
 
 
-def get_diff_states(states, states2):
+def get_diff_states(states: Tensors, states2: Tensors) -> Direction:
     """states2 - states, entry by entry (integer entries such as num_batches_tracked: zero)."""
     return target_direction(entries(states), entries(states2))
 
 
-def normalize_directions_for_weights(direction, weights, norm="filter", ignore="biasbn"):
+def normalize_directions_for_weights(direction: Sequence[torch.Tensor], weights: Tensors, norm: str = "filter",
+                                     ignore: str = "biasbn") -> None:
     """Normalise `direction` in place against `weights` (see the module docstring)."""
     if len(direction) != len(weights):
         raise LandscapeError(f"the direction has {len(direction)} tensors, the weights {len(weights)}")
     normalize_directions(direction, entries(weights), norm, ignore)
 
 
-def normalize_directions_for_states(direction, states, norm="filter", ignore="ignore"):
+def normalize_directions_for_states(direction: Sequence[torch.Tensor], states: Tensors, norm: str = "filter",
+                                    ignore: str = "ignore") -> None:
     """Normalise `direction` in place against a state_dict (the reference's default ignore='ignore' keeps
     entries of dim <= 1, copying the states into them)."""
     normalize_directions_for_weights(direction, states, norm, ignore)
 
 
-def create_random_direction(net, dir_type="weights", ignore="biasbn", norm="filter"):
+def create_random_direction(net: nn.Module, dir_type: str = "weights", ignore: str = "biasbn",
+                            norm: str = "filter") -> Direction:
     """A normalised random direction over net's weights or states, drawn from torch's global generator."""
     return random_direction(direction_space(net, dir_type), norm, ignore)
 
 
-def create_target_direction(net, net2, dir_type="states"):
+def create_target_direction(net: nn.Module, net2: nn.Module, dir_type: str = "states") -> Direction:
     """net2 - net over weights or states: the direction that moves net to net2 at step 1."""
     return target_direction(direction_space(net, dir_type), direction_space(net2, dir_type))
 
 
-def set_weights(net, weights, directions=None, step=None):
+def set_weights(net: nn.Module, weights: Tensors, directions: Optional[Sequence[Sequence[torch.Tensor]]] = None,
+                step: Optional[Coordinate] = None) -> None:
     """Set net's parameters to `weights`, plus step * directions[0] (1D, a number) or
     step[0] * directions[0] + step[1] * directions[1] (2D)."""
     move_entries([p.data for p in net.parameters()], weights, directions, step)
 
 
-def set_states(net, states, directions=None, step=None):
+def set_states(net: nn.Module, states: dict[str, torch.Tensor],
+               directions: Optional[Sequence[Sequence[torch.Tensor]]] = None,
+               step: Optional[Coordinate] = None) -> None:
     """Load the state_dict `states` into net, moved as set_weights moves the weights (directions over
     state_dict entries; integer entries never move)."""
     net.load_state_dict(states)
@@ -208,7 +211,9 @@ def set_states(net, states, directions=None, step=None):
         move_entries(targets, targets, directions, step)
 
 
-def move_entries(targets, origin, directions=None, step=None):
+def move_entries(targets: Sequence[torch.Tensor], origin: Tensors,
+                 directions: Optional[Sequence[Sequence[torch.Tensor]]] = None,
+                 step: Optional[Coordinate] = None) -> None:
     """targets <- origin + sum_a step_a * directions[a], in place (float entries; integers keep origin)."""
     origin = [torch.as_tensor(w) for _, w in entries(origin)]
     if len(origin) != len(targets):
@@ -229,101 +234,9 @@ def move_entries(targets, origin, directions=None, step=None):
             t.copy_(moved)
 
 
-def setup_direction(args, dir_file, net):
-    """Write the directions a parsed command line asks for into `dir_file` (the reference's file
-    layout), unless it already holds them. As the reference, random directions come from torch's
-    global generator in its current state, and --model_file2/3 are loaded with model_loader.load."""
-    if os.path.exists(dir_file):
-        try:
-            h5_util.read_direction_info(dir_file)      # it holds an x direction: done
-            print(f"{dir_file} is already set up")
-            return
-        except LandscapeError:
-            pass                                       # not a direction file: written anew, as the reference
-    dir_type = getattr(args, "dir_type", "weights")
-
-    def target(path):
-        from landscape.zoo import loader
-        return create_target_direction(net, loader.load(args.dataset, args.model, path), dir_type)
-    xdir = target(args.model_file2) if getattr(args, "model_file2", "") else \
-        create_random_direction(net, dir_type, getattr(args, "xignore", ""), getattr(args, "xnorm", ""))
-    dirs = [xdir]
-    if getattr(args, "y", None):
-        if getattr(args, "same_dir", False):
-            dirs.append(xdir)
-        elif getattr(args, "model_file3", ""):
-            dirs.append(target(args.model_file3))
-        else:
-            dirs.append(create_random_direction(net, dir_type, getattr(args, "yignore", ""), getattr(args, "ynorm", "")))
-    h5_util.write_direction_file(dir_file, dirs, {"dir_type": dir_type, "model": getattr(args, "model", "")})
-
-
 # ----------------------------------------------------------------------------- how directions are made
-@dataclass
-class DirectionSpec:
-    """Every choice that changes the directions; recorded in the direction file and checked on reuse."""
-    dir_type: str = "weights"
-    ndim: int = 1                 # 2 for a surface
-    seed: int = 123
-    xnorm: str = ""
-    xignore: str = ""
-    ynorm: str = ""
-    yignore: str = ""
-    same_dir: bool = False
-    xdir: str = "random"          # random | target (model2 - model) | hessian (top eigenvector) | explicit
-    ydir: str = "random"          # random | target (model3 - model) | hessian (2nd eigenvector) | explicit
-    orthogonalize: bool = False   # Gram-Schmidt y against x, y rescaled to |x|
-    params: str = ""              # regex: only matching entries move
-    regenerate: bool = False      # SeededDirections: drawn on the device, entry by entry, never stored
-    curvature: str = "hessian"    # the matrix whose eigenvectors `hessian` directions are: hessian | ggn | ef
-
-    def check(self):
-        for axis in ("x", "y")[:self.ndim]:
-            norm, ignore, kind = getattr(self, axis + "norm"), getattr(self, axis + "ignore"), getattr(self, axis + "dir")
-            if norm not in NORMS:
-                raise LandscapeError(f"--{axis}norm {norm!r} must be one of: '', {', '.join(NORMS[1:])}")
-            if ignore not in ("", "biasbn"):
-                raise LandscapeError(f"--{axis}ignore {ignore!r} must be '' or biasbn")
-            if kind not in DIR_KINDS:
-                raise LandscapeError(f"--{axis}dir {kind!r} must be one of: {', '.join(DIR_KINDS)}")
-        if self.dir_type not in DIR_TYPES:
-            raise LandscapeError(f"--dir_type {self.dir_type!r} must be one of: {', '.join(DIR_TYPES)}")
-        if self.regenerate and (self.xdir != "random" or (self.ndim == 2 and self.ydir != "random" and not self.same_dir)):
-            raise LandscapeError("--regenerate_directions applies to random directions only (not to "
-                                 "--model_file2/3, hessian or explicit directions)")
-        if self.curvature not in CURVATURES:
-            raise LandscapeError(f"--curvature {self.curvature!r} must be one of: {', '.join(CURVATURES)}")
-        if self.orthogonalize and self.ndim != 2:
-            raise LandscapeError("--orthogonalize needs two directions (--y)")
-        compile_params(self.params)
-        return self
-
-    def kinds(self):
-        return [self.xdir] + ([self.ydir] if self.ndim == 2 else [])
-
-    def attrs(self):
-        a = asdict(self)
-        if a["curvature"] == "hessian" or "hessian" not in self.kinds():
-            del a["curvature"]        # recorded only for hessian directions of another matrix (files stay as they were)
-        a["draws"] = ("per-entry generators on the device (SeededDirections)" if self.regenerate else
-                      "the reference's: manual_seed(seed), build the model, randn per entry, x then y")
-        return a
-
-
-def directions_from_config(cfg):
-    """The DirectionSpec of a parsed command line (or any object with the same attributes)."""
-    y = getattr(cfg, "y", None) is not None
-    return DirectionSpec(
-        dir_type=cfg.dir_type, ndim=2 if y else 1, seed=cfg.seed, xnorm=cfg.xnorm, xignore=cfg.xignore,
-        ynorm=cfg.ynorm, yignore=cfg.yignore, same_dir=bool(cfg.same_dir),
-        xdir="target" if cfg.model_file2 else (getattr(cfg, "xdir", "") or "random"),
-        ydir="target" if cfg.model_file3 else (getattr(cfg, "ydir", "") or "random"),
-        orthogonalize=bool(getattr(cfg, "orthogonalize", False)), params=getattr(cfg, "params", "") or "",
-        regenerate=bool(getattr(cfg, "regenerate_directions", False)), curvature=getattr(cfg, "curvature", "hessian"))
-
-
 # ----------------------------------------------------------------------------- creating directions
-def random_direction(space, norm, ignore, generator=None):
+def random_direction(space: Space, norm: str, ignore: str, generator: Optional[torch.Generator] = None) -> Direction:
     """A Gaussian direction over `space` (float32, CPU), normalised. Draws one tensor per entry, in
     order, from `generator` (default: torch's global generator, as the reference)."""
     direction = [torch.randn(w.shape, generator=generator, dtype=torch.float32) for _, w in space]
@@ -331,7 +244,7 @@ def random_direction(space, norm, ignore, generator=None):
     return direction
 
 
-def target_direction(space, space2):
+def target_direction(space: Space, space2: Space) -> Direction:
     """model2 - model1, entry by entry (integer entries: zero)."""
     if len(space) != len(space2) or any(tuple(a.shape) != tuple(b.shape) for (_, a), (_, b) in zip(space, space2)):
         raise LandscapeError("the two models do not have the same architecture (their entries differ in number "
@@ -340,7 +253,11 @@ def target_direction(space, space2):
             for (_, w), (_, w2) in zip(space, space2)]
 
 
-def make_directions(spec, net, model2=None, model3=None, build_model=None, hessian=None):
+def make_directions(spec: DirectionSpec, net: nn.Module, model2: Optional[Callable[[], nn.Module]] = None,
+                    model3: Optional[Callable[[], nn.Module]] = None,
+                    build_model: Optional[Callable[[], nn.Module]] = None,
+                    hessian: Optional[Callable[[], Sequence[tuple[torch.Tensor, float]]]] = None
+                    ) -> tuple[list[Direction], list[MarkedPoint]]:
     """The x (and y) directions `spec` asks for, as lists of float32 CPU tensors.
 
     model2/model3: callables returning the target models; build_model: builds a fresh model, called
@@ -380,7 +297,7 @@ def make_directions(spec, net, model2=None, model3=None, build_model=None, hessi
     return dirs, points
 
 
-def hessian_slices(net, params=""):
+def hessian_slices(net: nn.Module, params: str = "") -> dict[str, tuple[int, int]]:
     """{parameter name: (start, stop)} of the Hessian's flat vectors: the parameters it covers (those
     matching --params, else those of dimension > 1), in net.parameters() order. BatchNorm statistics
     are no parameters: a Hessian direction never moves them, under --dir_type states either."""
@@ -399,7 +316,8 @@ def hessian_slices(net, params=""):
     return slices
 
 
-def unflatten_eigenvector(vector, net, space, mask, norm, params=""):
+def unflatten_eigenvector(vector: torch.Tensor, net: nn.Module, space: Space,
+                          mask: Sequence[bool], norm: str, params: str = "") -> Direction:
     """A flat vector over the Hessian's parameters (see hessian_slices) -> a direction over `space`
     (weights or states, matched by name); `norm` rescales entries of dim > 1."""
     slices = hessian_slices(net, params)
@@ -418,17 +336,17 @@ def unflatten_eigenvector(vector, net, space, mask, norm, params=""):
     return out
 
 
-def hessian_entries(space, mask, subset):
+def hessian_entries(space: Space, mask: Sequence[bool], subset: bool) -> list[bool]:
     """Which entries the Hessian covers: with a --params subset (`subset` True), every matching float
     entry; else, as the reference, the entries of dimension > 1."""
     return [m and (subset or t.dim() > 1) for m, (_, t) in zip(mask, space)]
 
 
-def flat(direction):
+def flat(direction: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.cat([d.reshape(-1).double() for d in direction])
 
 
-def marked_points(spec, dirs):
+def marked_points(spec: DirectionSpec, dirs: Sequence[Sequence[torch.Tensor]]) -> list[MarkedPoint]:
     """Where the checkpoints sit on the grid: the model at 0, --model_file2 at x=1, --model_file3 at y=1.
     With a --params subset the point x=1 moves only the subset to model_file2's: it is not that
     checkpoint, so it is not marked."""
@@ -444,7 +362,8 @@ def marked_points(spec, dirs):
     return points
 
 
-def orthogonalize(xdir, ydir, spec):
+def orthogonalize(xdir: Sequence[torch.Tensor], ydir: Sequence[torch.Tensor], spec: DirectionSpec
+                  ) -> tuple[Direction, list[MarkedPoint]]:
     """Gram-Schmidt: y' = y - (y.x / x.x) x, rescaled to |x|, so the plane's axes are orthogonal and
     equally scaled (the reference used y as it is, which skews the plot). Returns (y', points):
     a point at m + a x + b y before is at (a + b (y.x)/(x.x), b |y - (y.x/x.x) x| / |x|) after."""
@@ -470,14 +389,7 @@ def orthogonalize(xdir, ydir, spec):
     return out, points
 
 
-def create_directions(cfg, net, load_model, build_model=None):
-    """The x (and y) directions a parsed command line asks for (the directions only)."""
-    spec = directions_from_config(cfg)
-    return make_directions(spec, net, model2=lambda: load_model(cfg.model_file2),
-                           model3=lambda: load_model(cfg.model_file3), build_model=build_model)[0]
-
-
-def warn_unnormalized(norm, axis):
+def warn_unnormalized(norm: str, axis: str) -> None:
     if norm == "":
         print(f"warning: the {axis} direction is not normalised (--{axis}norm ''); its scale is arbitrary "
               f"and the plot is likely meaningless (losses may be NaN). Use --{axis}norm filter.",
@@ -497,15 +409,15 @@ class SeededDirections:
     s = |x| / |y - a x| computed once over all entries (`gram_schmidt`) and recorded.
     """
 
-    def __init__(self, spec, device_type, ortho=None):
+    def __init__(self, spec: DirectionSpec, device_type: str, ortho: Optional[tuple[float, float]] = None) -> None:
         self.spec, self.device_type = spec, device_type
         self.ortho = ortho            # (a, s) of y' = s (y - a x), or None
 
-    def entry_seed(self, axis, i):
+    def entry_seed(self, axis: int, i: int) -> int:
         digest = hashlib.sha256(f"{self.spec.seed}/{axis}/{i}".encode()).digest()
         return int.from_bytes(digest[:7], "little")
 
-    def raw(self, axis, i, w):
+    def raw(self, axis: int, i: int, w: torch.Tensor) -> torch.Tensor:
         """Entry i of the drawn direction `axis` (0 or 1), normalised against `w`, on w's device."""
         norm, ignore = (self.spec.xnorm, self.spec.xignore) if axis == 0 else (self.spec.ynorm, self.spec.yignore)
         gen = torch.Generator(device=self.device_type).manual_seed(self.entry_seed(axis, i))
@@ -513,7 +425,7 @@ class SeededDirections:
         normalize_entry(d, w, norm, ignore)
         return d
 
-    def entry(self, i, w):
+    def entry(self, i: int, w: torch.Tensor) -> list[torch.Tensor]:
         """Entry i of every direction: [dx] or [dx, dy], y orthogonalised against x if asked."""
         x = self.raw(0, i, w)
         if self.spec.ndim == 1:
@@ -526,11 +438,11 @@ class SeededDirections:
             y.sub_(x, alpha=a).mul_(s)
         return [x, y]
 
-    def draw(self, axis, i, w):
+    def draw(self, axis: int, i: int, w: torch.Tensor) -> torch.Tensor:
         """Entry i of direction `axis` (0 or 1), normalised against `w`, on w's device."""
         return self.entry(i, w)[axis]
 
-    def gram_schmidt(self, space, mask):
+    def gram_schmidt(self, space: Space, mask: Sequence[bool]) -> tuple[float, float]:
         """(a, s) for y' = s (y - a x): a = y.x / x.x, s = |x| / |y - a x|, summed entry by entry in float64."""
         if self.spec.same_dir:
             raise LandscapeError("--orthogonalize: the two directions are parallel (--same_dir), they span no plane")
@@ -547,7 +459,7 @@ class SeededDirections:
             raise LandscapeError("--orthogonalize: the two directions are parallel, they span no plane")
         return a, math.sqrt(xx / rest)
 
-    def materialize(self, space, mask):
+    def materialize(self, space: Space, mask: Sequence[bool]) -> list[Direction]:
         """The equivalent stored directions (for --save_directions), as CPU tensors."""
         out = [[] for _ in range(self.spec.ndim)]
         for i, ((_, w), m) in enumerate(zip(space, mask)):
@@ -556,7 +468,7 @@ class SeededDirections:
                 out[a].append(d.cpu())
         return out
 
-    def attrs(self):
+    def attrs(self) -> dict[str, Any]:
         a = {"regenerated": 1, "regenerated_device_type": self.device_type,
              "regenerated_scheme": "entry i of axis a: torch.Generator(device).manual_seed(int.from_bytes("
                                    "sha256(f'{seed}/{a}/{i}')[:7], 'little')), randn(shape), normalised"}
@@ -566,13 +478,14 @@ class SeededDirections:
 
 
 # ----------------------------------------------------------------------------- file names
-def _split_path(path):
+def _split_path(path: str) -> tuple[str, str]:
     """(folder, file name) split at the last '/', as the reference splits; folder '' if there is none."""
     i = path.rfind("/")
     return (path[:i], path[i + 1:]) if i >= 0 else ("", path)
 
 
-def name_direction_file(cfg):
+def direction_file_name(spec: DirectionSpec, model_file: str, model_file2: str = "", model_file3: str = "",
+                        idx: int = 0) -> str:
     """The reference's direction-file name, e.g. <model_file>_weights_xignore=biasbn_xnorm=filter.h5.
 
     Identical to the reference's for paths with folders; three of its bugs are fixed: a --model_file3
@@ -584,9 +497,7 @@ def name_direction_file(cfg):
     the reference did not have are appended only when used (_xdir=hessian, _ortho, _params=<hash>,
     _regen, _seed=<s> for a seed other than 123), so the reference's names stay as they were.
     """
-    if cfg.dir_file:
-        return cfg.dir_file
-    file1, file2, file3 = cfg.model_file, cfg.model_file2, cfg.model_file3
+    file1, file2, file3 = model_file, model_file2, model_file3
     dir1, base1 = _split_path(file1)
     name = file1
     if file2:
@@ -599,38 +510,38 @@ def name_direction_file(cfg):
             rel2 = file2[len(prefix) + 1:file2.rfind("/")] if prefix is not None else dir2
             # the name's only folder is model_file's: the second file's folders become part of the name
             name = dir1 + "_" + base1 + "_" + rel2.replace("/", "_") + "_" + base2
-    name += "_" + cfg.dir_type
-    if getattr(cfg, "xdir", "") == "hessian" and not file2:
+    name += "_" + spec.dir_type
+    if spec.xdir == "hessian" and not file2:
         name += "_xdir=hessian"
-    if cfg.xignore:
-        name += "_xignore=" + cfg.xignore
-    if cfg.xnorm:
-        name += "_xnorm=" + cfg.xnorm
-    if cfg.y:
+    if spec.xignore:
+        name += "_xignore=" + spec.xignore
+    if spec.xnorm:
+        name += "_xnorm=" + spec.xnorm
+    if spec.ndim == 2:
         if file3:
             dir3, base3 = _split_path(file3)
             name += "_" + base3 if dir3 == dir1 else "_" + dir3.replace("/", "_") + "_" + base3
         else:
-            if getattr(cfg, "ydir", "") == "hessian":
+            if spec.ydir == "hessian":
                 name += "_ydir=hessian"
-            if cfg.yignore:
-                name += "_yignore=" + cfg.yignore
-            if cfg.ynorm:
-                name += "_ynorm=" + cfg.ynorm
-            if cfg.same_dir:
+            if spec.yignore:
+                name += "_yignore=" + spec.yignore
+            if spec.ynorm:
+                name += "_ynorm=" + spec.ynorm
+            if spec.same_dir:
                 name += "_same_dir"
-        if getattr(cfg, "orthogonalize", False):
+        if spec.orthogonalize:
             name += "_ortho"
-    if getattr(cfg, "params", ""):
-        name += "_params=" + hashlib.sha256(cfg.params.encode()).hexdigest()[:8]
-    if getattr(cfg, "regenerate_directions", False):
+    if spec.params:
+        name += "_params=" + hashlib.sha256(spec.params.encode()).hexdigest()[:8]
+    if spec.regenerate:
         name += "_regen"
-    if cfg.seed != 123 and "random" in directions_from_config(cfg).kinds():
-        name += f"_seed={cfg.seed}"
-    if getattr(cfg, "curvature", "hessian") != "hessian" and "hessian" in directions_from_config(cfg).kinds():
-        name += "_curvature=" + cfg.curvature
-    if cfg.idx > 0:
-        name += "_idx=" + str(cfg.idx)
+    if spec.seed != 123 and "random" in spec.kinds():
+        name += f"_seed={spec.seed}"
+    if spec.curvature != "hessian" and "hessian" in spec.kinds():
+        name += "_curvature=" + spec.curvature
+    if idx > 0:
+        name += "_idx=" + str(idx)
     return name + ".h5"
 
 
@@ -642,7 +553,7 @@ TARGET_INPUTS = {"x": ("model_file2", "model_file2_sha256", "model2_sha256"),
 HESSIAN_INPUTS = ("loss_name", "loss_sha256", "dataset", "data_split", "split_idx", "train_size", "data_sha256")
 
 
-def defining_inputs(spec, inputs):
+def defining_inputs(spec: DirectionSpec, inputs: dict[str, Any]) -> dict[str, Any]:
     """The entries of `inputs` that define `spec`'s directions: the target checkpoints of a target
     direction, the loss and data of a Hessian direction, and then the origin's checkpoint too (a
     difference or an eigenvector belongs to its origin). Empty values (not given) are left out."""
@@ -657,14 +568,15 @@ def defining_inputs(spec, inputs):
     return {k: inputs[k] for k in keys if inputs.get(k) not in (None, "")}
 
 
-def direction_attrs(spec, net_name, model_hash, inputs=None, points=(), extra=None):
+def direction_attrs(spec: DirectionSpec, net_name: str, model_hash: str, inputs: Optional[dict[str, Any]] = None,
+                    points: Sequence[MarkedPoint] = (), extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """What made a direction file (io/provenance.py's DIRECTION table), so a later run can refuse one
     made for something else: the spec, the origin's checkpoint, the inputs that define these
     directions, where the checkpoints sit; `extra`, e.g. a regenerated recipe."""
     a = {f"spec_{k}": v for k, v in spec.attrs().items()}
     a.update({"dir_type": spec.dir_type, "model": net_name, "model_file_sha256": model_hash, "seed": spec.seed,
               "xnorm": spec.xnorm, "xignore": spec.xignore, "ynorm": spec.ynorm, "yignore": spec.yignore,
-              "marked_points": h5_util.points_json(points)})
+              "marked_points": h5.points_json(points)})
     a.update(defining_inputs(spec, dict(inputs or {}, model_file_sha256=model_hash)))
     a.update(extra or {})
     return provenance.record("direction", **a)
@@ -680,7 +592,7 @@ SPEC_WHAT = (("seed", "--seed"), ("xdir", "x direction (--xdir, --model_file2)")
 Y_FIELDS = ("ydir", "ynorm", "yignore", "same_dir", "orthogonalize")
 
 
-def relevant_fields(spec):
+def relevant_fields(spec: DirectionSpec) -> set[str]:
     """The DirectionSpec fields that change this spec's directions (a target ignores --xnorm, ...)."""
     kinds = spec.kinds()
     fields = {"xdir", "params", "regenerate"}
@@ -697,7 +609,7 @@ def relevant_fields(spec):
     return fields
 
 
-def recorded_value(attrs, field, like):
+def recorded_value(attrs: dict[str, Any], field: str, like: Any) -> Optional[Union[bool, int, str]]:
     """A DirectionSpec field as recorded in a file (spec_<field>, or the older top-level name), or None."""
     value = attrs.get("spec_" + field, attrs.get(field))
     if field == "regenerate" and value is None and attrs.get("regenerated"):
@@ -718,7 +630,7 @@ def recorded_value(attrs, field, like):
 REFERENCE_FIELDS = ("xnorm", "xignore", "ynorm", "yignore", "same_dir")
 
 
-def unapplied_fields(attrs, spec, given):
+def unapplied_fields(attrs: dict[str, Any], spec: DirectionSpec, given: Iterable[str]) -> set[str]:
     """The fields in `given` (set by the user) that a named direction file does not record and that the
     reference's own flags set: the file holds its directions, so they are not applied (noted once,
     never refused), as the reference ignores them with --dir_file. A reference-made file records none."""
@@ -726,7 +638,7 @@ def unapplied_fields(attrs, spec, given):
     return {f for f in set(given) & ref if recorded_value(attrs, f, getattr(spec, f)) is None}
 
 
-def unapplied_note(dir_file, fields):
+def unapplied_note(dir_file: str, fields: Collection[str]) -> str:
     """One line naming the flags a named direction file made inapplicable (unapplied_fields)."""
     flags = {"xdir": "--model_file2", "ydir": "--model_file3"}
     names = [flags.get(f, "--" + f) for f in SPEC_FIELDS if f in fields]
@@ -735,26 +647,29 @@ def unapplied_note(dir_file, fields):
             "which ignores them with --dir_file)")
 
 
-def recorded_spec(attrs, spec, keep=(), unapplied=()):
+def recorded_spec(attrs: dict[str, Any], spec: DirectionSpec, keep: Collection[str] = (),
+                  unapplied: Collection[str] = ()) -> DirectionSpec:
     """The DirectionSpec a direction file records, over `spec` (this run's) where it records nothing;
     the fields in `keep` (those the user set) and the dimensionality stay this run's (a 1D run may use
     the x direction of a 2D file), except those in `unapplied` (unapplied_fields), which take their
     defaults: the run is then the same as one without those flags."""
-    out = copy.copy(spec)
+    changes = {}
     defaults = DirectionSpec()
     for f in SPEC_FIELDS:      # (--dir_type is this run's: a file of another one is refused)
         if f in unapplied:
-            setattr(out, f, getattr(defaults, f))
+            changes[f] = getattr(defaults, f)
             continue
         if f in keep or (spec.ndim == 1 and f in Y_FIELDS):
             continue
         v = recorded_value(attrs, f, getattr(spec, f))
         if v is not None:
-            setattr(out, f, v)
-    return out
+            changes[f] = v
+    return dataclasses.replace(spec, **changes)
 
 
-def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=True, inputs=None):
+def check_direction_file(dir_file: str, spec: DirectionSpec, space: Space, net_name: str,
+                         model_hash: str, compare: Union[bool, set[str], frozenset[str]] = True,
+                         inputs: Optional[dict[str, Any]] = None) -> Optional[str]:
     """Refuse a direction file made for another model, direction type, dimensionality, seed,
     normalisation, ignore rule or subset, or from other inputs that define its directions (target
     checkpoints; the loss and data of a Hessian direction; the origin of either): the compared
@@ -765,7 +680,7 @@ def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=Tr
 
     Returns a warning to print once every other check has passed (or None).
     """
-    info = h5_util.read_direction_info(dir_file)
+    info = h5.read_direction_info(dir_file)
     attrs = info["attrs"]
     if spec.ndim == 2 and not info["has_y"]:
         raise LandscapeError(f"direction file '{dir_file}' holds only an x direction, but --y asks for a 2D surface")
@@ -817,7 +732,8 @@ def check_direction_file(dir_file, spec, space, net_name, model_hash, compare=Tr
     return None
 
 
-def zero_direction_warning(directions, spec):
+def zero_direction_warning(directions: Sequence[Sequence[torch.Tensor]],
+                           spec: Optional[DirectionSpec]) -> Optional[str]:
     """A one-line warning for a direction that is zero everywhere (every point along it is the origin),
     or None. The grid is still computed: a flat line, as the reference computes it."""
     for axis, d in zip("xy", directions):
@@ -830,13 +746,13 @@ def zero_direction_warning(directions, spec):
     return None
 
 
-def batch_count_entries(space):
+def batch_count_entries(space: Sequence[tuple[str, Any]]) -> list[int]:
     """Indices of BatchNorm's num_batches_tracked in a direction space: a --dir_type states direction file
     written under PyTorch 0.4.0 (the reference's) has no entries for them."""
     return [i for i, (name, _) in enumerate(space) if name.endswith("num_batches_tracked")]
 
 
-def fill_batch_counts(direction, space):
+def fill_batch_counts(direction: list[Any], space: Space) -> list[Any]:
     """A direction of the 0.4.0 states layout (no num_batches_tracked entries) in this space's layout,
     zeros in their places (integer entries never move); other directions as they are."""
     missing = set(batch_count_entries(space))
@@ -846,10 +762,10 @@ def fill_batch_counts(direction, space):
     return [torch.zeros(tuple(t.shape)) if i in missing else next(rest) for i, (_, t) in enumerate(space)]
 
 
-def load_directions(dir_file, ndim=None, space=None):
+def load_directions(dir_file: str, ndim: Optional[int] = None, space: Optional[Space] = None) -> list[Direction]:
     """[xdirection] or [xdirection, ydirection] as lists of float32 tensors; `ndim` keeps the first n;
     `space` (the model's direction space) fills a 0.4.0 states file's missing num_batches_tracked."""
-    directions = h5_util.read_direction_file(dir_file)
+    directions = h5.read_direction_file(dir_file)
     directions = directions[:ndim] if ndim else directions
     return [fill_batch_counts(d, space) for d in directions] if space is not None else directions
 
@@ -863,7 +779,8 @@ class PointSetter:
     A tensor listed twice (tied weights) moves once; integer entries never move.
     """
 
-    def __init__(self, net, directions, dir_type, device=None):
+    def __init__(self, net: nn.Module, directions: Sequence[Sequence[torch.Tensor]], dir_type: str,
+                 device: Union[str, torch.device, None] = None) -> None:
         space = direction_space(net, dir_type)
         mask = entry_mask(space)
         dirs = [[torch.as_tensor(d[i]) for d in directions] for i in range(len(space))]
@@ -875,7 +792,7 @@ class PointSetter:
         self.dirs = [[torch.empty_like(self.targets[k]).copy_(dirs[i][a].reshape(self.targets[k].shape))
                       for k, i in enumerate(keep)] for a in range(len(directions))]
 
-    def set(self, coord):
+    def set(self, coord: Coordinate) -> None:
         """Move the model to grid coordinate `coord` (a scalar or an (x, y) pair)."""
         coord = np.atleast_1d(coord)
         if not self.targets:  # every direction is zero: every point is the origin
@@ -886,11 +803,11 @@ class PointSetter:
                 if step != 0 and d:
                     torch._foreach_add_(self.targets, d, alpha=float(step))
 
-    def entry(self, k, axis):
+    def entry(self, k: int, axis: int) -> torch.Tensor:
         """The direction `axis` of moving entry k, in the entry's own shape and layout."""
         return self.dirs[axis][k]
 
-    def stacked(self, coords):
+    def stacked(self, coords: Union[np.ndarray, Sequence[Coordinate]]) -> dict[str, torch.Tensor]:
         """{name: (K, *shape)} tensors for K points at once: w + x_k dx + y_k dy, for functional_call."""
         coords = torch.as_tensor(np.asarray(coords, dtype=np.float64).reshape(len(coords), -1))
         out = {}
@@ -902,7 +819,7 @@ class PointSetter:
             out[name] = t
         return out
 
-    def restore(self):
+    def restore(self) -> None:
         if self.targets:
             with torch.no_grad():
                 torch._foreach_copy_(self.targets, self.origin)
@@ -912,7 +829,7 @@ class SeededSetter(PointSetter):
     """PointSetter for SeededDirections: each entry's direction is drawn again at every point, so
     beside the model only its origin is kept (the masked, moving entries)."""
 
-    def __init__(self, net, seeded):
+    def __init__(self, net: nn.Module, seeded: SeededDirections) -> None:
         # the subset and the space are the recipe's own (a reused file's, whatever the command line says)
         space = direction_space(net, seeded.spec.dir_type)
         mask = entry_mask(space, seeded.spec.params)
@@ -922,10 +839,10 @@ class SeededSetter(PointSetter):
         self.targets = [space[i][1] for i in self.index]
         self.origin = [t.detach().clone() for t in self.targets]
 
-    def entry(self, k, axis):
+    def entry(self, k: int, axis: int) -> torch.Tensor:
         return self.seeded.draw(axis, self.index[k], self.origin[k])
 
-    def set(self, coord):
+    def set(self, coord: Coordinate) -> None:
         coord = np.atleast_1d(coord)
         with torch.no_grad():
             for k, (t, w) in enumerate(zip(self.targets, self.origin)):
@@ -944,7 +861,8 @@ class PathSetter(PointSetter):
     Only the entries matching `params` travel; the others keep the model's own values.
     """
 
-    def __init__(self, net, spaces, dir_type, path_type, device=None, params=""):
+    def __init__(self, net: nn.Module, spaces: Sequence[Space], dir_type: str,
+                 path_type: str, device: Union[str, torch.device, None] = None, params: str = "") -> None:
         if path_type not in PATH_TYPES:
             raise LandscapeError(f"--path_type {path_type!r} must be polychain or bezier")
         if len(spaces) < 2:
@@ -961,7 +879,7 @@ class PathSetter(PointSetter):
                         for k, i in enumerate(keep)] for s in spaces]
         self.path_type = path_type
 
-    def coefficients(self, t):
+    def coefficients(self, t: float) -> list[float]:
         """Weights of the N checkpoints at t."""
         n = len(self.points) - 1
         if self.path_type == "bezier":
@@ -972,7 +890,7 @@ class PathSetter(PointSetter):
         c[seg], c[seg + 1] = 1.0 - u, u
         return c
 
-    def set(self, coord):
+    def set(self, coord: Coordinate) -> None:
         c = self.coefficients(float(np.atleast_1d(coord)[0]))
         first = next(i for i, ci in enumerate(c) if ci != 0)
         with torch.no_grad():
@@ -983,7 +901,7 @@ class PathSetter(PointSetter):
                 if c[i] != 0:
                     torch._foreach_add_(self.targets, self.points[i], alpha=c[i])
 
-    def stacked(self, coords):
+    def stacked(self, coords: Union[np.ndarray, Sequence[Coordinate]]) -> dict[str, torch.Tensor]:
         cs = [self.coefficients(float(t)) for t in np.asarray(coords, dtype=np.float64).reshape(len(coords), -1)[:, 0]]
         out = {}
         for k, name in enumerate(self.names):

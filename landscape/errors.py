@@ -62,7 +62,7 @@ class ArgParser:
                 print(f"error: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
                 sys.exit(EXIT_USAGE)
 
-        from landscape import __version__
+        from landscape.version import __version__
         parser = _Parser(description=description, prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         parser.add_argument("--version", action="version", version=f"%(prog)s (loss-landscape) {__version__}")
         return parser

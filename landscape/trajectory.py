@@ -25,10 +25,10 @@ import tempfile
 import numpy as np
 import torch
 
-from landscape import directions as net_plotter
+from landscape import directions as dirs
 from landscape.errors import UserError
-from landscape.io import h5 as h5_util
-from landscape.zoo import loader as model_loader
+from landscape.io import h5
+from landscape.zoo import loader as zoo_loader
 
 BLOCK_BYTES = 64 << 20
 
@@ -106,7 +106,7 @@ def trajectory_rows(model_files, load, final_vec, dir_type, ignore, mask=None):
     """Yield d_e = w_e - w_final for each checkpoint, one at a time (float64 numpy vectors)."""
     for path in model_files:
         net = load(path)
-        yield (flat_space(net_plotter.direction_space(net, dir_type), ignore, mask) - final_vec).numpy()
+        yield (flat_space(dirs.direction_space(net, dir_type), ignore, mask) - final_vec).numpy()
 
 
 def pca_from_rows(rows, n, dim, scratch_dir, block_bytes=BLOCK_BYTES):
@@ -182,41 +182,42 @@ def name_pca_dir(model_folder, dir_type, ignore, save_epoch, params=""):
     return folder, os.path.join(folder, "directions.h5")
 
 
-def setup_PCA_directions(args, model_files, net_final, model_name):
-    """Create (or reuse) the PCA direction file of a trajectory; returns its path."""
-    params = getattr(args, "params", "") or ""
-    folder, dir_file = name_pca_dir(args.model_folder, args.dir_type, args.ignore, args.save_epoch, params)
+def pca_direction_file(model_files, net_final, model_name, dataset, model_folder, dir_type="weights", ignore="",
+                       save_epoch=1, params=""):
+    """Create (or reuse) the PCA direction file of a trajectory (the checkpoints `model_files` of
+    `model_name` on `dataset`, the last one final; the file in <model_folder>/PCA_...); returns its path."""
+    folder, dir_file = name_pca_dir(model_folder, dir_type, ignore, save_epoch, params)
     if os.path.exists(dir_file):
-        info = h5_util.read_direction_info(dir_file)
-        with h5_util.open_h5(dir_file, "direction file") as f:
+        info = h5.read_direction_info(dir_file)
+        with h5.open_h5(dir_file, "direction file") as f:
             if "explained_variance_" in f and info["has_y"]:
                 print(f"using the existing PCA directions in {dir_file}")
                 return dir_file
     os.makedirs(folder, exist_ok=True)
-    space = net_plotter.direction_space(net_final, args.dir_type)
-    mask = net_plotter.entry_mask(space, params)
-    final_vec = flat_space(space, args.ignore, mask)
-    load = lambda path: model_loader.load(args.dataset, model_name, path)
-    rows = trajectory_rows(model_files, load, final_vec, args.dir_type, args.ignore, mask)
+    space = dirs.direction_space(net_final, dir_type)
+    mask = dirs.entry_mask(space, params)
+    final_vec = flat_space(space, ignore, mask)
+    load = lambda path: zoo_loader.load(dataset, model_name, path)
+    rows = trajectory_rows(model_files, load, final_vec, dir_type, ignore, mask)
     pca = pca_from_rows(rows, len(model_files), len(final_vec), folder)
     print(f"PCA of {len(model_files)} checkpoints: explained variance ratio {pca['explained_variance_ratio_']}, "
           f"angle between the PCs: cos = {cal_angle(*pca['components_']):.2e}")
     xdir, ydir = (unflatten(c, space, mask) for c in pca["components_"])
-    if args.ignore == "biasbn":
-        net_plotter.ignore_biasbn(xdir)
-        net_plotter.ignore_biasbn(ydir)
-    entries, numbers = net_plotter.params_summary(space, mask)
+    if ignore == "biasbn":
+        dirs.ignore_biasbn(xdir)
+        dirs.ignore_biasbn(ydir)
+    entries, numbers = dirs.params_summary(space, mask)
 
     def write(f):
-        h5_util.write_list(f, "xdirection", xdir)
-        h5_util.write_list(f, "ydirection", ydir)
+        h5.write_list(f, "xdirection", xdir)
+        h5.write_list(f, "ydirection", ydir)
         for key in ("explained_variance_ratio_", "singular_values_", "explained_variance_"):
             f[key] = pca[key]
-        h5_util.set_attrs(f, {"dir_type": args.dir_type, "model": model_name, "ignore": args.ignore,
-                              "model_file_sha256": model_loader.file_sha256(model_files[-1]),
-                              "checkpoints": len(model_files), "params": params, "params_entries": entries,
-                              "params_numbers": numbers, "tool": h5_util.tool_version()})
-    h5_util.atomic_write(dir_file, write)
+        h5.set_attrs(f, {"dir_type": dir_type, "model": model_name, "ignore": ignore,
+                         "model_file_sha256": zoo_loader.file_sha256(model_files[-1]),
+                         "checkpoints": len(model_files), "params": params, "params_entries": entries,
+                         "params_numbers": numbers, "tool": h5.tool_version()})
+    h5.atomic_write(dir_file, write)
     return dir_file
 
 
@@ -243,9 +244,9 @@ def project_trajectory(dir_file, net_final, dataset, model_name, model_files, di
 
     Writes <dir_file>_proj_<method>.h5 with proj_xcoord, proj_ycoord, and returns its path.
     """
-    space = net_plotter.direction_space(net_final, dir_type)
-    mask = net_plotter.entry_mask(space, params)
-    directions = net_plotter.load_directions(dir_file, space=space)
+    space = dirs.direction_space(net_final, dir_type)
+    mask = dirs.entry_mask(space, params)
+    directions = dirs.load_directions(dir_file, space=space)
     if len(directions) < 2:
         raise UserError(f"direction file '{dir_file}' has no y direction to project onto")
     dx, dy = (direction_vector(d, space, mask) for d in directions)
@@ -257,12 +258,12 @@ def project_trajectory(dir_file, net_final, dataset, model_name, model_files, di
     final_vec = flat_space(space, mask=mask)
     xs, ys = [], []
     for path in model_files:
-        net = model_loader.load(dataset, model_name, path)
-        d = flat_space(net_plotter.direction_space(net, dir_type), mask=mask) - final_vec
+        net = zoo_loader.load(dataset, model_name, path)
+        d = flat_space(dirs.direction_space(net, dir_type), mask=mask) - final_vec
         x, y = project_2D(d, dx, dy, method)
         print(f"{path}  ({x:.4f}, {y:.4f})")
         xs.append(x)
         ys.append(y)
-    h5_util.write_projection_file(proj_file, xs, ys, {"dir_file": dir_file, "method": method,
-                                                      "checkpoints": len(model_files)})
+    h5.write_projection_file(proj_file, xs, ys, {"dir_file": dir_file, "method": method,
+                                                 "checkpoints": len(model_files)})
     return proj_file

@@ -2,12 +2,16 @@
 doors at the root of a clone (`python plot_surface.py ...`, `import net_plotter`).
 
 A front door is a file at the repository root with a reference name. Run as a script it runs the
-command; imported, it *is* the package module (sys.modules points at it), so `net_plotter.x = ...`
-in a user's script changes what the package sees, exactly as when the module lived at the root.
+command; imported, it *is* the module behind it (sys.modules points at it): the package module of the
+same name, or for net_plotter its compatibility module (landscape/compat/net_plotter.py: the directions
+module plus the reference's functions of a parsed command line), which the engine never imports.
 """
+from __future__ import annotations
+
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from landscape.errors import run_cli
 
@@ -23,41 +27,41 @@ COMMANDS = {
 }
 
 
-def run_command(name):
+def run_command(name: str) -> NoReturn:
     """Run command `name` with sys.argv and exit with its code (what every console script does)."""
     module = importlib.import_module(COMMANDS[name])
     sys.exit(run_cli(module.main))
 
 
-def plot_surface():
+def plot_surface() -> NoReturn:
     run_command("plot_surface")
 
 
-def plot_hessian_eigen():
+def plot_hessian_eigen() -> NoReturn:
     run_command("plot_hessian_eigen")
 
 
-def plot_trajectory():
+def plot_trajectory() -> NoReturn:
     run_command("plot_trajectory")
 
 
-def plot_1D():
+def plot_1D() -> NoReturn:
     run_command("plot_1D")
 
 
-def plot_2D():
+def plot_2D() -> NoReturn:
     run_command("plot_2D")
 
 
-def h52vtp():
+def h52vtp() -> NoReturn:
     run_command("h52vtp")
 
 
-def train():
+def train() -> NoReturn:
     run_command("landscape-train")
 
 
-def front_door(name, module, file):
+def front_door(name: str, module: str, file: str) -> None:
     """The body of a root front door: note the clone (relative data paths are also looked up there),
     then run the command (as a script) or become the package module (imported)."""
     from landscape.zoo import data
@@ -68,7 +72,7 @@ def front_door(name, module, file):
     sys.modules[name] = target
 
 
-def clone_root(file):
+def clone_root(file: str) -> str:
     """The repository root of a front door (cifar10/main.py sits one folder down)."""
     folder = os.path.dirname(os.path.abspath(file))
     return folder if os.path.isdir(os.path.join(folder, "landscape")) else os.path.dirname(folder)

@@ -1,22 +1,40 @@
 """The command-line options of plot_surface.py, which plot_hessian_eigen.py extends: one definition
 feeds the parser, its defaults and its help. `parse(argv, parser)` returns the validated options
-(an argparse Namespace, ranges parsed into xmin/xmax/xnum and ymin/ymax/ynum); nothing restates
-a default anywhere else.
+(an argparse Namespace, ranges parsed into xmin/xmax/xnum and ymin/ymax/ynum) with `run`, the
+checked RunSpec (spec.py) that build.py builds the job from; nothing restates a default anywhere
+else. The rules that the API shares are the RunSpec's; only the command line's own (flags that a
+path or another flag makes inapplicable, file naming) are here.
 """
-import os
+from __future__ import annotations
 
-from landscape import directions as net_plotter
+import argparse
+import os
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+
 from landscape import evaluation
+from landscape.compat.net_plotter import directions_from_config
+from landscape.directions import direction_file_name
 from landscape.errors import ArgParser, UserError
-from landscape.evaluation.batches import DATA_IN_MEMORY
 from landscape.grid.job import parse_range
 from landscape.parallel.dist import RENDEZVOUS_SECONDS
+from landscape.spec import (
+    LANCZOS_TOL,
+    PATH_TYPES,
+    Axes,
+    BatchSize,
+    CurvatureSpec,
+    EvaluationSpec,
+    FileSpec,
+    ParallelSpec,
+    RunSpec,
+)
 
 FORMATS = ("pdf", "png", "svg")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
-def batch_size_arg(text):
+def batch_size_arg(text: str) -> BatchSize:
     """`--batch_size`: a whole number >= 1, or auto."""
     if text == "auto":
         return text
@@ -29,7 +47,8 @@ def batch_size_arg(text):
     return value
 
 
-def surface_parser(description="Compute (and plot) the loss surface of a trained model along 1 or 2 directions."):
+def surface_parser(description: str = "Compute (and plot) the loss surface of a trained model along 1 or 2 "
+                                      "directions.") -> argparse.ArgumentParser:
     p = ArgParser.make(description)
     a = p.add_argument
     a("--mpi", "-m", action="store_true", help="split the grid over MPI ranks (run under mpirun/srun); under "
@@ -130,12 +149,9 @@ def surface_parser(description="Compute (and plot) the loss surface of a trained
     return p
 
 
-def check_choices(cfg):
-    choices = {"dir_type": net_plotter.DIR_TYPES, "xnorm": net_plotter.NORMS, "ynorm": net_plotter.NORMS,
-               "xignore": ("", "biasbn"), "yignore": ("", "biasbn"), "precision": evaluation.PRECISIONS,
-               "format": FORMATS, "memory_format": MEMORY_FORMATS, "xdir": ("", "hessian"), "ydir": ("", "hessian"),
-               "path_type": net_plotter.PATH_TYPES, "curvature": net_plotter.CURVATURES,
-               "hvp": ("autograd", "finite_difference"), "data_in_memory": DATA_IN_MEMORY}
+def check_choices(cfg: argparse.Namespace) -> None:
+    """The command line's own choices (the settings' values are the RunSpec's to check)."""
+    choices = {"format": FORMATS, "xdir": ("", "hessian"), "ydir": ("", "hessian"), "path_type": PATH_TYPES}
     for flag, allowed in choices.items():
         if getattr(cfg, flag) not in allowed:
             raise UserError(f"--{flag} {getattr(cfg, flag)!r} must be one of: "
@@ -149,9 +165,7 @@ PATH_REFUSED = ("xdir", "ydir", "xnorm", "ynorm", "xignore", "yignore", "same_di
                 "regenerate_directions", "save_directions", "seed", "idx")
 
 
-def check_combinations(cfg, parser=None):
-    if cfg.model_file3 and cfg.y is None:
-        raise UserError("--model_file3 sets the y direction, so it needs --y")
+def check_combinations(cfg: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> None:
     if cfg.path_files:
         if cfg.y is not None or cfg.model_file2 or cfg.model_file3 or cfg.dir_file:
             raise UserError("--path_files makes a 1D path: it takes no --y, --model_file2/3 or --dir_file")
@@ -167,19 +181,9 @@ def check_combinations(cfg, parser=None):
         cfg.model_file = cfg.model_file or cfg.path_files[0]
     if cfg.xdir == "hessian" and cfg.model_file2 or cfg.ydir == "hessian" and cfg.model_file3:
         raise UserError("--xdir/--ydir hessian and --model_file2/3 both set the same direction; give one")
-    if cfg.orthogonalize and cfg.y is None:
-        raise UserError("--orthogonalize needs two directions (--y)")
-    if cfg.regenerate_directions and (cfg.model_file2 or cfg.model_file3 or cfg.xdir or cfg.ydir or cfg.path_files):
-        raise UserError("--regenerate_directions applies to random directions only")
-    if cfg.bn_recalibrate and cfg.dir_type == "states":
-        raise UserError("--bn_recalibrate recomputes the BatchNorm statistics that --dir_type states moves: "
-                        "use --dir_type weights with it")
-    if cfg.bn_recalibrate and cfg.points_per_pass > 1:
-        raise UserError("--bn_recalibrate recomputes BatchNorm's statistics at each point, one point per pass: "
-                        "drop --points_per_pass")
 
 
-def validate(cfg, parser=None):
+def validate(cfg: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
     """Check flag values and combinations; fill in the parsed ranges. Pure: touches no file."""
     cfg.xmin, cfg.xmax, cfg.xnum = parse_range(cfg.x, "--x")
     cfg.ymin = cfg.ymax = cfg.ynum = None
@@ -187,35 +191,74 @@ def validate(cfg, parser=None):
         cfg.ymin, cfg.ymax, cfg.ynum = parse_range(cfg.y, "--y")
     check_choices(cfg)
     check_combinations(cfg, parser)
-    for flag in ("ngpu", "points_per_pass"):
-        if getattr(cfg, flag) < 1:
-            raise UserError(f"--{flag} {getattr(cfg, flag)} must be >= 1")
-    if cfg.threads < 0 or not cfg.flush_seconds > 0:
-        raise UserError("--threads must be >= 0 and --flush_seconds > 0")
-    if cfg.ranks_per_point < 0:
-        raise UserError(f"--ranks_per_point {cfg.ranks_per_point} must be >= 1 (or 0 for the default)")
+    if cfg.ngpu < 1:
+        raise UserError(f"--ngpu {cfg.ngpu} must be >= 1")
+    if cfg.threads < 0:
+        raise UserError(f"--threads {cfg.threads} must be >= 0")
     if not cfg.rendezvous_timeout > 0:
         raise UserError(f"--rendezvous_timeout {cfg.rendezvous_timeout} must be > 0")
-    if not 0 <= cfg.seed < 2 ** 63:
-        raise UserError(f"--seed {cfg.seed} must be in [0, 2**63)")
     if cfg.data_split < 1 or not 0 <= cfg.split_idx < cfg.data_split:
         raise UserError(f"--split_idx {cfg.split_idx} must be in [0, --data_split={cfg.data_split})")
-    net_plotter.compile_params(cfg.params)
     if cfg.model_folder:   # (a path that exists as given is taken as given, as the reference ignored --model_folder)
         for flag in ("model_file", "model_file2", "model_file3"):
             path = getattr(cfg, flag)
             if path and not os.path.isabs(path) and not os.path.exists(path):
                 setattr(cfg, flag, os.path.join(cfg.model_folder, path))
     cfg.stats = None  # filled by the run on rank 0: points, seconds, sec_per_point, ranks
+    cfg.run = run_spec(cfg, getattr(parser, "maps", "loss"))
     return cfg
 
 
-def parse(argv=None, parser=None):
+def run_spec(cfg: argparse.Namespace, maps: Literal["loss", "eig"] = "loss") -> RunSpec:
+    """The checked RunSpec of the parsed flags (maps: 'loss', or 'eig' for plot_hessian_eigen.py), its
+    files named as the reference names them."""
+    x = np.linspace(cfg.xmin, cfg.xmax, num=cfg.xnum)
+    y = None if cfg.y is None else np.linspace(cfg.ymin, cfg.ymax, num=cfg.ynum)
+    directions = directions_from_config(cfg)
+    if cfg.path_files:
+        dir_file, surf_file = "", name_surface_file(cfg, name_path_stem(cfg))
+    else:
+        dir_file = cfg.dir_file or direction_file_name(directions, cfg.model_file, cfg.model_file2, cfg.model_file3,
+                                                       cfg.idx)
+        surf_file = name_surface_file(cfg, dir_file)
+    return RunSpec(
+        Axes(tuple(x), None if y is None else tuple(y)), directions,
+        EvaluationSpec(cfg.batch_size, cfg.precision, cfg.points_per_pass, not cfg.no_fold_bn, cfg.memory_format,
+                       cfg.compile, cfg.bn_recalibrate),
+        CurvatureSpec(cfg.curvature, cfg.hvp, getattr(cfg, "tol", LANCZOS_TOL), getattr(cfg, "max_iter", 100),
+                      cfg.seed, cfg.params),
+        ParallelSpec(None, cfg.ranks_per_point or None, cfg.data_in_memory),
+        FileSpec(surf_file, dir_file, cfg.save_directions, cfg.flush_seconds, dir_given=bool(cfg.dir_file)),
+        maps=maps, path_type=cfg.path_type if cfg.path_files else "", front="cli").check()
+
+
+def name_surface_file(cfg: argparse.Namespace, dir_file: str) -> str:
+    """<dir_file>_[xmin,xmax,xnum][x[ymin,ymax,ynum]][_rawdata][_datasplit=K_splitidx=i].h5, as the reference."""
+    if cfg.surf_file:
+        return cfg.surf_file
+    name = dir_file + f"_[{cfg.xmin},{cfg.xmax},{cfg.xnum}]"
+    if cfg.y is not None:
+        name += f"x[{cfg.ymin},{cfg.ymax},{cfg.ynum}]"
+    if cfg.raw_data:
+        name += "_rawdata"
+    if cfg.data_split > 1:
+        name += f"_datasplit={cfg.data_split}_splitidx={cfg.split_idx}"
+    return name + ".h5"
+
+
+def name_path_stem(cfg: argparse.Namespace) -> str:
+    """<F1>_<F2 name>_..._<path_type>_<dir_type>.h5: what a path's surface file is named after."""
+    others = "_".join(os.path.basename(f) for f in cfg.path_files[1:])
+    return f"{cfg.path_files[0]}_{others}_{cfg.path_type}_{cfg.dir_type}.h5"
+
+
+def parse(argv: Optional[Sequence[str]] = None,
+          parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
     parser = parser or surface_parser()
     return validate(parser.parse_args(argv), parser)
 
 
-def given(cfg, parser, flag):
+def given(cfg: argparse.Namespace, parser: argparse.ArgumentParser, flag: str) -> bool:
     """True if `flag` differs from its default (the user asked for something)."""
     return getattr(cfg, flag) != parser.get_default(flag)
 
@@ -226,7 +269,7 @@ SPEC_FLAGS = {"seed": "seed", "xnorm": "xnorm", "xignore": "xignore", "ynorm": "
               "params": "params", "regenerate": "regenerate_directions", "curvature": "curvature"}
 
 
-def direction_flags_set(cfg, parser):
+def direction_flags_set(cfg: argparse.Namespace, parser: argparse.ArgumentParser) -> set[str]:
     """The DirectionSpec fields whose flags the user set: a named --dir_file must agree with those
     (--model_file2/3 set the x/y direction's kind)."""
     fields = {field for field, flag in SPEC_FLAGS.items() if given(cfg, parser, flag)}

@@ -27,10 +27,14 @@ reported with a warning, and in the files. Arithmetic is exact float32 by defaul
 fp32`: TF32 off, which on GPUs otherwise adds about 1e-3 relative error to every product); flags
 that do nothing here are refused.
 """
+from __future__ import annotations
+
+import argparse
 import json
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,9 +44,13 @@ from landscape.cli import options, plot_surface
 from landscape.curvature import algorithms
 from landscape.curvature import model as curvature
 from landscape.errors import UserError, run_cli
-from landscape.io import h5 as h5_util
+from landscape.io import h5
 from landscape.parallel import dist
-from landscape.parallel import mpi as mpi4pytorch
+from landscape.parallel import mpi
+
+if TYPE_CHECKING:
+    from landscape.grid.job import Result
+    from landscape.zoo.data import EvalData
 
 # plot_surface.py flags that change nothing here: refused when given, rather than ignored; except the
 # reference's own --ngpu (its plot_hessian_eigen.py took it), which is noted as not applied
@@ -50,10 +58,11 @@ NO_EFFECT = ("compile", "points_per_pass", "no_fold_bn", "memory_format", "eval_
 NOTED = ("ngpu",)
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     p = options.surface_parser("Compute a curvature matrix's extreme eigenvalues over a grid (or curvature at one "
                                "checkpoint).")
     p.set_defaults(precision="fp32")
+    p.maps = "eig"      # grid runs compute eigenvalue maps (options.run_spec)
     a = p.add_argument
     a("--tol", default=algorithms.LANCZOS_TOL, type=float,
       help="Lanczos tolerance: the error estimate of each wanted eigenvalue relative to itself")
@@ -76,20 +85,18 @@ def build_parser():
     return p
 
 
-def check_flags(cfg, parser):
+def check_flags(cfg: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     refused = [f"--{f}" for f in NO_EFFECT if options.given(cfg, parser, f)]
     cfg.notes = [f"note: --{flag} is not applied: the curvature runs on one device per rank" for flag in NOTED
                  if options.given(cfg, parser, flag)]   # printed once, by rank 0 (run)
     if refused:
         raise UserError(f"{', '.join(refused)} {'has' if len(refused) == 1 else 'have'} no effect on Hessian "
                         "eigenvalues; drop it")
-    if cfg.precision == "bf16":
-        raise UserError("--precision bf16 is too coarse for Hessian-vector products; use fp32, default or tf32")
     if cfg.bn_recalibrate:
         raise UserError("--bn_recalibrate is for loss maps: the Hessian is taken with the BatchNorm statistics the "
                         "point has; drop it")
-    if not cfg.tol > 0 or cfg.max_iter < 1 or cfg.trace_samples < 2 or cfg.top_k < 1:
-        raise UserError("--tol must be > 0, --max_iter >= 1, --trace_samples >= 2 and --top_k >= 1")
+    if cfg.trace_samples < 2 or cfg.top_k < 1:
+        raise UserError("--trace_samples must be >= 2 and --top_k >= 1")
     if cfg.top_k > cfg.max_iter:
         raise UserError(f"--top_k {cfg.top_k} exceeds --max_iter {cfg.max_iter}: Lanczos finds at most --max_iter "
                         "eigenvalues")
@@ -106,22 +113,7 @@ def check_flags(cfg, parser):
         raise UserError(f"--{at_center_only[0]} needs --at_center")
 
 
-def eig_compute(cfg, net, sets, stats, device, group=None):
-    """(keys, keys whose sentinel marks a missing point, make_compute, what the values depend on) of an
-    eigenvalue map; a loss the matrix cannot be built from is refused here, before any file is touched.
-    Its precision is recorded apart from the loss maps', which may share the file."""
-    sample = sets[0].sample
-    curvature.check_curvature_loss(cfg.curvature, stats.criterion, stats.loss_name, net, *sample)
-    curvature.covered_params(net, cfg.params)
-    make = curvature.eig_job_compute(net, sets[0], stats.criterion, device, cfg.batch_size, cfg.precision, cfg.tol,
-                                     cfg.max_iter, cfg.seed, cfg.params, cfg.curvature, cfg.hvp, stats.loss_name,
-                                     group)
-    return curvature.EIG_KEYS, ["max_eig", "min_eig"], make, curvature.eig_inputs(cfg.precision, cfg.tol,
-                                                                                    cfg.max_iter, cfg.curvature,
-                                                                                    cfg.hvp)
-
-
-def warn_unconverged(result, cfg):
+def warn_unconverged(result: Result, cfg: argparse.Namespace) -> None:
     """Rank 0, after a map: one warning line if some points stopped at --max_iter."""
     conv = result.values.get("eig_converged")
     if conv is None:
@@ -132,32 +124,32 @@ def warn_unconverged(result, cfg):
               "(eig_converged = 0 there): those eigenvalues are estimates; raise --max_iter", file=sys.stderr)
 
 
-def plot_eigs(cfg, surf_file, dir_file):
-    from landscape.plots import plot_1d as plot_1D
-    from landscape.plots import plot_2d as plot_2D
+def plot_eigs(cfg: argparse.Namespace, surf_file: str, dir_file: str) -> None:
+    from landscape.plots import plot_1d
+    from landscape.plots import plot_2d
     if cfg.y is not None:
-        plot_2D.plot_2d_eig_ratio(surf_file, "min_eig", "max_eig", cfg.show, fmt=cfg.format)
+        plot_2d.plot_2d_eig_ratio(surf_file, "min_eig", "max_eig", cfg.show, fmt=cfg.format)
     else:
-        plot_1D.plot_1d_eig_ratio(surf_file, cfg.xmin, cfg.xmax, "min_eig", "max_eig", show=cfg.show, fmt=cfg.format)
+        plot_1d.plot_1d_eig_ratio(surf_file, cfg.xmin, cfg.xmax, "min_eig", "max_eig", show=cfg.show, fmt=cfg.format)
 
 
-def at_center(cfg, comm, rank, nproc):
+def at_center(cfg: argparse.Namespace, comm: Any, rank: int, nproc: int) -> int:
     """Curvature of one checkpoint: printed, in <model_file>_hessian.json and (--out) an HDF5 file.
     Every rank takes part: groups of --ranks_per_point ranks (default: all) share each product."""
-    device, _ = mpi4pytorch.agree(comm, lambda: mpi4pytorch.pick_device(cfg.cuda, 1, comm))
-    torch.set_num_threads(cfg.threads or mpi4pytorch.default_threads(comm))
+    device, _ = mpi.agree(comm, lambda: mpi.pick_device(cfg.cuda, 1, comm))
+    torch.set_num_threads(cfg.threads or mpi.default_threads(comm))
     k = cfg.ranks_per_point or nproc
-    mpi4pytorch.agree(comm, lambda: dist.check_ranks_per_point(k, nproc))
-    net, data = mpi4pytorch.agree(comm, lambda: plot_surface.load_model_and_data(cfg))
+    mpi.agree(comm, lambda: dist.check_ranks_per_point(k, nproc))
+    net, data = mpi.agree(comm, lambda: plot_surface.load_model_and_data(cfg))
     plot_surface.warn_no_model_file(cfg, rank)
     path = f"{checkpoint_name(cfg)}_{cfg.curvature}.json"     # _hessian.json as the reference; _ggn.json, _ef.json
 
     def loss_and_outputs():
         for out in (path, cfg.out) if rank == 0 else ():
             if out:
-                h5_util.check_writable(out)
+                h5.check_writable(out)
         return evaluation.resolve_loss(cfg.loss_name)
-    criterion, _ = mpi4pytorch.agree(comm, loss_and_outputs)
+    criterion, _ = mpi.agree(comm, loss_and_outputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", curvature.CurvatureWarning)
         r = api.hessian(net, data.split("train"), criterion, curvature=cfg.curvature, hvp=cfg.hvp, top_k=cfg.top_k,
@@ -189,15 +181,15 @@ def at_center(cfg, comm, rank, nproc):
         else:                                         # anyone else's: as Python would have shown it
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if cfg.out and (cfg.esd or cfg.per_layer):
-        from landscape.plots import plot_1d as plot_1D
+        from landscape.plots import plot_1d
         if cfg.esd:
-            plot_1D.plot_esd(cfg.out, show=cfg.show, fmt=cfg.format)
+            plot_1d.plot_esd(cfg.out, show=cfg.show, fmt=cfg.format)
         if cfg.per_layer:
-            plot_1D.plot_per_layer(cfg.out, show=cfg.show, fmt=cfg.format)
+            plot_1d.plot_per_layer(cfg.out, show=cfg.show, fmt=cfg.format)
     return 0
 
 
-def checkpoint_name(cfg):
+def checkpoint_name(cfg: argparse.Namespace) -> str:
     """What the curvature's files are named after: --model_file, or without one the seeded initialisation
     (<model>_init_seed=<seed>, in the working directory)."""
     if cfg.model_file:
@@ -205,7 +197,8 @@ def checkpoint_name(cfg):
     return os.path.basename(cfg.model).replace(":", "-").replace(".py", "") + f"_init_seed={cfg.seed}"
 
 
-def summary(cfg, data, r, nproc=1, k=1):
+def summary(cfg: argparse.Namespace, data: EvalData, r: api.HessianResult, nproc: int = 1,
+            k: int = 1) -> dict[str, Any]:
     """The numbers of the JSON file (and the HDF5 file's attributes): what was computed, and how."""
     out = {"model_file": cfg.model_file, "model": cfg.model, "dataset": data.name, "train_size": r.examples,
            "curvature": cfg.curvature, "hvp": cfg.hvp, "parameters": r.parameters, "params": cfg.params,
@@ -214,8 +207,8 @@ def summary(cfg, data, r, nproc=1, k=1):
            "tol": cfg.tol, "max_iter": cfg.max_iter, "trace": r.trace, "trace_stderr": r.trace_stderr,
            "trace_samples": r.trace_samples, "trace_converged": bool(r.trace_converged),
            "precision": cfg.precision, "seconds": r.seconds, "products": r.products,
-           "ranks": nproc, "ranks_per_point": k, "data_in_memory": r.data_in_memory, "tool": h5_util.tool_version(),
-           "landscape_version": h5_util.__version__}
+           "ranks": nproc, "ranks_per_point": k, "data_in_memory": r.data_in_memory, "tool": h5.tool_version(),
+           "landscape_version": h5.__version__}
     if r.per_layer is not None:
         out["per_layer"] = [{"layer": lay.name, "parameters": lay.parameters, "top_eig": lay.top_eig,
                              "trace": lay.trace, "trace_stderr": lay.trace_stderr,
@@ -224,7 +217,7 @@ def summary(cfg, data, r, nproc=1, k=1):
     return out
 
 
-def write_hessian_file(path, r, summary):
+def write_hessian_file(path: str, r: api.HessianResult, summary: dict[str, Any]) -> None:
     def write(f):
         f["eigenvalues"] = np.asarray(r.eigenvalues, dtype=np.float64)
         if r.eigenvectors is not None:
@@ -236,24 +229,24 @@ def write_hessian_file(path, r, summary):
             f["esd_grid"] = r.esd_grid
             f["esd_density"] = r.esd_density
         if r.per_layer is not None:
-            f["per_layer"] = h5_util.per_layer_table(r.per_layer)
-        h5_util.set_attrs(f, {k: json.dumps(v) if isinstance(v, (list, bool)) else v for k, v in summary.items()
-                              if v is not None and k != "per_layer"})
+            f["per_layer"] = h5.per_layer_table(r.per_layer)
+        h5.set_attrs(f, {k: json.dumps(v) if isinstance(v, (list, bool)) else v for k, v in summary.items()
+                         if v is not None and k != "per_layer"})
         f.attrs["param_names"] = json.dumps(r.param_names)
-        f.attrs["tool"] = h5_util.tool_version()
-    h5_util.atomic_write(path, write)
+        f.attrs["tool"] = h5.tool_version()
+    h5.atomic_write(path, write)
 
 
-def run(cfg, comm, rank, nproc):
+def run(cfg: argparse.Namespace, comm: Any, rank: int, nproc: int) -> int:
     for line in getattr(cfg, "notes", []) if rank == 0 else ():
         print(line, file=sys.stderr, flush=True)
     if cfg.at_center:
         return at_center(cfg, comm, rank, nproc)
-    return plot_surface.run(cfg, comm, rank, nproc, compute=eig_compute, plot=plot_eigs,
+    return plot_surface.run(cfg, comm, rank, nproc, plot=plot_eigs,
                             after=lambda result: warn_unconverged(result, cfg))
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     cfg = plot_surface.parse_config(argv, parser)
     check_flags(cfg, parser)

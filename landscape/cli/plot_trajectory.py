@@ -9,17 +9,21 @@ directions.h5 (or uses --dir_file), the projection file <dir_file>_proj_<method>
 Then plot the loss contours with the path on top (the paper's Figure 9):
     python plot_surface.py --model_file <final> --dir_file <dir_file> --x=... --y=... --proj_file <proj> --plot
 """
+from __future__ import annotations
+
+import argparse
 import os
 import sys
+from typing import Optional, Sequence
 
-from landscape import directions as net_plotter
-from landscape import trajectory as projection
+from landscape import directions as dirs
+from landscape import trajectory as traj
 from landscape.errors import ArgParser, UserError, run_cli
-from landscape.plots import plot_2d as plot_2D
-from landscape.zoo import loader as model_loader
+from landscape.plots import plot_2d
+from landscape.zoo import loader as zoo_loader
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     p = ArgParser.make("Plot the optimisation trajectory in the plane of its principal directions.")
     p.add_argument("--dataset", default="cifar10", help="dataset the models were trained on (names input shapes)")
     p.add_argument("--model", default="resnet56", help="model name, or path/to/file.py:factory")
@@ -40,7 +44,7 @@ def build_parser():
     return p
 
 
-def checkpoint_files(a):
+def checkpoint_files(a: argparse.Namespace) -> list[str]:
     if a.save_epoch < 1 or a.start_epoch > a.max_epoch:
         raise UserError("--save_epoch must be >= 1 and --start_epoch <= --max_epoch")
     files = [os.path.join(a.model_folder, f"{a.prefix}{e}{a.suffix}")
@@ -54,19 +58,20 @@ def checkpoint_files(a):
     return files
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     if not a.model_folder or not os.path.isdir(a.model_folder):
         raise UserError(f"--model_folder '{a.model_folder}' is not a folder")
     files = checkpoint_files(a)
-    net = model_loader.load(a.dataset, a.model, files[-1])
-    net_plotter.entry_mask(net_plotter.direction_space(net, a.dir_type), a.params)  # a regex that matches nothing
-    dir_file = a.dir_file or projection.setup_PCA_directions(a, files, net, a.model)
+    net = zoo_loader.load(a.dataset, a.model, files[-1])
+    dirs.entry_mask(dirs.direction_space(net, a.dir_type), a.params)  # a regex that matches nothing
+    dir_file = a.dir_file or traj.pca_direction_file(files, net, a.model, a.dataset, a.model_folder, a.dir_type,
+                                                     a.ignore, a.save_epoch, a.params or "")
     if a.dir_file and not os.path.exists(a.dir_file):
         raise UserError(f"--dir_file '{a.dir_file}' does not exist")
-    proj_file = projection.project_trajectory(dir_file, net, a.dataset, a.model, files, a.dir_type, a.proj_method,
-                                              a.params)
-    plot_2D.plot_trajectory(proj_file, dir_file, fmt=a.format)
+    proj_file = traj.project_trajectory(dir_file, net, a.dataset, a.model, files, a.dir_type, a.proj_method,
+                                        a.params)
+    plot_2d.plot_trajectory(proj_file, dir_file, fmt=a.format)
     print(f"direction file: {dir_file}\nprojection file: {proj_file}")
     return 0
 

@@ -13,10 +13,14 @@ learning rate is multiplied by --lr_decay at epochs 150, 225 and 275 (the refere
 The data lives on the device as tensors; CIFAR-10 augmentation (random 4-pixel-padded crop and
 horizontal flip) runs there too. Digits and custom data are not augmented.
 """
+from __future__ import annotations
+
+import argparse
 import os
 import random
 import sys
 import time
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,18 +30,18 @@ import torch.nn.init as init
 
 from landscape.errors import ArgParser, UserError, run_cli
 from landscape.evaluation import LOSS_NAMES, batch_loss_sum, evaluate
-from landscape.zoo import data as dataloader
-from landscape.zoo import loader as model_loader
+from landscape.zoo import data as zoo_data
+from landscape.zoo import loader as zoo_loader
 
 DECAY_EPOCHS = (150, 225, 275)
 
 
-def default_save():
+def default_save() -> str:
     """cifar10/trained_nets: under the clone when run through its front door, else under the working directory."""
-    return os.path.join(dataloader.CLONE_ROOT or "", "cifar10", "trained_nets")
+    return os.path.join(zoo_data.CLONE_ROOT or "", "cifar10", "trained_nets")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     p = ArgParser.make("Train a model for loss-landscape plots (CIFAR-10, digits or custom data).")
     p.add_argument("--batch_size", default=128, type=int, help="minibatch size")
     p.add_argument("--lr", default=0.1, type=float, help="learning rate")
@@ -74,7 +78,7 @@ def build_parser():
     return p
 
 
-def name_save_folder(a):
+def name_save_folder(a: argparse.Namespace) -> str:
     """The reference's run-folder name (plus _dataset=<name> for data other than CIFAR-10)."""
     model = os.path.basename(a.model).replace(":", "-").replace(".py", "")   # a file.py:fn model: its name only
     name = f"{model}_{a.optimizer}_lr={a.lr}"
@@ -98,7 +102,7 @@ def name_save_folder(a):
     return name
 
 
-def init_params(net):
+def init_params(net: nn.Module) -> None:
     """The reference's initialisation: Kaiming-normal convs, unit BN, N(0, 1e-3) linear layers."""
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -114,7 +118,7 @@ def init_params(net):
                 init.constant_(m.bias, 0)
 
 
-def augment(x, gen):
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random 32x32 crop of the 4-pixel zero-padded image, and a random horizontal flip, per image."""
     n, _, h, w = x.shape
     padded = F.pad(x, (4, 4, 4, 4))
@@ -129,7 +133,7 @@ def augment(x, gen):
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def corrupt_labels(y, prob, num_classes, seed):
+def corrupt_labels(y: torch.Tensor, prob: float, num_classes: int, seed: int) -> torch.Tensor:
     """Replace each label with a uniformly random class with probability `prob` (Zhang et al.)."""
     g = torch.Generator().manual_seed(seed)
     flip = torch.rand(len(y), generator=g) < prob
@@ -137,7 +141,8 @@ def corrupt_labels(y, prob, num_classes, seed):
     return torch.where(flip, random_labels, y)
 
 
-def train_epoch(net, x, y, optimizer, a, gen, augment_on):
+def train_epoch(net: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+                a: argparse.Namespace, gen: torch.Generator, augment_on: bool) -> tuple[float, float]:
     """One pass in random order over (x, y) on the device; returns (mean loss, error %)."""
     net.train()
     n = len(y)
@@ -156,19 +161,19 @@ def train_epoch(net, x, y, optimizer, a, gen, augment_on):
     return total_loss.item() / n, 100.0 - 100.0 * correct.item() / n
 
 
-def make_optimizer(net, a):
+def make_optimizer(net: nn.Module, a: argparse.Namespace) -> torch.optim.Optimizer:
     if a.optimizer == "sgd":
         return torch.optim.SGD(net.parameters(), lr=a.lr, momentum=a.momentum,
                                weight_decay=a.weight_decay, nesterov=a.momentum > 0)
     return torch.optim.Adam(net.parameters(), lr=a.lr, weight_decay=a.weight_decay)
 
 
-def checkpoint_epochs(epochs, save_epoch):
+def checkpoint_epochs(epochs: int, save_epoch: int) -> list[int]:
     """The reference's epochs (0, 1, every save_epoch, 150), plus the last epoch, so a run always ends saved."""
     return [0] + [e for e in range(1, epochs + 1) if e in (1, 150, epochs) or e % save_epoch == 0]
 
 
-def validate(a):
+def validate(a: argparse.Namespace) -> None:
     if a.batch_size < 1 or a.epochs < 0 or a.save_epoch < 1:
         raise UserError("--batch_size and --save_epoch must be >= 1 and --epochs >= 0")
     if not 0 <= a.label_corrupt_prob <= 1:
@@ -182,7 +187,7 @@ def validate(a):
             raise UserError(f"--{flag} file '{getattr(a, flag)}' does not exist")
 
 
-def save_checkpoint(folder, epoch, net, optimizer, acc):
+def save_checkpoint(folder: str, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer, acc: float) -> None:
     """Write model_<e>.t7 and opt_state_<e>.t7 atomically (temp file, then rename)."""
     plain = net.module if isinstance(net, nn.DataParallel) else net
     for name, obj in ((f"model_{epoch}.t7", {"acc": acc, "epoch": epoch, "state_dict": plain.state_dict()}),
@@ -192,28 +197,29 @@ def save_checkpoint(folder, epoch, net, optimizer, acc):
         os.replace(path + ".tmp", path)
 
 
-def resume(net, optimizer, a):
+def resume(net: nn.Module, optimizer: torch.optim.Optimizer, a: argparse.Namespace) -> int:
     """Load --resume_model / --resume_opt (tensor-only files); returns the first epoch to run."""
     start = 1
     if a.resume_model:
-        ckpt = model_loader.read_checkpoint(a.resume_model)
-        state = model_loader.add_batch_counts(net, model_loader.extract_state_dict(ckpt, a.resume_model))
-        model_loader.check_fits(net, state, a.model, a.resume_model)
+        ckpt = zoo_loader.read_checkpoint(a.resume_model)
+        state = zoo_loader.add_batch_counts(net, zoo_loader.extract_state_dict(ckpt, a.resume_model))
+        zoo_loader.check_fits(net, state, a.model, a.resume_model)
         net.load_state_dict(state)
         start = int(ckpt.get("epoch", 0)) + 1 if isinstance(ckpt, dict) else 1
     if a.resume_opt:
-        opt = model_loader.read_checkpoint(a.resume_opt)
+        opt = zoo_loader.read_checkpoint(a.resume_opt)
         if not (isinstance(opt, dict) and "optimizer" in opt):
             raise UserError(f"--resume_opt '{a.resume_opt}' has no 'optimizer' entry")
         optimizer.load_state_dict(opt["optimizer"])
     return start
 
 
-def log_line(epoch, loss, train_err, test_err, test_loss):
+def log_line(epoch: int, loss: float, train_err: float, test_err: float, test_loss: float) -> str:
     return f"e: {epoch} loss: {loss:.5f} train_err: {train_err:.3f} test_top1: {test_err:.3f} test_loss {test_loss:.5f}"
 
 
-def dry_run(a, folder, net, optimizer, x, y, augment_on, gen):
+def dry_run(a: argparse.Namespace, folder: str, net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+            y: torch.Tensor, augment_on: bool, gen: torch.Generator) -> None:
     """Time one training step and one evaluation pass, then report the plan without training."""
     epochs = checkpoint_epochs(a.epochs, a.save_epoch)
     print(f"would write {2 * len(epochs)} checkpoints (model_<e>.t7, opt_state_<e>.t7 for e in "
@@ -234,7 +240,7 @@ def dry_run(a, folder, net, optimizer, x, y, augment_on, gen):
           f"{steps * step / 60:.1f} min of training (plus evaluation). Nothing was trained or written.")
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     validate(a)
     if a.threads > 0:
@@ -244,10 +250,10 @@ def main(argv=None):
     torch.manual_seed(a.rand_seed)
     device = "cuda" if (a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())) else "cpu"
 
-    data = dataloader.load_tensors(a.dataset, a.datapath, a.raw_data, trainloader=a.trainloader,
-                                   testloader=a.testloader, allow_pickle=a.allow_pickle, download=a.download)
+    data = zoo_data.load_tensors(a.dataset, a.datapath, a.raw_data, trainloader=a.trainloader,
+                                 testloader=a.testloader, allow_pickle=a.allow_pickle, download=a.download)
     folder = os.path.join(a.save, name_save_folder(a))
-    net = model_loader.build(a.model)
+    net = zoo_loader.build(a.model)
     if not a.resume_model:
         init_params(net)
     net.to(device)

@@ -13,12 +13,16 @@ the reference. The reference accumulated per-batch *mean* losses without dividin
 batches, so its eigenvalues are the true ones times the number of batches (e.g. x391 for CIFAR-10 at
 batch 128). Ratios such as |min/max| are unaffected.
 """
+from __future__ import annotations
+
 import math  # noqa: F401  (the old module's imports stay importable from it)
 from dataclasses import dataclass  # noqa: F401
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np  # noqa: F401
 import scipy  # noqa: F401
 import torch  # noqa: F401
+import torch.nn as nn
 
 from landscape.curvature.algorithms import (  # noqa: F401  (re-exported)
     FLOAT32_FLOOR,
@@ -63,12 +67,14 @@ from landscape.curvature.operators import (  # noqa: F401  (re-exported)
 from landscape.evaluation import batch_loss_sum
 
 
-def hessian_params(net):
+def hessian_params(net: nn.Module) -> list[nn.Parameter]:
     """The parameters the Hessian is taken with respect to by default: those of dimension > 1."""
     return [p for p in net.parameters() if p.dim() > 1]
 
 
-def batch_loss_terms(net, x, y, batch_size=128, loss_name="crossentropy", criterion=None):
+def batch_loss_terms(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128,
+                     loss_name: str = "crossentropy", criterion: Optional[Callable[..., torch.Tensor]] = None
+                     ) -> Callable[[], Iterator[torch.Tensor]]:
     """A loss_terms callable: net's loss on (x, y) batch by batch, each weighted by its share of len(y)."""
     n = len(y)
 
@@ -82,8 +88,9 @@ def batch_loss_terms(net, x, y, batch_size=128, loss_name="crossentropy", criter
     return terms
 
 
-def make_hvp(net, x, y, loss_name="crossentropy", batch_size=128, params=None, criterion=None, cache="auto",
-             memory_budget=None):
+def make_hvp(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_name: str = "crossentropy", batch_size: int = 128,
+             params: Optional[Iterable[torch.Tensor]] = None, criterion: Optional[Callable[..., torch.Tensor]] = None,
+             cache: Union[str, bool] = "auto", memory_budget: Optional[int] = None) -> HessianOperator:
     """A HessianOperator for net's mean loss on (x, y) (already on the model's device), in eval mode.
 
     params defaults to hessian_params(net); criterion(outputs, targets) -> mean loss overrides loss_name
@@ -96,14 +103,18 @@ def make_hvp(net, x, y, loss_name="crossentropy", batch_size=128, params=None, c
                            memory_budget, watch)
 
 
-def lanczos_extremes(hvp, dim, device, tol=LANCZOS_TOL, max_iter=100, seed=0):
+def lanczos_extremes(hvp: Callable[[torch.Tensor], torch.Tensor], dim: int, device: Union[str, torch.device],
+                     tol: float = LANCZOS_TOL, max_iter: int = 100, seed: int = 0) -> tuple[float, float, int]:
     """(largest eigenvalue, smallest eigenvalue, number of products) of the operator `hvp`."""
     r = lanczos(as_operator(hvp, dim, device), top_k=1, tol=tol, max_iter=max_iter, seed=seed, want_min=True)
     return r.max_eig, r.min_eig, r.iterations
 
 
-def min_max_hessian_eigs(net, x, y=None, loss_name="crossentropy", batch_size=128, tol=LANCZOS_TOL, max_iter=100,
-                         seed=0, use_cuda=False, verbose=False):
+def min_max_hessian_eigs(net: nn.Module, x: Union[torch.Tensor, Iterable[Sequence[Any]]],
+                         y: Union[torch.Tensor, Callable[..., torch.Tensor], None] = None,
+                         loss_name: Union[str, int] = "crossentropy", batch_size: Union[int, bool] = 128,
+                         tol: Union[float, bool] = LANCZOS_TOL, max_iter: int = 100, seed: int = 0,
+                         use_cuda: bool = False, verbose: bool = False) -> tuple[float, float, int]:
     """(max eigenvalue, min eigenvalue, Hessian-vector products used): the reference's helper name.
 
     Two call forms: (net, x, y[, loss_name, batch_size, ...]) with tensors, or the reference's
@@ -123,23 +134,25 @@ def min_max_hessian_eigs(net, x, y=None, loss_name="crossentropy", batch_size=12
 class LoaderSet:
     """A re-iterable of (inputs, targets) batches moved to `device`, with `total`: the examples it holds."""
 
-    def __init__(self, loader, device):
+    def __init__(self, loader: Iterable[Sequence[Any]], device: Union[str, torch.device]) -> None:
         self.loader, self.device = loader, device
         self.total = sum(len(yb) for _, yb in self._pairs())
         if not self.total:
             raise ValueError("the dataloader yields no examples")
 
-    def _pairs(self):
+    def _pairs(self) -> Iterator[tuple[Any, torch.Tensor]]:
         for batch in self.loader:
             xb, yb = batch[0], batch[1]
             yield xb, yb
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
         for xb, yb in self._pairs():
             yield xb.to(self.device), yb.to(self.device)
 
 
-def loader_hessian(net, dataloader, criterion, params, use_cuda=False, cache="auto"):
+def loader_hessian(net: nn.Module, dataloader: Iterable[Sequence[Any]], criterion: Callable[..., torch.Tensor],
+                   params: Sequence[torch.Tensor], use_cuda: bool = False,
+                   cache: Union[str, bool] = "auto") -> HessianOperator:
     """The HessianOperator of the mean of criterion over a loader's examples w.r.t. `params`, with `net`
     in eval mode on the GPU (use_cuda) or the CPU: what the reference's helpers multiply by."""
     from landscape.curvature import model as curvature_model
@@ -149,8 +162,9 @@ def loader_hessian(net, dataloader, criterion, params, use_cuda=False, cache="au
     return HessianOperator(params, curvature_model.batch_terms(net, data, criterion, data.total), cache=cache)
 
 
-def reference_min_max(net, dataloader, criterion, use_cuda=False, verbose=False, tol=LANCZOS_TOL, max_iter=100,
-                      seed=0):
+def reference_min_max(net: nn.Module, dataloader: Iterable[Sequence[Any]], criterion: Callable[..., torch.Tensor],
+                      use_cuda: bool = False, verbose: bool = False, tol: float = LANCZOS_TOL, max_iter: int = 100,
+                      seed: int = 0) -> tuple[float, float, int]:
     """The reference's min_max_hessian_eigs(net, dataloader, criterion, rank, use_cuda, verbose), on this
     tool's Lanczos: the Hessian of the mean of criterion over the loader's examples w.r.t. the
     parameters of dimension > 1, in eval mode."""
@@ -161,7 +175,7 @@ def reference_min_max(net, dataloader, criterion, use_cuda=False, verbose=False,
     return r.max_eig, r.min_eig, r.iterations
 
 
-def npvec_to_tensorlist(vec, params):
+def npvec_to_tensorlist(vec: np.ndarray, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """A flat numpy vector -> a list of float32 tensors shaped like `params` (the reference's helper)."""
     vec = np.asarray(vec)
     need = sum(p.numel() for p in params)
@@ -175,14 +189,16 @@ def npvec_to_tensorlist(vec, params):
     return out
 
 
-def gradtensor_to_npvec(net, include_bn=False):
+def gradtensor_to_npvec(net: nn.Module, include_bn: bool = False) -> np.ndarray:
     """The gradients in net's parameters' .grad as one flat numpy vector: those of dimension > 1, or
     every parameter with include_bn (the reference's helper)."""
     return np.concatenate([p.grad.detach().cpu().numpy().ravel() for p in net.parameters()
                            if include_bn or p.dim() > 1])
 
 
-def eval_hess_vec_prod(vec, params, net, criterion, dataloader, use_cuda=False):
+def eval_hess_vec_prod(vec: Iterable[torch.Tensor], params: Sequence[torch.Tensor], net: nn.Module,
+                       criterion: Callable[..., torch.Tensor], dataloader: Iterable[Sequence[Any]],
+                       use_cuda: bool = False) -> None:
     """H vec, accumulated into the .grad of `params` (read it with gradtensor_to_npvec): the reference's
     helper. vec: tensors shaped like params; H: the Hessian of the mean of criterion over the
     loader's examples (the reference summed batch means: its product was this one times the number

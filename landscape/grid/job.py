@@ -6,6 +6,8 @@ file, resume checks; a refused run writes nothing), computes the missing points 
 (scheduler.py) and records them on rank 0 (io.h5.Recorder: atomic rewrites every flush_seconds, and
 on the way out whatever happens). The scripts and the Python API (landscape.api) both build jobs.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import math
@@ -13,17 +15,26 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from landscape import directions as net_plotter
+from landscape import directions as dirlib
 from landscape.errors import LandscapeError
 from landscape.grid import scheduler
 from landscape.grid.lock import SurfaceLock
-from landscape.io import h5 as h5_util
-from landscape.parallel import mpi as mpi4pytorch
+from landscape.io import h5
+from landscape.parallel import mpi
+
+if TYPE_CHECKING:
+    from landscape.parallel.dist import PointGroup
+
+Mover = Callable[[], dirlib.PointSetter]       # () -> what moves the model to a grid point (make_mover)
+Compute = Callable[[np.ndarray], np.ndarray]   # coords (n, ndim) -> values (n, len(keys))
+# directions given as tensors: [x] or [x, y], each a list in the space's order or {entry name: tensor}
+Explicit = Sequence[Union[Sequence[Any], dict[str, Any]]]
 
 
 # ----------------------------------------------------------------------------- results
@@ -31,19 +42,19 @@ from landscape.parallel import mpi as mpi4pytorch
 class Result:
     """A computed surface: x (nx,), y (ny,) or None, and value maps (nx,) or (ny, nx), Z[j, i] at (x[i], y[j])."""
     x: np.ndarray
-    y: np.ndarray
-    values: dict
+    y: Optional[np.ndarray]
+    values: dict[str, np.ndarray]
     path: str = ""            # the surface file ('' when kept in memory)
     dir_file: str = ""
-    attrs: dict = field(default_factory=dict)
-    stats: dict = field(default_factory=dict)   # points computed, seconds, seconds per point, ranks
+    attrs: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)   # points computed, seconds, seconds per point, ranks
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> np.ndarray:
         return self.values[key]
 
 
 # ----------------------------------------------------------------------------- grids
-def parse_range(text, flag="--x"):
+def parse_range(text: str, flag: str = "--x") -> tuple[float, float, int]:
     """'min:max:num' -> (min, max, num), with num an integer >= 1, all finite; min > max runs the axis
     backwards (np.linspace(min, max, num), as the reference)."""
     parts = str(text).split(":")
@@ -60,7 +71,7 @@ def parse_range(text, flag="--x"):
     return lo, hi, int(num)
 
 
-def axis(spec, flag):
+def axis(spec: Union[str, Sequence[float], np.ndarray, None], flag: str) -> Optional[np.ndarray]:
     """A grid axis from 'min:max:num', a (min, max, num) tuple (a range, like the string), or a list or
     array of coordinates (a list [-1, 1, 3] is three coordinates); None: no axis."""
     if spec is None:
@@ -83,9 +94,9 @@ def axis(spec, flag):
     return a
 
 
-def grid_coords(x, y):
+def grid_coords(x: np.ndarray, y: Optional[np.ndarray]) -> np.ndarray:
     """(points, ndim) coordinates in the surface's flat order: index j*nx + i is (x[i], y[j])."""
-    return h5_util.new_surface("", x, y, "", {}).coords()
+    return h5.new_surface("", x, y, "", {}).coords()
 
 
 # ----------------------------------------------------------------------------- the grid job
@@ -94,57 +105,58 @@ class GridJob:
     """One grid run: what moves the model, what each point computes, and where the results go."""
     net: nn.Module                   # the model at the origin (CPU, eval mode); the run moves it
     x: np.ndarray
-    y: np.ndarray                    # None for 1D
-    keys: list                       # the value maps this run writes
-    make_compute: object             # make_compute(make_mover) -> (coords (n, ndim) -> values (n, len(keys)))
-    missing_keys: list = None        # maps whose sentinel marks a point as not computed (default: keys)
-    spec: net_plotter.DirectionSpec = None
-    explicit: list = None            # directions given as tensors
-    path: list = None                # checkpoints' direction spaces, for a path
+    y: Optional[np.ndarray]          # None for 1D
+    keys: list[str]                  # the value maps this run writes
+    make_compute: Callable[[Mover], Compute]   # make_compute(make_mover) -> (coords (n, ndim) -> values (n, len(keys)))
+    missing_keys: Optional[list[str]] = None   # maps whose sentinel marks a point as not computed (default: keys)
+    spec: Optional[dirlib.DirectionSpec] = None
+    explicit: Optional[Explicit] = None        # directions given as tensors
+    path: Optional[list[dirlib.Space]] = None  # checkpoints' direction spaces, for a path
     path_type: str = "polychain"
-    model2: object = None            # callables returning the target models
-    model3: object = None
-    build_model: object = None       # builds a fresh model right after seeding (the reference's draws)
-    hessian: object = None           # () -> [(eigenvector, eigenvalue)] for hessian directions
+    model2: Optional[Callable[[], nn.Module]] = None   # callables returning the target models
+    model3: Optional[Callable[[], nn.Module]] = None
+    build_model: Optional[Callable[[], nn.Module]] = None   # builds a fresh model after seeding (the reference's draws)
+    hessian: Optional[Callable[[], list[tuple[torch.Tensor, float]]]] = None   # () -> [(eigenvector, eigenvalue)]
     dir_file: str = ""               # '' keeps the directions in memory
     dir_given: bool = False          # the user named the direction file: it defines the directions,
-    compare: object = True           # ... except these DirectionSpec fields (a set), which must match
+    compare: Union[bool, set[str], frozenset[str]] = True   # ... except these DirectionSpec fields, which must match
     surf_file: str = ""              # '' keeps the surface in memory
-    prov: dict = field(default_factory=dict)
+    prov: dict[str, Any] = field(default_factory=dict)
     net_name: str = ""
     model_hash: str = ""
-    dir_inputs: dict = field(default_factory=dict)  # inputs that may define directions (target checkpoints'
-    #                                                 hashes, the loss and data of a Hessian): directions.defining_inputs
+    dir_inputs: dict[str, Any] = field(default_factory=dict)  # inputs that may define directions (target
+    #                       checkpoints' hashes, the loss and data of a Hessian): directions.defining_inputs
     save_directions: str = ""        # also write the directions (materialised) to this file
-    device: object = "cpu"
+    device: Union[str, torch.device] = "cpu"
     flush_seconds: float = 5.0
     progress: bool = True
     quiet: bool = False              # no printed lines (the API's default)
+    notes: list[str] = field(default_factory=list)   # warning lines rank 0 prints once every check has passed
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.missing_keys = self.missing_keys or self.keys
 
 
 @dataclass
 class Plan:
     """What rank 0 decided before computing; nothing is written while making it."""
-    directions: list                 # float32 CPU tensors, or None (seeded directions, or a path)
-    seeded: object                   # net_plotter.SeededDirections, or None
+    directions: Optional[list[dirlib.Direction]]   # float32 CPU tensors, or None (seeded directions, or a path)
+    seeded: Optional[dirlib.SeededDirections]
     new_dirs: bool
-    warnings: list                   # lines to print once every check has passed
-    points: list                     # marked points [(label, x, y)]
-    spec: net_plotter.DirectionSpec  # what the directions are: this run's, or a named direction file's own
-    surf: h5_util.Surface = None
-    created: list = field(default_factory=list)   # files this run wrote new (removed if it fails before a point)
-    unapplied: frozenset = frozenset()            # direction flags a named file made inapplicable (not recorded)
+    warnings: list[str]              # lines to print once every check has passed
+    points: list[dirlib.MarkedPoint]   # marked points [(label, x, y)]
+    spec: Optional[dirlib.DirectionSpec]   # what the directions are: this run's, or a named direction file's own
+    surf: Optional[h5.Surface] = None
+    created: list[str] = field(default_factory=list)   # files this run wrote new (removed if it fails before a point)
+    unapplied: frozenset[str] = frozenset()            # direction flags a named file made inapplicable (not recorded)
 
 
-def space_of(job, spec=None):
+def space_of(job: GridJob, spec: Optional[dirlib.DirectionSpec] = None) -> dirlib.Space:
     spec = spec or job.spec
-    return net_plotter.direction_space(job.net, spec.dir_type if spec else "weights")
+    return dirlib.direction_space(job.net, spec.dir_type if spec else "weights")
 
 
-def path_points(job):
+def path_points(job: GridJob) -> list[dirlib.MarkedPoint]:
     """The checkpoints a path passes through, where they sit; with a --params subset only the first one
     is itself (elsewhere the other entries stay at the model's own values)."""
     n = len(job.path)
@@ -155,7 +167,7 @@ def path_points(job):
     return points[:1] if job.spec is not None and job.spec.params else points
 
 
-def obtain_directions(job):
+def obtain_directions(job: GridJob) -> Plan:
     """A Plan (no surface yet): an existing direction file, checked, or new directions."""
     spec = job.spec
     if job.path is not None:
@@ -165,60 +177,60 @@ def obtain_directions(job):
         dirs = explicit_directions(job.explicit, space, spec)
         new = True
         if job.dir_file and os.path.exists(job.dir_file):
-            stored = net_plotter.load_directions(job.dir_file, spec.ndim)
-            if h5_util.directions_sha256(stored) != h5_util.directions_sha256(dirs):
+            stored = dirlib.load_directions(job.dir_file, spec.ndim)
+            if h5.directions_sha256(stored) != h5.directions_sha256(dirs):
                 raise LandscapeError(f"direction file '{job.dir_file}' holds other directions than the ones given; "
                                      "use another dir_file or out")
             new = False
         return Plan(dirs, None, new, [], [], spec)
     if job.dir_file and os.path.exists(job.dir_file):
-        attrs = h5_util.read_direction_info(job.dir_file)["attrs"]
+        attrs = h5.read_direction_info(job.dir_file)["attrs"]
         compare, notes, unapplied = job.compare, [], set()
         if isinstance(compare, (set, frozenset)):  # a file the user named defines what they did not set
-            unapplied = net_plotter.unapplied_fields(attrs, spec, compare)
-            spec = net_plotter.recorded_spec(attrs, spec, keep=compare, unapplied=unapplied)
+            unapplied = dirlib.unapplied_fields(attrs, spec, compare)
+            spec = dirlib.recorded_spec(attrs, spec, keep=compare, unapplied=unapplied)
             compare = frozenset(compare) - unapplied
-            notes = [net_plotter.unapplied_note(job.dir_file, unapplied)] if unapplied else []
-        warning = net_plotter.check_direction_file(job.dir_file, spec, space_of(job, spec), job.net_name,
-                                                   job.model_hash, compare=compare, inputs=job.dir_inputs)
+            notes = [dirlib.unapplied_note(job.dir_file, unapplied)] if unapplied else []
+        warning = dirlib.check_direction_file(job.dir_file, spec, space_of(job, spec), job.net_name,
+                                              job.model_hash, compare=compare, inputs=job.dir_inputs)
         notes += [warning] if warning else []
         points = [(p["label"], p["x"], p.get("y")) for p in json.loads(attrs.get("marked_points") or "[]")]
         if attrs.get("regenerated"):
-            seeded = net_plotter.SeededDirections(spec, attrs["regenerated_device_type"])
+            seeded = dirlib.SeededDirections(spec, attrs["regenerated_device_type"])
             if spec.ndim == 2 and spec.orthogonalize:
                 ortho = attrs.get("regenerated_ortho")
                 seeded.ortho = tuple(json.loads(ortho)) if ortho else seeded.gram_schmidt(
-                    space_of(job, spec), net_plotter.entry_mask(space_of(job, spec), spec.params))
+                    space_of(job, spec), dirlib.entry_mask(space_of(job, spec), spec.params))
             return Plan(None, seeded, False, notes, points, spec, unapplied=frozenset(unapplied))
-        dirs = net_plotter.load_directions(job.dir_file, spec.ndim, space_of(job, spec))
+        dirs = dirlib.load_directions(job.dir_file, spec.ndim, space_of(job, spec))
         return Plan(dirs, None, False, notes, points, spec, unapplied=frozenset(unapplied))
     if job.dir_given:
         raise LandscapeError(f"direction file '{job.dir_file}' does not exist")
     if spec.regenerate:
         spec.check()
-        seeded = net_plotter.SeededDirections(spec, torch.device(job.device).type)
+        seeded = dirlib.SeededDirections(spec, torch.device(job.device).type)
         if spec.orthogonalize:
-            seeded.ortho = seeded.gram_schmidt(space, net_plotter.entry_mask(space, spec.params))
+            seeded.ortho = seeded.gram_schmidt(space, dirlib.entry_mask(space, spec.params))
         return Plan(None, seeded, True, [], [], spec)
-    dirs, points = net_plotter.make_directions(spec, job.net, job.model2, job.model3, job.build_model, job.hessian)
+    dirs, points = dirlib.make_directions(spec, job.net, job.model2, job.model3, job.build_model, job.hessian)
     return Plan(dirs, None, True, [], points, spec)
 
 
-def explicit_directions(given, space, spec):
+def explicit_directions(given: Explicit, space: dirlib.Space, spec: dirlib.DirectionSpec) -> list[dirlib.Direction]:
     """Directions given as tensors, checked, restricted to the --params subset (and tied duplicates and
     integer entries, which never move), then orthogonalised if asked."""
     dirs = check_explicit(given, space, spec.ndim)
-    mask = net_plotter.entry_mask(space, spec.params)
+    mask = dirlib.entry_mask(space, spec.params)
     for d in dirs:
         for k, m in enumerate(mask):
             if not m:
                 d[k] = torch.zeros_like(d[k])
     if spec.orthogonalize:
-        dirs[1], _ = net_plotter.orthogonalize(dirs[0], dirs[1], spec)
+        dirs[1], _ = dirlib.orthogonalize(dirs[0], dirs[1], spec)
     return dirs
 
 
-def check_explicit(directions, space, ndim):
+def check_explicit(directions: Explicit, space: dirlib.Space, ndim: int) -> list[dirlib.Direction]:
     """Directions given as tensors: a list (x[, y]) of lists in the space's order or of {name: tensor}."""
     if not isinstance(directions, (list, tuple)) or not directions or \
             not all(isinstance(d, (list, tuple, dict)) for d in directions):
@@ -247,11 +259,11 @@ def check_explicit(directions, space, ndim):
     return out
 
 
-def directions_fingerprint(plan):
+def directions_fingerprint(plan: Plan) -> str:
     if plan.seeded is not None:
         recipe = dict(plan.seeded.spec.attrs(), **plan.seeded.attrs())
         return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
-    return h5_util.directions_sha256(plan.directions) if plan.directions is not None else ""
+    return h5.directions_sha256(plan.directions) if plan.directions is not None else ""
 
 
 # Attributes that say how the last run computed its points, not what the values are: they are
@@ -259,7 +271,7 @@ def directions_fingerprint(plan):
 RUN_INFO = ("data_in_memory", "ranks_per_point")
 
 
-def check_distinct_files(job):
+def check_distinct_files(job: GridJob) -> None:
     """The surface file, the direction file and the file --save_directions writes must be three files."""
     named = [(what, path) for what, path in (("surface file (--surf_file, out=)", job.surf_file),
                                                ("direction file (--dir_file, dir_file=)", job.dir_file),
@@ -271,71 +283,71 @@ def check_distinct_files(job):
                 raise LandscapeError(f"the {what} and the {other} are the same file '{path}': give them different names")
 
 
-def plan_job(job):
+def plan_job(job: GridJob) -> Plan:
     """Check the output folders, the directions and the surface file against this run; write nothing."""
     check_distinct_files(job)
     if job.surf_file:
-        h5_util.check_writable(job.surf_file)
+        h5.check_writable(job.surf_file)
     if job.dir_file and not os.path.exists(job.dir_file):
-        h5_util.check_writable(job.dir_file)
+        h5.check_writable(job.dir_file)
     if job.save_directions:
-        h5_util.check_writable(job.save_directions)
+        h5.check_writable(job.save_directions)
     plan = obtain_directions(job)
     zero = None
     if plan.directions is not None:
-        zero = net_plotter.zero_direction_warning(plan.directions, plan.spec)
+        zero = dirlib.zero_direction_warning(plan.directions, plan.spec)
     elif plan.seeded is not None:  # drawn directions vanish where every moving entry is zeroed (biasbn)
         space = space_of(job, plan.spec)
-        moving = [t for (_, t), m in zip(space, net_plotter.entry_mask(space, plan.spec.params)) if m]
+        moving = [t for (_, t), m in zip(space, dirlib.entry_mask(space, plan.spec.params)) if m]
         if plan.spec.xignore == "biasbn" and all(t.dim() <= 1 for t in moving):
-            zero = net_plotter.zero_direction_warning([[torch.zeros(1)]], plan.spec)
-    plan.warnings += [zero] if zero else []
-    prov = dict(job.prov, dir_sha256=directions_fingerprint(plan), marked_points=h5_util.points_json(plan.points))
+            zero = dirlib.zero_direction_warning([[torch.zeros(1)]], plan.spec)
+    plan.warnings += ([zero] if zero else []) + list(job.notes)
+    prov = dict(job.prov, dir_sha256=directions_fingerprint(plan), marked_points=h5.points_json(plan.points))
     if plan.spec is not None:  # the subset and space the directions really have (a named file's own)
         prov.update(params=plan.spec.params, dir_type=plan.spec.dir_type)
     for axis in ("x", "y"):    # a target checkpoint that was not applied does not define this surface
         if axis + "dir" in plan.unapplied:
-            for key in net_plotter.TARGET_INPUTS[axis]:
+            for key in dirlib.TARGET_INPUTS[axis]:
                 prov.pop(key, None)
     if job.surf_file and os.path.exists(job.surf_file):
-        surf = h5_util.read_surface(job.surf_file)
-        h5_util.check_surface(surf, job.x, job.y, prov, job.dir_file)
+        surf = h5.read_surface(job.surf_file)
+        h5.check_surface(surf, job.x, job.y, prov, job.dir_file)
         surf.attrs.update({k: v for k, v in prov.items() if k not in surf.attrs or k in RUN_INFO})
         surf.attrs["last_command"] = prov.get("command", "")
     else:
-        surf = h5_util.new_surface(job.surf_file, job.x, job.y, job.dir_file, prov)
+        surf = h5.new_surface(job.surf_file, job.x, job.y, job.dir_file, prov)
     plan.surf = surf
     return plan
 
 
-def write_plan(job, plan):
+def write_plan(job: GridJob, plan: Plan) -> None:
     """Rank 0, every check passed: write the new direction file, then the surface file."""
     spec = plan.spec
     if plan.new_dirs and job.dir_file:
         extra = plan.seeded.attrs() if plan.seeded is not None else None
-        attrs = net_plotter.direction_attrs(spec, job.net_name, job.model_hash, job.dir_inputs, plan.points, extra)
-        h5_util.write_direction_file(job.dir_file, [[]] * spec.ndim if plan.seeded is not None else plan.directions,
-                                     attrs)
+        attrs = dirlib.direction_attrs(spec, job.net_name, job.model_hash, job.dir_inputs, plan.points, extra)
+        h5.write_direction_file(job.dir_file, [[]] * spec.ndim if plan.seeded is not None else plan.directions,
+                                attrs)
         plan.created.append(job.dir_file)
     if job.save_directions and (plan.seeded is not None or plan.directions is not None):
         space = space_of(job, spec)
-        dirs = plan.seeded.materialize(space, net_plotter.entry_mask(space, spec.params)) \
+        dirs = plan.seeded.materialize(space, dirlib.entry_mask(space, spec.params)) \
             if plan.seeded is not None else plan.directions
-        attrs = net_plotter.direction_attrs(spec, job.net_name, job.model_hash, job.dir_inputs, plan.points,
-                                            {"spec_regenerate": False,
+        attrs = dirlib.direction_attrs(spec, job.net_name, job.model_hash, job.dir_inputs, plan.points,
+                                       {"spec_regenerate": False,
                                              "materialised_from": job.dir_file or "seeded directions"})
         if not os.path.exists(job.save_directions):
             plan.created.append(job.save_directions)
-        h5_util.write_direction_file(job.save_directions, dirs, attrs)
+        h5.write_direction_file(job.save_directions, dirs, attrs)
     for key in job.keys:
         plan.surf.ensure(key)  # the maps this run fills, all "not computed" if new
     if job.surf_file:
         if not os.path.exists(job.surf_file):
             plan.created.append(job.surf_file)
-        h5_util.write_surface(plan.surf)
+        h5.write_surface(plan.surf)
 
 
-def discard_if_unstarted(job, plan):
+def discard_if_unstarted(job: GridJob, plan: Optional[Plan]) -> None:
     """After a failure: remove the files this run created if it computed no point, so a run that
     fails before its first point (a refusal found late, the user's loss raising) leaves nothing."""
     if plan is None or plan.surf is None or not plan.surf.missing(job.missing_keys).all():
@@ -345,17 +357,17 @@ def discard_if_unstarted(job, plan):
             os.remove(path)
 
 
-def make_mover(job, shared):
+def make_mover(job: GridJob, shared: dict[str, Any]) -> dirlib.PointSetter:
     """What moves the model to a grid point: a PointSetter, a SeededSetter or a PathSetter."""
     if job.path is not None:
-        return net_plotter.PathSetter(job.net, job.path, job.spec.dir_type if job.spec else "weights", job.path_type,
-                                      params=job.spec.params if job.spec else "")
+        return dirlib.PathSetter(job.net, job.path, job.spec.dir_type if job.spec else "weights", job.path_type,
+                                 params=job.spec.params if job.spec else "")
     if shared["seeded"] is not None:
-        return net_plotter.SeededSetter(job.net, shared["seeded"])
-    return net_plotter.PointSetter(job.net, shared["directions"], job.spec.dir_type)
+        return dirlib.SeededSetter(job.net, shared["seeded"])
+    return dirlib.PointSetter(job.net, shared["directions"], job.spec.dir_type)
 
 
-def share_plan(job, plan, comm, rank):
+def share_plan(job: GridJob, plan: Optional[Plan], comm: Any, rank: int) -> dict[str, Any]:
     """Every rank's view of the directions: rank 0's plan, read back from the file or broadcast."""
     mine = None
     if rank == 0:
@@ -366,11 +378,11 @@ def share_plan(job, plan, comm, rank):
     if rank == 0:
         shared = dict(shared, directions=plan.directions)
     elif shared["dir_file"]:
-        shared["directions"] = net_plotter.load_directions(shared["dir_file"], job.spec.ndim, space_of(job))
+        shared["directions"] = dirlib.load_directions(shared["dir_file"], job.spec.ndim, space_of(job))
     return shared
 
 
-def run_job(job, comm=None, group=None):
+def run_job(job: GridJob, comm: Any = None, group: Optional[PointGroup] = None) -> Result:
     """Every rank: plan (rank 0, under the lock), compute the missing points, record them (rank 0).
     `group`: this rank's PointGroup when K ranks share each point (parallel/dist.py)."""
     rank, nproc = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
@@ -381,7 +393,7 @@ def run_job(job, comm=None, group=None):
     try:
         def prepare():
             if lock is not None:
-                h5_util.check_writable(job.surf_file)  # a missing folder is named as such, not as a lock failure
+                h5.check_writable(job.surf_file)  # a missing folder is named as such, not as a lock failure
                 lock.acquire()
             plan = plan_job(job)
             for line in plan.warnings:
@@ -389,12 +401,12 @@ def run_job(job, comm=None, group=None):
             planned.append(plan)
             write_plan(job, plan)
             return plan
-        plan = mpi4pytorch.agree(comm, prepare if rank == 0 else (lambda: None))
+        plan = mpi.agree(comm, prepare if rank == 0 else (lambda: None))
         shared = share_plan(job, plan, comm, rank)
         if rank == 0 and shared["directions"] is not None and len(shared["directions"]) == 2:
             c = cosine(shared["directions"])
             say(f"cosine similarity of the x and y directions: {'undefined (a direction is zero)' if c is None else f'{c:.4f}'}")
-        compute_coords = mpi4pytorch.agree(comm, lambda: job.make_compute(lambda: make_mover(job, shared)))
+        compute_coords = mpi.agree(comm, lambda: job.make_compute(lambda: make_mover(job, shared)))
         status = getattr(compute_coords, "status", None)
         coords = grid_coords(job.x, job.y)
         compute = lambda idx: compute_coords(coords[idx])
@@ -407,8 +419,8 @@ def run_job(job, comm=None, group=None):
                 total = int(np.prod(surf.shape))
                 say(f"{job.surf_file or 'surface'}: {total - len(missing)} of {total} points done, computing "
                     f"{len(missing)} on {where} ({job.device})")
-                rec = h5_util.Recorder(surf, job.keys, total, total - len(missing), job.flush_seconds,
-                                       show_progress=job.progress and not job.quiet, status=status)
+                rec = h5.Recorder(surf, job.keys, total, total - len(missing), job.flush_seconds,
+                                  show_progress=job.progress and not job.quiet, status=status)
             try:
                 scheduler.run(comm, group, missing, compute, rec.store if rec else None, rec.tick if rec else None)
             finally:
@@ -425,7 +437,7 @@ def run_job(job, comm=None, group=None):
                         lock.release()
                 elif lock is not None and os.path.exists(lock.path):
                     os.remove(lock.path)  # rank 0 holds it for this job and is about to be killed with it
-            mpi4pytorch.abort_on_error(comm, rank, e)  # one rank failed: never leave the others waiting
+            mpi.abort_on_error(comm, rank, e)  # one rank failed: never leave the others waiting
             raise
     except BaseException:
         if rank == 0 and planned:
@@ -442,7 +454,7 @@ def run_job(job, comm=None, group=None):
     return result if comm is None else comm.bcast(result, root=0)
 
 
-def cosine(directions):
+def cosine(directions: Sequence[Sequence[torch.Tensor]]) -> Optional[float]:
     """The cosine of the x and y directions, or None where one of them is zero."""
     a = torch.cat([d.flatten() for d in directions[0]]).double()
     b = torch.cat([d.flatten() for d in directions[1]]).double()
@@ -450,7 +462,8 @@ def cosine(directions):
     return float(a @ b) / norms if norms > 0 else None
 
 
-def report(n_done, seconds, nproc, surf_file, say=print, where=None, rate=""):
+def report(n_done: int, seconds: float, nproc: int, surf_file: str, say: Callable[..., Any] = print,
+           where: Optional[str] = None, rate: str = "") -> dict[str, float]:
     """Print the summary line; return the figures (the benchmark reads them)."""
     if n_done == 0:
         say(f"nothing to compute: every point is done; surface file: {surf_file}")
@@ -463,7 +476,7 @@ def report(n_done, seconds, nproc, surf_file, say=print, where=None, rate=""):
     return {"points": n_done, "seconds": seconds, "sec_per_point": per_point, "ranks": nproc}
 
 
-def dry_run(job, nproc=1, ranks_per_point=1):
+def dry_run(job: GridJob, nproc: int = 1, ranks_per_point: int = 1) -> float:
     """Validate, name the files, time one point, estimate the total; write nothing. With K ranks per
     point the point is timed on rank 0's shard (1/K of the data), as each rank of a group takes it."""
     plan = plan_job(job)

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 import torch
 
-from landscape import __version__
+from landscape.version import __version__
 from landscape.io import provenance
 from landscape.errors import UserError
 

@@ -332,6 +332,6 @@ def tool_version():
 
     import h5py
 
-    from landscape import __version__
+    from landscape.version import __version__
     return (f"loss-landscape {__version__} (python {sys.version.split()[0]}, torch {torch.__version__}, "
             f"h5py {h5py.__version__})")

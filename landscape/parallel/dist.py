@@ -242,12 +242,13 @@ class NodeView:
 
 
 # ----------------------------------------------------------------------------- groups of ranks per point
-def check_ranks_per_point(k, nproc):
-    """K must be a whole number >= 1 that divides the number of ranks."""
+def check_ranks_per_point(k, nproc, name="--ranks_per_point"):
+    """K must be a whole number >= 1 that divides the number of ranks; `name`: the setting, as the caller
+    names it (the flag, or the API's argument)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise UserError(f"ranks_per_point {k!r} must be a whole number >= 1")
+        raise UserError(f"{name} {k!r} must be a whole number >= 1")
     if nproc % k:
-        raise UserError(f"--ranks_per_point {k} must divide the number of ranks ({nproc})")
+        raise UserError(f"{name} {k} must divide the number of ranks ({nproc})")
     return k
 
 
@@ -310,14 +311,14 @@ def group_backend(comm, k, device):
     return "cpu:gloo,cuda:nccl" if own else "gloo"
 
 
-def point_groups(comm, k, device="cpu", rendezvous_timeout=RENDEZVOUS_SECONDS):
+def point_groups(comm, k, device="cpu", rendezvous_timeout=RENDEZVOUS_SECONDS, name="--ranks_per_point"):
     """This rank's PointGroup (world ranks [g K, (g + 1) K) form group g). Collective over comm.
 
     MPI ranks sum host tensors with MPI (a communicator split by group); on GPUs they also join
     torch.distributed for device tensors. torchrun's ranks use torch.distributed subgroups.
     """
     rank, nproc = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
-    check_ranks_per_point(k, nproc)
+    check_ranks_per_point(k, nproc, name)
     index, count = rank // k, nproc // k
     if k == 1:
         return PointGroup(1, 0, index, count)

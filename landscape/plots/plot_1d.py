@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 from landscape.errors import ArgParser, UserError, run_cli
-from landscape.io import h5 as h5_util
+from landscape.io import h5
 from landscape.plots.util import (
     computed,
     eig_ratio,
@@ -281,7 +281,7 @@ def plot_1d_eig_ratio(surf_file, xmin=-1.0, xmax=1.0, val_1="min_eig", val_2="ma
 # ----------------------------------------------------------------------------- eigenvalue spectral density
 def read_esd(h5_path):
     """(grid (G,), density (G,), top eigenvalues (K,) or None) from a Hessian file."""
-    with h5_util.open_h5(h5_path, "Hessian file") as f:
+    with h5.open_h5(h5_path, "Hessian file") as f:
         missing = [k for k in ("esd_grid", "esd_density") if k not in f]
         if missing:
             raise UserError(f"Hessian file '{h5_path}' has no {' or '.join(missing)} dataset; "
@@ -337,7 +337,7 @@ def plot_per_layer(h5_path, show=False, fmt="pdf"):
     """Per-layer curvature from a curvature file's per_layer table: top eigenvalue and trace (+- 1 s.e.)
     of each layer's diagonal block, one bar per layer in network order (top to bottom); writes
     <h5_path>_per_layer.<fmt>."""
-    t = h5_util.read_per_layer(h5_path)
+    t = h5.read_per_layer(h5_path)
     n = len(t["layer"])
     fig = new_figure(show, figsize=(10, 1.2 + 0.32 * n))
     rows = np.arange(n)

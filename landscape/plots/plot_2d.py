@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from landscape.errors import ArgParser, UserError, run_cli
-from landscape.io import h5 as h5_util
+from landscape.io import h5
 from landscape.plots.util import (
     computed,
     eig_ratio,
@@ -275,7 +275,7 @@ def pca_labels(ax, dir_file):
     """Axis labels with the variance each principal direction explains (when dir_file has it)."""
     if not exists(dir_file):
         return
-    with h5_util.open_h5(dir_file, "direction file") as f:
+    with h5.open_h5(dir_file, "direction file") as f:
         if "explained_variance_ratio_" in f:
             r = f["explained_variance_ratio_"][()]
             ax.set_xlabel(f"1st PC: {r[0] * 100:.2f} %", fontsize="xx-large")
@@ -290,7 +290,7 @@ def draw_path(ax, xs, ys):
 
 def plot_trajectory(proj_file, dir_file, show=False, fmt="pdf"):
     """The projected optimisation path alone, with PCA variance on the axes."""
-    xs, ys = h5_util.read_projection_file(proj_file)
+    xs, ys = h5.read_projection_file(proj_file)
     fig = new_figure(show)
     ax = fig.add_subplot()
     draw_path(ax, xs, ys)
@@ -305,7 +305,7 @@ def plot_contour_trajectory(surf_file, dir_file, proj_file, surf_name="train_los
                             vlevel=0.5, show=False, fmt="pdf", log=False):
     """Loss contours with the projected trajectory on top (the paper's Figure 9)."""
     surf, X, Y, Z = load_map(surf_file, surf_name)
-    xs, ys = h5_util.read_projection_file(proj_file)
+    xs, ys = h5.read_projection_file(proj_file)
     fig = new_figure(show)
     ax = fig.add_subplot()
     draw_contours(ax, X, Y, Z, contour_levels(Z, vmin, vmax, vlevel, log, f"{surf_name} in {surf_file}"), log)

@@ -1,6 +1,6 @@
 """What plot_1D, plot_2D, viewer and h52vtp share: value maps with gaps, marked points, labels, saving.
 
-Value maps come through h5_util.read_surface, so files from the reference implementation (with
+Value maps come through h5.read_surface, so files from the reference implementation (with
 -1 for points not computed, and its non-square layout) read the same as ours. Points not
 computed, and NaN or infinite results, become NaN here: gaps in curves, masked cells in maps.
 
@@ -15,9 +15,9 @@ import os
 
 import numpy as np
 
-from landscape import __version__
+from landscape.version import __version__
 from landscape.errors import UserError
-from landscape.io import h5 as h5_util
+from landscape.io import h5
 
 FORMATS = ("pdf", "png", "svg")
 
@@ -72,12 +72,12 @@ def computed(surf, key):
     if key.endswith("_err") and key[:-4] + "_acc" in surf.values:  # the reference's error maps: 100 - accuracy (%)
         return 100.0 - computed(surf, key[:-4] + "_acc")
     v = np.array(surf.values[key], dtype=np.float64)
-    if key in h5_util.EIG_MISSING:
+    if key in h5.EIG_MISSING:
         other = "min_eig" if key == "max_eig" else "max_eig"
         if other in surf.values:
             v[(surf.values["max_eig"] == -1.0) & (surf.values["min_eig"] == 1.0)] = np.nan
     else:
-        v[v == h5_util.MISSING] = np.nan
+        v[v == h5.MISSING] = np.nan
     v[~np.isfinite(v)] = np.nan
     return v
 
@@ -88,7 +88,7 @@ def no_test_set(surf):
 
 
 def load_surface(path):
-    surf = h5_util.read_surface(path)
+    surf = h5.read_surface(path)
     if not surf.values:
         raise UserError(f"surface file '{path}' holds no value maps yet")
     return surf

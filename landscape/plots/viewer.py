@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from landscape.errors import UserError
-from landscape.io import h5 as h5_util
+from landscape.io import h5
 from landscape.plots.util import computed, exists, has_map, load_surface, marked_points, surface_labels
 
 PAGE = """<!DOCTYPE html>
@@ -160,7 +160,7 @@ def _finish(fig, title):
 def _read_pca(dir_file):
     if not exists(dir_file):
         return None
-    with h5_util.open_h5(dir_file, "direction file") as f:
+    with h5.open_h5(dir_file, "direction file") as f:
         return f["explained_variance_ratio_"][()] if "explained_variance_ratio_" in f else None
 
 
@@ -171,7 +171,7 @@ def surface_figure(surf_file, surf_name="train_loss", proj_file="", dir_file="",
     if surf.y is None:
         fig = figure_1d(surf, surf_name)
     else:
-        proj = h5_util.read_projection_file(proj_file) if exists(proj_file) else None
+        proj = h5.read_projection_file(proj_file) if exists(proj_file) else None
         fig = figure_2d(surf, surf_name, proj, _read_pca(dir_file))
     return _finish(fig, title or os.path.basename(surf_file)), surf.y is None
 

@@ -1,0 +1,2 @@
+"""The package's version (recorded in every file written; `--version` of every command)."""
+__version__ = "2.0.0"
