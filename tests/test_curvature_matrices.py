@@ -279,10 +279,11 @@ def test_finite_differences_on_the_relu_digits_cnn_are_flagged_not_trusted(digit
 
 def test_finite_difference_jacobian_products_of_the_ggn_converge_on_relu(digits_cnn):
     """The outputs are continuous in the weights (only their derivative jumps), so the GGN's J v by central
-    differences converges on the ReLU network; float32 rounding limits it to about 0.5% here."""
+    differences converges on the ReLU network; float32 rounding limits it to about 0.5-1.3% here (the CPU's
+    kernels decide: 0.5% with AVX-512, 1.3% on an AVX2-only EPYC), far below a product that does not converge."""
     net, x, y = digits_cnn
     exact, fd = fd_and_autograd(net, x, y, matrix="ggn")
-    assert max(relative_errors(exact, fd)) <= 1e-2
+    assert max(relative_errors(exact, fd)) <= 2e-2
 
 
 # ----------------------------------------------------------------------------- per-layer blocks

@@ -7,7 +7,6 @@ MB of the same row shape. The test maps are simply not computed; the file record
 the memmap.
 """
 import os
-import textwrap
 
 import h5py
 import numpy as np

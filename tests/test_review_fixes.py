@@ -169,8 +169,8 @@ def test_bn_recalibrate_on_a_training_set_of_one_example_is_refused_in_one_line(
     ("m2/copy2.t7", "m1_model_2.t7_m2_copy2.t7_weights.h5"),          # the reference's own case, unchanged
 ])
 def test_a_model_file2_in_an_unrelated_folder_is_named_without_folders_of_its_own(file2, name):
-    from landscape import directions
     from landscape.cli import plot_surface
+    from landscape.compat import net_plotter as directions   # the reference's name_direction_file(args)
     cfg = plot_surface.parse_config(["--model_file", "m1/model_2.t7", "--model_file2", file2, "--x=0:1:3"])
     assert directions.name_direction_file(cfg) == name
 
