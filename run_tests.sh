@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the project (editable) with its test tools and every optional extra into .venv, then run the
-# whole test suite. Usage: ./run_tests.sh [pytest args]
+# whole test suite on two workers. Usage: ./run_tests.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -16,4 +16,6 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   fi
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # only matters when run as root
-exec .venv/bin/python -m pytest "$@"
+# Two workers by default (pytest-xdist; most tests start subprocesses or MPI ranks and wait on them);
+# TEST_WORKERS=0 runs in one process, and a -n given on the command line wins.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist worksteal "$@"
