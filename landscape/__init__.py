@@ -24,6 +24,7 @@ from landscape.api import (  # noqa: E402
                            PCAResult,
                            Result,
                            eigen_surface,
+                           find_curve,
                            hessian,
                            interpolation,
                            parse_range,
@@ -33,5 +34,5 @@ from landscape.api import (  # noqa: E402
 )
 from landscape.curvature.model import CurvatureWarning  # noqa: E402  (a curvature value that did not converge, ...)
 
-__all__ = ["surface", "interpolation", "path", "eigen_surface", "hessian", "pca", "Result", "HessianResult",
+__all__ = ["surface", "interpolation", "path", "find_curve", "eigen_surface", "hessian", "pca", "Result", "HessianResult",
            "PCAResult", "LandscapeError", "CurvatureWarning", "parse_range", "__version__"]

@@ -45,6 +45,7 @@ from landscape import trajectory
 from landscape.curvature import algorithms
 from landscape.curvature import model as curvature_model
 from landscape import build
+from landscape import curves
 from landscape.curvature.model import resolve_hessian_batch
 from landscape.errors import LandscapeError
 from landscape.evaluation import fast_model
@@ -532,6 +533,33 @@ def path_axis(x: AxisArg) -> np.ndarray:
     if xs.min() < 0 or xs.max() > 1:
         raise LandscapeError(f"a path is parametrised by t in [0, 1]; --x={x!r} leaves it")
     return xs
+
+
+# ----------------------------------------------------------------------------- curves between minima
+@checked_call
+def find_curve(model: nn.Module, model2: nn.Module, data: Data, loss: Loss = None, *, kind: str = "bezier",
+               bends: int = 1, epochs: int = 10, lr: float = 0.05, batch_size: int = 128, seed: int = 0,
+               momentum: float = 0.9, weight_decay: float = 0.0, device: Device = None,
+               state_file: Optional[Path] = None) -> list[nn.Module]:
+    """Train a low-loss curve between `model` and `model2` (landscape/curves.py): returns the bends as
+    models (copies of `model` with the curve's parameters). path([model, *bends, model2], data,
+    path_type=kind) evaluates it. data: (inputs, targets) tensors; state_file: resume from / save to it."""
+    spec = curves.CurveSpec(kind, bends, epochs, lr, batch_size, seed, momentum, weight_decay).check("api")
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
+        raise LandscapeError("find_curve() trains on data given as (inputs, targets) tensors")
+    if len(data[0]) != len(data[1]) or len(data[1]) == 0:
+        raise LandscapeError(f"data: {len(data[0])} inputs and {len(data[1])} targets: they must be as many, > 0")
+    state_file = check_text("state_file", state_file)
+    net, net2 = private_copy(model, "model"), private_copy(model2, "model2")
+    criterion = evaluation.resolve_loss(loss)[0]
+    r = curves.train_curve(net, net.state_dict(), net2.state_dict(), data[0], data[1], spec, criterion,
+                           resolve_device(device), state_file=state_file)
+    out = []
+    for state in r.bends:
+        bend = copy.deepcopy(model)
+        bend.load_state_dict(state)
+        out.append(bend.eval())
+    return out
 
 
 # ----------------------------------------------------------------------------- curvature at one point

@@ -853,6 +853,19 @@ class SeededSetter(PointSetter):
                             t.add_(d.view(t.shape), alpha=float(step))
 
 
+def path_coefficients(path_type: str, points: int, t: float) -> list[float]:
+    """Weights of the `points` checkpoints of a path at t in [0, 1] (polychain: checkpoint i at
+    t = i / (points - 1); bezier: the Bernstein polynomials of the control points)."""
+    n = points - 1
+    if path_type == "bezier":
+        return [math.comb(n, i) * t ** i * (1 - t) ** (n - i) for i in range(n + 1)]
+    seg = min(int(math.floor(t * n)), n - 1)
+    u = t * n - seg
+    c = [0.0] * (n + 1)
+    c[seg], c[seg + 1] = 1.0 - u, u
+    return c
+
+
 class PathSetter(PointSetter):
     """Move a model along a path through N checkpoints, t in [0, 1]:
     - polychain: the polygonal chain, checkpoint i at t = i / (N - 1);
@@ -881,14 +894,7 @@ class PathSetter(PointSetter):
 
     def coefficients(self, t: float) -> list[float]:
         """Weights of the N checkpoints at t."""
-        n = len(self.points) - 1
-        if self.path_type == "bezier":
-            return [math.comb(n, i) * t ** i * (1 - t) ** (n - i) for i in range(n + 1)]
-        seg = min(int(math.floor(t * n)), n - 1)
-        u = t * n - seg
-        c = [0.0] * (n + 1)
-        c[seg], c[seg + 1] = 1.0 - u, u
-        return c
+        return path_coefficients(self.path_type, len(self.points), t)
 
     def set(self, coord: Coordinate) -> None:
         c = self.coefficients(float(np.atleast_1d(coord)[0]))

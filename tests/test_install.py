@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, mpi_env, mpiexec
 
 COMMANDS = ("plot_surface", "plot_hessian_eigen", "plot_trajectory", "plot_1D", "plot_2D", "h52vtp",
-            "landscape-train")
+            "landscape-train", "find_curve")
 
 
 def run(cmd, cwd, timeout=300, **kw):

@@ -24,6 +24,7 @@ COMMANDS = {
     "plot_2D": "landscape.plots.plot_2d",
     "h52vtp": "landscape.plots.vtp",
     "landscape-train": "landscape.cli.train",
+    "find_curve": "landscape.cli.find_curve",
 }
 
 
@@ -59,6 +60,10 @@ def h52vtp() -> NoReturn:
 
 def train() -> NoReturn:
     run_command("landscape-train")
+
+
+def find_curve() -> NoReturn:
+    run_command("find_curve")
 
 
 def front_door(name: str, module: str, file: str) -> None:

@@ -13,6 +13,7 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 
+from landscape import curves
 from landscape import evaluation
 from landscape.compat.net_plotter import directions_from_config
 from landscape.directions import direction_file_name
@@ -115,6 +116,8 @@ def surface_parser(description: str = "Compute (and plot) the loss surface of a 
     a("--path_files", nargs="+", default=None, metavar="F",
       help="checkpoints F1 F2 ... FN: the loss along a path through them, t = --x in [0, 1]")
     a("--path_type", default="polychain", help="polychain (checkpoint i at t = i/(N-1)) | bezier (control points)")
+    a("--curve_file", default="", help="a curve written by find_curve.py (its folder or curve.json): the loss "
+                                       "along it, t = --x in [0, 1] (the path of its ends and bends)")
     a("--idx", default=0, type=int, help="index of a repeated experiment (names the direction file)")
     a("--surf_file", default="", help="surface file name (default: built from the direction file)")
     a("--seed", default=123, type=int,
@@ -165,7 +168,18 @@ PATH_REFUSED = ("xdir", "ydir", "xnorm", "ynorm", "xignore", "yignore", "same_di
                 "regenerate_directions", "save_directions", "seed", "idx")
 
 
+def expand_curve_file(cfg: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> None:
+    """--curve_file: the path through its end points and bends, with its kind (each file's hash checked)."""
+    if cfg.path_files:
+        raise UserError("--curve_file names the path itself: drop --path_files")
+    if parser is not None and given(cfg, parser, "path_type"):
+        raise UserError("--curve_file records its own kind (bezier or polychain): drop --path_type")
+    cfg.path_files, cfg.path_type, _ = curves.read_curve_file(cfg.curve_file)
+
+
 def check_combinations(cfg: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> None:
+    if getattr(cfg, "curve_file", ""):
+        expand_curve_file(cfg, parser)
     if cfg.path_files:
         if cfg.y is not None or cfg.model_file2 or cfg.model_file3 or cfg.dir_file:
             raise UserError("--path_files makes a 1D path: it takes no --y, --model_file2/3 or --dir_file")
