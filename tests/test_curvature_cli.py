@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import dataloader
 import h5_util
 from landscape import user_code
-from conftest import run_script
+from helpers import run_script
 
 TINY = '''
 import torch.nn as nn

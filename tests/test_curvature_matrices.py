@@ -25,7 +25,7 @@ import landscape
 import model_loader
 import plot_hessian_eigen
 import plot_surface
-from conftest import snapshot
+from helpers import snapshot
 from landscape.curvature import algorithms, operators
 from landscape.curvature import model as curvature
 from landscape.curvature.operators import output_hessians

@@ -23,13 +23,14 @@ import torch
 import torch.nn.functional as F
 
 import landscape
-from conftest import REPO, load_net, mpi_env, run_script, snapshot, train
+from helpers import REPO, load_net, mpi_env, run_script, snapshot, train
 from landscape import curves, errors
 from landscape.cli import find_curve, plot_surface
+from landscape.plots import plot_1d
 from landscape.zoo import data as zoo_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SCRIPTS = {"find_curve.py": find_curve, "plot_surface.py": plot_surface}
+SCRIPTS = {"find_curve.py": find_curve, "plot_surface.py": plot_surface, "plot_1D.py": plot_1d}
 BASE = ["--dataset", "digits", "--model", "digits_mlp", "--threads", "1"]
 
 
@@ -145,6 +146,12 @@ def test_the_trained_curve_has_a_far_lower_barrier_than_the_straight_line(minima
     assert curves.barrier(curve) < 0.4 * curves.barrier(line), (curves.barrier(curve), curves.barrier(line))
     assert f"train_loss barrier along the path: {curves.barrier(line):.5g}" in line_out
     assert f"train_loss barrier along the path: {curves.barrier(curve):.5g}" in curve_out
+    line_file, curve_file = str(tmp_path / "line.h5"), str(tmp_path / "curve.h5")
+    r = command("plot_1D.py", ["--surf_file", line_file, curve_file, "--labels", "line", "curve", "--format", "png"])
+    assert r.returncode == 0, r.stderr
+    assert f"{line_file}: train_loss barrier along the path: {curves.barrier(line):.5g}" in r.stdout
+    assert f"{curve_file}: train_loss barrier along the path: {curves.barrier(curve):.5g}" in r.stdout
+    assert os.path.exists(line_file + "_1d_overlay_train_loss.png")
 
 
 def test_kill_9_and_rerun_give_the_bends_of_an_uninterrupted_run(minima, tmp_path):

@@ -5,7 +5,7 @@ import torch
 import h5_util
 import net_plotter
 import plot_surface
-from conftest import load_net
+from helpers import load_net
 
 
 def cfg(*args):

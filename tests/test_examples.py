@@ -1,4 +1,4 @@
-"""The second real task end to end: the character-level transformer of examples/charlm.py, trained
+"""A real task end to end: the character-level transformer of examples/charlm.py, trained
 by examples/train_charlm.py (its --quick mode), its landscape through the CLI (--model, --dataset,
 --loss_name and --metrics as file.py:fn) and through the Python API, checked against the model's
 own loss computed directly.
@@ -16,7 +16,7 @@ import h5_util
 import landscape
 import model_loader
 from landscape import user_code
-from conftest import REPO, run_script
+from helpers import REPO, run_script
 
 LM = os.path.join(REPO, "examples", "charlm.py")
 SPECS = ["--model", LM + ":model", "--dataset", LM + ":dataset", "--loss_name", LM + ":loss",

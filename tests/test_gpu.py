@@ -18,7 +18,7 @@ class scores are within the arithmetic's error of each other):
   significand (unit roundoff 2^-11 = 4.9e-4) and accumulates in fp32: about 1e-3 relative on each
   layer's output. A loss's relative error is about the absolute error of the score gaps, so it
   grows with the scores' size; bf16 (8x coarser) moves this model's loss by up to 1.5e-2 relative
-  (BENCHMARKS.md), which puts TF32 near 2e-3. rtol 1e-2 on losses (the issue's figure, 5x that),
+  (BENCHMARKS.md), which puts TF32 near 2e-3. rtol 1e-2 on losses (5x that),
   atol 1e-4; a change of at most 1% of the images (at least 2). On the randomly initialised
   ResNet, whose class scores are nearly tied, accuracy is compared in fp32 only.
 - bf16: autocast rounds activations and weights to an 8-bit significand (2^-8 = 3.9e-3 per rounding,
@@ -54,7 +54,7 @@ import plot_hessian_eigen
 import plot_surface
 import plot_trajectory
 from cifar10 import main as trainer
-from conftest import REPO, mpi_env, mpiexec, run_script
+from helpers import REPO, mpi_env, mpiexec, run_script
 
 ON_CPU = os.environ.get("LL_GPU_TESTS_ON_CPU", "") not in ("", "0")
 HAVE_CUDA = torch.cuda.is_available()

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, mpi_env, mpiexec
+from helpers import REPO, mpi_env, mpiexec
 
 COMMANDS = ("plot_surface", "plot_hessian_eigen", "plot_trajectory", "plot_1D", "plot_2D", "h52vtp",
             "landscape-train", "find_curve")

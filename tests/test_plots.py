@@ -13,7 +13,7 @@ import plot_1D
 import plot_2D
 import plot_util
 from landscape.plots import viewer
-from conftest import run_script
+from helpers import run_script
 
 X = np.linspace(-1, 1, 9)
 Y = np.linspace(-0.5, 0.5, 6)

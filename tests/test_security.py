@@ -33,7 +33,7 @@ import model_loader
 import plot_hessian_eigen
 import plot_surface
 import plot_trajectory
-from conftest import run_script, snapshot, trainer
+from helpers import run_script, snapshot, trainer
 from landscape.errors import UserError
 
 

@@ -13,7 +13,6 @@ import dataclasses
 import inspect
 import os
 import shutil
-import signal
 
 import pytest
 import torch
@@ -28,14 +27,6 @@ from landscape.curvature import operators
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "landscape")
 CLI = ["--dataset", "digits", "--model", "digits_mlp", "--threads", "1"]
-
-
-@pytest.fixture
-def work(tmp_path, mlp_ckpt, monkeypatch):
-    shutil.copy(mlp_ckpt, tmp_path / "m.t7")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's own SIGTERM handling
-    return tmp_path
 
 
 def tiny():

@@ -11,7 +11,7 @@ from sklearn.decomposition import PCA
 import h5_util
 import model_loader
 import projection
-from conftest import run_script
+from helpers import run_script
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn"]
 

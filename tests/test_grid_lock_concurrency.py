@@ -1,4 +1,5 @@
-"""Two runs on one surface file: the second is refused naming the lock; stale locks do not block."""
+"""Two runs on one surface file: the second is refused naming the lock; stale locks do not block; an
+MPI run that aborts leaves no lock."""
 import json
 import os
 import signal
@@ -8,9 +9,10 @@ import sys
 import time
 
 import h5py
+import pytest
 
 from landscape.grid import lock as surface_lock
-from conftest import REPO, run_script
+from helpers import FILTER_X, MLP, REPO, copy_ckpt, mpiexec, run_script
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn"]
 
@@ -86,3 +88,19 @@ def test_taking_the_lock_removes_a_killed_writers_temp_files_only(tmp_path):
         assert sorted(os.listdir(tmp_path)) == sorted(keep + ["s.h5.lock"])
     finally:
         lock.release()
+
+
+def test_an_mpi_abort_leaves_no_lock(tmp_path, mlp_ckpt):
+    """A rank failing mid-run aborts every rank; rank 0 releases the surface's lock first."""
+    if not mpiexec():
+        pytest.skip("no mpiexec")
+    copy_ckpt(mlp_ckpt, tmp_path, "m.t7")
+    (tmp_path / "bad.py").write_text("import torch.nn.functional as F\n\n\ndef loss():\n    n = [0]\n\n"
+                                     "    def f(out, t):\n        n[0] += 1\n        if n[0] > 3:\n"
+                                     "            raise RuntimeError('boom')\n        return F.cross_entropy(out, t)\n"
+                                     "    return f\n")
+    r = run_script("plot_surface.py", ["--mpi"] + MLP + ["--model_file", "m.t7", "--x=-1:1:9", *FILTER_X,
+                                                         "--loss_name", "bad.py:loss", "--surf_file", "s.h5"],
+                   cwd=tmp_path, mpi_ranks=2, timeout=240)
+    assert r.returncode != 0 and "boom" in r.stderr, r.stderr[-3000:]
+    assert not os.path.exists(tmp_path / "s.h5.lock")

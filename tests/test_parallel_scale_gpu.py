@@ -1,6 +1,6 @@
 """Data-parallel points and streamed data on a CUDA GPU (pytest marker `gpu`; skipped without CUDA).
 
-    pytest -m gpu tests/test_scale_gpu.py          # on a machine with a CUDA GPU (bench/device_check.sh runs it)
+    pytest -m gpu tests/test_parallel_scale_gpu.py          # on a machine with a CUDA GPU (bench/device_check.sh runs it)
 
 What only a GPU exercises: streamed batches pinned in the prefetch thread and copied with
 non_blocking=True; device tensors summed over a point's group with torch.distributed (two ranks on
@@ -21,8 +21,7 @@ import pytest
 import torch
 
 import landscape
-from conftest import REPO, load_net, mpi_env, mpiexec, run_script
-from test_scale import Passes  # a re-iterable of batches with no length
+from helpers import REPO, Passes, load_net, mpi_env, mpiexec, run_script
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                   reason="no CUDA GPU visible to torch")]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import h5_util
-from conftest import REPO, mpi_env, mpiexec, run_script
+from helpers import REPO, mpi_env, mpiexec, run_script
 
 KEYS = ("train_loss", "train_acc")
 

@@ -58,7 +58,7 @@ class DenseOperator:
 
 @pytest.fixture(scope="module")
 def tiny():
-    """The tiny tanh MLP of test_hessian.py on random data, and its dense Hessian."""
+    """The tiny tanh MLP of test_curvature_hessian.py on random data, and its dense Hessian."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
     x, y = torch.randn(60, 5), torch.randint(0, 3, (60,))

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, mpi_env, run_script
+from helpers import REPO, mpi_env, run_script
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn"]
 
@@ -47,7 +47,7 @@ def test_node_local_rank_under_mpiexec():
     code = ("import sys; sys.path.insert(0, %r); import mpi4pytorch as m; c, r, n = m.setup_mpi(True); "
             "print('rank', r, 'local', m.local_rank(c))" % REPO)
     cmd = [sys.executable, "-c", code]
-    from conftest import mpiexec
+    from helpers import mpiexec
     r = subprocess.run([mpiexec(), "-n", "2", "--oversubscribe", *cmd], capture_output=True, text=True,
                        env=mpi_env(), timeout=120)
     assert sorted(r.stdout.split("\n")[:2]) == ["rank 0 local 0", "rank 1 local 1"], r.stdout + r.stderr

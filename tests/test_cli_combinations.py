@@ -1,4 +1,4 @@
-"""Every combination either computes what its files say, or is refused in one line (issue #20).
+"""Every combination either computes what its files say, or is refused in one line.
 
 A generated matrix of combinations, pairwise (every value of every dimension meets every value of
 every other dimension in at least one run that computes), not the full product:
@@ -38,7 +38,7 @@ import dataloader
 import landscape
 import model_loader
 import plot_surface
-from conftest import REPO, mpi_env, mpiexec, snapshot
+from helpers import REPO, mpi_env, mpiexec, snapshot
 from landscape import errors
 from landscape.zoo.models.digits import DigitsCNN
 from oracle import check_surface_file
@@ -236,7 +236,7 @@ def run(c, folder, inputs, capsys, ranks, extra=()):
             cmd = [sys.executable, os.path.join(REPO, "plot_surface.py"), "--mpi", *cli_args(c), *extra]
         else:
             code = (f"import sys; sys.path[:0] = [{REPO!r}, {os.path.join(REPO, 'tests')!r}]; "
-                    "import test_combinations as t; t.api_main(sys.argv[1])")
+                    "import test_cli_combinations as t; t.api_main(sys.argv[1])")
             cmd = [sys.executable, "-c", code, json.dumps([c, str(folder)])]
         r = subprocess.run([mpiexec(), "-n", "2", "--oversubscribe", *cmd], cwd=folder, capture_output=True,
                            text=True, env=mpi_env(), timeout=300)

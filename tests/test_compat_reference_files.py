@@ -19,7 +19,7 @@ import torch
 import dataloader
 import model_loader
 import plot_surface
-from conftest import REPO, run_script
+from helpers import REPO, run_script
 from landscape.errors import UserError
 from oracle import check_surface_file
 

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from conftest import train, trainer
+from helpers import train, trainer
 from landscape.errors import UserError
 
 

@@ -1,10 +1,13 @@
-"""Checkpoints load safely: reference formats, prefixes, and refusals with one-line messages."""
+"""Checkpoints load safely: reference formats, prefixes, and refusals with one-line messages; a model
+file (--model file.py:fn) with `from __future__ import annotations` and a dataclass builds and runs."""
 import pickle
 
 import pytest
 import torch
+import torch.nn as nn
 
 import model_loader
+from helpers import FILTER_X, loss_of, ok, read_map
 from landscape.errors import UserError
 
 
@@ -109,3 +112,39 @@ def test_custom_model_from_file_and_module(tmp_path, monkeypatch):
         model_loader.build(f"{tmp_path}/mymodels.py:not_a_model")
     with pytest.raises(UserError, match="no callable named 'nope'"):
         model_loader.build(f"{tmp_path}/mymodels.py:nope")
+
+
+DATACLASS_MODEL = '''from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+
+@dataclass
+class Config:
+    hidden: int = 16
+    classes: int = 10
+
+
+def factory(cfg: Config | None = None) -> nn.Module:
+    cfg = cfg or Config()
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.classes))
+'''
+
+
+def test_model_file_with_future_annotations_and_a_dataclass(tmp_path, digits, cli):
+    (tmp_path / "dcmodel.py").write_text(DATACLASS_MODEL)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "dc.t7")
+    ok(cli(["--dataset", "digits", "--model", "dcmodel.py:factory", "--model_file", "dc.t7", "--threads", "1",
+            "--x=-1:1:3", *FILTER_X, "--surf_file", "s.h5"], tmp_path))
+    assert read_map(tmp_path / "s.h5")[1] == pytest.approx(loss_of(net, digits.train_x, digits.train_y), rel=1e-5)
+
+
+def test_model_loader_builds_a_dataclass_model_file(tmp_path, monkeypatch):
+    (tmp_path / "dcmodel.py").write_text(DATACLASS_MODEL)
+    monkeypatch.chdir(tmp_path)
+    net = model_loader.build("dcmodel.py:factory")
+    assert isinstance(net, nn.Module) and net[1].out_features == 16

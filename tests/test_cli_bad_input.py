@@ -18,7 +18,7 @@ import h5_util
 import plot_1D
 import plot_2D
 import plot_surface
-from conftest import REPO, run_script, snapshot, trainer
+from helpers import REPO, run_script, snapshot, trainer
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn"]
 

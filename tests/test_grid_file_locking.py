@@ -13,7 +13,7 @@ import sys
 import h5py
 import pytest
 
-from conftest import run_script
+from helpers import run_script
 
 SHIM = r"""
 #include <errno.h>

@@ -19,7 +19,7 @@ import torch
 import model_loader
 import mpi4pytorch as m
 import plot_surface
-from conftest import REPO, mpi_env, mpiexec
+from helpers import REPO, mpi_env, mpiexec
 from landscape.errors import UserError
 
 SCRIPT_DIR = os.path.join(REPO, "script")
@@ -333,7 +333,8 @@ def test_template_command_lines_parse(tmp_path, script, env, dims):
         assert args.threads == 8
 
 
-@pytest.mark.parametrize("script", SLURM_TEMPLATES, ids=os.path.basename)
+@pytest.mark.parametrize("script", SLURM_TEMPLATES + [os.path.join(SCRIPT_DIR, "slurm_torchrun.sbatch")],
+                         ids=os.path.basename)
 def test_slurm_templates_ask_for_requeue_and_an_early_sigterm(script):
     lines = open(script).read().splitlines()
     directives = [i for i, line in enumerate(lines) if line.startswith("#SBATCH")]

@@ -16,7 +16,7 @@ import torch
 import plot_1D
 import plot_surface
 from cifar10 import main as trainer
-from conftest import run_script
+from helpers import run_script
 from landscape.errors import UserError
 
 ROWS, DIM = 300, 4096    # 4.9 MB of float32 rows, the user's row shape

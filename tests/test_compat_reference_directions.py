@@ -17,7 +17,7 @@ import torch
 
 import models
 import plot_surface
-from conftest import run_script
+from helpers import run_script
 
 CASES = json.load(open(os.path.join(os.path.dirname(__file__), "data", "reference_directions.json")))
 

@@ -10,7 +10,7 @@ import torch
 from landscape import errors
 import plot_hessian_eigen
 import plot_surface
-from conftest import snapshot
+from helpers import snapshot
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import hess_vec_prod
-from conftest import run_script
+from helpers import run_script
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn"]
 

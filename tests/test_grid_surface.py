@@ -7,11 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dataloader
 import h5_util
 import net_plotter
 import plot_surface
-from conftest import load_net, run_script
+from helpers import load_net, run_script
 from landscape.errors import UserError
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter", "--yignore", "biasbn"]
@@ -30,11 +29,6 @@ def direct_loss(net, x, y):
     with torch.no_grad():
         out = net(x.double())
     return F.cross_entropy(out, y).item(), 100.0 * (out.argmax(1) == y).double().mean().item()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return dataloader.load_tensors("digits")
 
 
 def test_center_point_equals_the_checkpoint(in_tmp, cnn_ckpt, digits):

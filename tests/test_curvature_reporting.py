@@ -1,10 +1,9 @@
-"""Issue #20, the curvature engineer's items (7, 9, 10, 12), split off from test_issue20.py unchanged.
+"""What the curvature reports and refuses: Lanczos non-convergence (API, --at_center, eigenvalue maps
+that refuse to resume with another --tol or --max_iter), NaN at diverged points or checkpoints,
+top_k above max_iter, and models with frozen parameters.
 
-Copied from /work/scratch/r20/test_issue20.py (the original is kept) for the engineer working on
-landscape/curvature (worktree wt19). Its helpers are test_combinations_items.py's (the same code). One change (wt19):
-item 7's premise was "3 Lanczos steps land more than 1% below the top eigenvalue"; Lanczos now
-starts from the gradient and 3 steps land 0.4% below it, still far outside the tolerance, so the
-premise is now "more than the tolerance (1e-4) away".
+Lanczos starts from the gradient: 3 steps land 0.4% below the top eigenvalue, far outside the
+tolerance (1e-4), which is what the non-convergence tests rely on.
 """
 import json
 import math
@@ -17,20 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import dataloader
 import landscape
-from conftest import run_script, snapshot
-from test_combinations_items import assert_refused, copy_ckpt, load  # the same helpers as issue #20's other items
-
-MLP = ["--dataset", "digits", "--model", "digits_mlp", "--threads", "1"]
-CNN = ["--dataset", "digits", "--model", "digits_cnn", "--threads", "1"]
-FILTER_X = ["--xnorm", "filter", "--xignore", "biasbn"]
-
-
-# ----------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def digits():
-    return dataloader.load_tensors("digits")
+from helpers import FILTER_X, MLP, assert_refused, copy_ckpt, load_net as load, ok, run_script, snapshot
 
 
 def surface_cli(args, cwd, script="plot_surface.py", env=None):
@@ -39,7 +26,6 @@ def surface_cli(args, cwd, script="plot_surface.py", env=None):
     return r
 
 
-# ============================================================================= 7
 def _reported_non_convergence(result, caught, captured):
     if getattr(result, "converged", None) is False:
         return True
@@ -48,7 +34,7 @@ def _reported_non_convergence(result, caught, captured):
     return "converg" in (captured.out + captured.err).lower()
 
 
-def test_item07_hessian_reports_lanczos_non_convergence(mlp_ckpt, digits, capsys):
+def test_hessian_reports_lanczos_non_convergence(mlp_ckpt, digits, capsys):
     net = load("digits_mlp", mlp_ckpt)
     data = (digits.train_x, digits.train_y)
     full = landscape.hessian(net, data, trace=False, device="cpu")
@@ -67,7 +53,7 @@ def test_item07_hessian_reports_lanczos_non_convergence(mlp_ckpt, digits, capsys
         "without saying Lanczos did not converge")
 
 
-def test_item07_at_center_reports_lanczos_non_convergence(tmp_path, mlp_ckpt):
+def test_at_center_reports_lanczos_non_convergence(tmp_path, mlp_ckpt):
     ckpt = copy_ckpt(mlp_ckpt, tmp_path, "m.t7")
     r = run_script("plot_hessian_eigen.py", MLP + ["--model_file", ckpt, "--at_center", "--max_iter", "3",
                                                    "--trace_samples", "2", "--batch_size", "2000"], cwd=tmp_path)
@@ -81,7 +67,7 @@ def test_item07_at_center_reports_lanczos_non_convergence(tmp_path, mlp_ckpt):
 
 @pytest.mark.parametrize("first,second", [(["--max_iter", "3"], ["--max_iter", "100"]),
                                           (["--tol", "1e-2"], ["--tol", "1e-4"])], ids=["max_iter", "tol"])
-def test_item07_eigen_map_resume_refuses_another_tol_or_max_iter(tmp_path, mlp_ckpt, first, second):
+def test_eigen_map_resume_refuses_another_tol_or_max_iter_in_a_fresh_process(tmp_path, mlp_ckpt, first, second):
     copy_ckpt(mlp_ckpt, tmp_path, "m.t7")
     args = MLP + ["--model_file", "m.t7", "--x=-1:1:2", *FILTER_X, "--batch_size", "2000", "--surf_file", "e.h5"]
     surface_cli(args + first, tmp_path, script="plot_hessian_eigen.py")
@@ -94,8 +80,21 @@ def test_item07_eigen_map_resume_refuses_another_tol_or_max_iter(tmp_path, mlp_c
     assert_refused(r, tmp_path, before, second[0])
 
 
-# ============================================================================= 9
-def test_item09_hessian_at_a_diverged_point_is_nan_not_a_crash(mlp_ckpt, digits):
+@pytest.mark.parametrize("first,second", [(["--max_iter", "3"], ["--max_iter", "100"]),
+                                          (["--tol", "1e-2"], ["--tol", "1e-4"])], ids=["max_iter", "tol"])
+def test_eigen_map_resume_refuses_another_tol_or_max_iter(tmp_path, mlp_ckpt, first, second, cli):
+    copy_ckpt(mlp_ckpt, tmp_path, "m.t7")
+    args = MLP + ["--model_file", "m.t7", "--x=-1:1:2", *FILTER_X, "--batch_size", "2000", "--surf_file", "e.h5"]
+    ok(cli(args + first, tmp_path, script="plot_hessian_eigen.py"))
+    with h5py.File(tmp_path / "e.h5", "r+") as f:          # one point not computed yet
+        mx, mn = f["max_eig"][()], f["min_eig"][()]
+        mx[1], mn[1] = -1, 1
+        f["max_eig"][...], f["min_eig"][...] = mx, mn
+    before = snapshot(tmp_path)
+    assert_refused(cli(args + second, tmp_path, script="plot_hessian_eigen.py"), tmp_path, before, second[0])
+
+
+def test_hessian_at_a_diverged_point_is_nan_not_a_crash(mlp_ckpt, digits):
     net = load("digits_mlp", mlp_ckpt)
     with torch.no_grad():
         net.fc2.weight[0, 0] = float("inf")
@@ -103,7 +102,7 @@ def test_item09_hessian_at_a_diverged_point_is_nan_not_a_crash(mlp_ckpt, digits)
     assert np.isnan(r.eigenvalues).all() and math.isnan(r.trace)
 
 
-def test_item09_at_center_on_a_nan_checkpoint_records_nan(tmp_path, mlp_ckpt):
+def test_at_center_on_a_nan_checkpoint_records_nan(tmp_path, mlp_ckpt):
     sd = torch.load(mlp_ckpt, weights_only=True)
     sd["state_dict"]["fc1.weight"][0, 0] = float("nan")
     torch.save(sd, tmp_path / "nan.t7")
@@ -115,8 +114,7 @@ def test_item09_at_center_on_a_nan_checkpoint_records_nan(tmp_path, mlp_ckpt):
         assert summary[key] is None or math.isnan(summary[key]), (key, summary[key])
 
 
-# ============================================================================= 10
-def test_item10_top_k_above_max_iter_from_the_command_line(tmp_path, mlp_ckpt):
+def test_top_k_above_max_iter_from_the_command_line(tmp_path, mlp_ckpt):
     ckpt = copy_ckpt(mlp_ckpt, tmp_path, "m.t7")
     before = snapshot(tmp_path)
     r = run_script("plot_hessian_eigen.py", MLP + ["--model_file", ckpt, "--at_center", "--top_k", "5", "--max_iter",
@@ -127,7 +125,7 @@ def test_item10_top_k_above_max_iter_from_the_command_line(tmp_path, mlp_ckpt):
     assert len(json.load(open(ckpt + "_hessian.json"))["eigenvalues"]) == 5
 
 
-def test_item10_top_k_above_max_iter_in_the_api(mlp_ckpt, digits):
+def test_top_k_above_max_iter_in_the_api(mlp_ckpt, digits):
     net = load("digits_mlp", mlp_ckpt)
     try:
         r = landscape.hessian(net, (digits.train_x[:200], digits.train_y[:200]), top_k=5, max_iter=3, trace=False,
@@ -138,7 +136,6 @@ def test_item10_top_k_above_max_iter_in_the_api(mlp_ckpt, digits):
     assert len(r.eigenvalues) == 5
 
 
-# ============================================================================= 12
 @pytest.fixture
 def frozen():
     """A tiny tanh network whose first layer is frozen (requires_grad=False, as in LoRA), with the top
@@ -163,7 +160,7 @@ def frozen():
     return net, (x, y), {("0.weight", "2.weight"): top_all, ("2.weight",): top_trainable}
 
 
-def test_item12_hessian_of_a_model_with_frozen_parameters(frozen):
+def test_hessian_of_a_model_with_frozen_parameters(frozen):
     net, data, tops = frozen
     r = landscape.hessian(net, data, trace_samples=4, device="cpu")
     covered = tuple(r.param_names)
@@ -171,7 +168,7 @@ def test_item12_hessian_of_a_model_with_frozen_parameters(frozen):
     assert r.eigenvalues[0] == pytest.approx(tops[covered], rel=1e-3)
 
 
-def test_item12_eigen_surface_of_a_model_with_frozen_parameters(frozen):
+def test_eigen_surface_of_a_model_with_frozen_parameters(frozen):
     net, data, tops = frozen
     res = landscape.eigen_surface(net, data, x="0:0:1", device="cpu")
     top = float(res["max_eig"][0])

@@ -4,7 +4,7 @@ torchrun): real `mpiexec -n 2`, real `torchrun --nproc_per_node 2`, each compare
 Tolerances: groups of K ranks add their shards' float64 sums of float32 batch losses, so a surface
 value differs from one rank's only by float32 rounding in batches of other sizes, about 1e-7 relative:
 1e-6 is asked. Curvature adds the float32 Hessian-vector products of the shards (one all-reduce per
-product): 1e-5 relative on the top eigenvalue and the trace (the issue's figures).
+product): 1e-5 relative on the top eigenvalue and the trace.
 """
 import contextlib
 import io
@@ -22,7 +22,7 @@ import torch
 import landscape
 import plot_hessian_eigen
 import plot_surface
-from conftest import REPO, load_net, mpi_env, mpiexec, run_script, snapshot
+from helpers import REPO, Passes, load_net, mpi_env, mpiexec, run_script, snapshot
 from landscape import errors
 from landscape.evaluation import batches
 
@@ -350,28 +350,12 @@ def test_slurm_torchrun_template_runs_torchrun_per_node(work):
     assert_close(ref, got, 1e-6)
 
 
-def test_slurm_torchrun_template_asks_for_requeue_and_an_early_sigterm():
-    from test_cluster import test_slurm_templates_ask_for_requeue_and_an_early_sigterm as same_checks
-    same_checks(os.path.join(REPO, "script", "slurm_torchrun.sbatch"))
-
-
 # ----------------------------------------------------------------------------- streamed data (one process)
 @pytest.fixture(scope="module")
 def digits_data():
     import dataloader
     d = dataloader.load_tensors("digits")
     return d.train_x[:600], d.train_y[:600]
-
-
-class Passes:
-    """A re-iterable of batches with no length: a new pass each time it is iterated."""
-
-    def __init__(self, x, y, size):
-        self.x, self.y, self.size = x, y, size
-
-    def __iter__(self):
-        for s in range(0, len(self.y), self.size):
-            yield self.x[s:s + self.size], self.y[s:s + self.size]
 
 
 class Samples(torch.utils.data.IterableDataset):

@@ -1,29 +1,36 @@
-"""Fixes from the second combined review (curvature x scale x files), each reproduced first."""
+"""Curvature maps with files and groups of ranks: eigenvalue maps joining the loss surface file
+(plot_surface.py's flags, each map family's own --precision; any matrix, a loss-only file), sum
+losses (warned for the Hessian and GGN, refused for the Fisher), iterable datasets of batches, named
+direction files of GGN eigenvectors with the curvature flags, one JSON per matrix at the centre,
+per-layer traces short of their target, and a data-parallel shard's gradient."""
 import os
 import warnings
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
-import dataloader
 import landscape
 import model_loader
-from conftest import run_script, snapshot
-from test_combinations_items import MLP, assert_refused, copy_ckpt, surf_dir_file
+from helpers import FILTER_X, MLP, assert_refused, copy_ckpt, ok, read_map, run_script, snapshot, surf_dir_file
 
 GRID = ["--x=-1:1:3", "--y=-1:1:3", "--xnorm", "filter", "--xignore", "biasbn", "--ynorm", "filter",
         "--yignore", "biasbn"]
 
 
-def ok(r):
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return dataloader.load_tensors("digits")
+def test_eigen_maps_go_into_the_loss_surface_file_with_the_same_flags(tmp_path, mlp_ckpt, cli):
+    """README: plot_hessian_eigen.py takes plot_surface.py's flags and writes into the same surface file;
+    each map family records its own --precision."""
+    copy_ckpt(mlp_ckpt, tmp_path, "m.t7")
+    args = MLP + ["--model_file", "m.t7", "--x=-1:1:2", *FILTER_X, "--batch_size", "2000", "--surf_file", "s.h5"]
+    ok(cli(args, tmp_path))
+    loss = read_map(tmp_path / "s.h5")
+    ok(cli(args, tmp_path, script="plot_hessian_eigen.py"))
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        np.testing.assert_array_equal(f["train_loss"][()], loss)
+        assert (f["max_eig"][()] >= f["min_eig"][()]).all() and np.isfinite(f["max_eig"][()]).all()
+        assert f.attrs["precision"] == "default" and f.attrs["eig_precision"] == "fp32"
 
 
 def test_eigenvalue_maps_of_any_matrix_join_a_loss_only_surface_file(tmp_path, mlp_ckpt):

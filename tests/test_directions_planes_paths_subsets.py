@@ -12,16 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dataloader
 from landscape import errors
 import h5_util
 import plot_surface
-from conftest import load_net, run_script
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return dataloader.load_tensors("digits")
+from helpers import load_net, run_script
 
 
 def direct_loss(net, data):

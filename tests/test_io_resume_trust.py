@@ -8,7 +8,6 @@
 """
 import os
 import shutil
-import signal
 
 import h5py
 import numpy as np
@@ -20,7 +19,7 @@ import dataloader
 from landscape import errors
 import plot_hessian_eigen
 import plot_surface
-from conftest import run_script
+from helpers import run_script
 
 FILTER = ["--xnorm", "filter", "--xignore", "biasbn"]
 
@@ -34,14 +33,6 @@ def refused(capsys, main, args, *words):
     for w in words:
         assert w in err, (w, err)
     return err
-
-
-@pytest.fixture
-def work(tmp_path, mlp_ckpt, monkeypatch):
-    shutil.copy(mlp_ckpt, tmp_path / "m.t7")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's own SIGTERM handling
-    return tmp_path
 
 
 def base(*extra):
