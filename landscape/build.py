@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 import torch.nn as nn
@@ -29,6 +29,11 @@ from landscape.io import provenance
 from landscape.parallel import mpi
 from landscape.parallel.dist import PointGroup
 from landscape.spec import RunSpec, check_recalibration
+
+if TYPE_CHECKING:
+    import torch
+
+    from landscape.grid.job import Compute, Mover
 
 Named = list  # [(name, HostSet)]: this rank's sets, the training set first
 
@@ -66,7 +71,8 @@ class Sources:
     gpu_ids: tuple = ()
 
 
-def prepare(src: Sources, run: RunSpec, comm, group: PointGroup, device) -> tuple[Named, str]:
+def prepare(src: Sources, run: RunSpec, comm: Any, group: PointGroup,
+            device: Union[str, torch.device]) -> tuple[Named, str]:
     """This rank's share of every set, and the path taken ('yes': kept on the device, 'no': streamed).
     Collective; see evaluation/batches.py."""
     named = [(n, d) for n, d in src.data if d is not None]
@@ -85,9 +91,10 @@ def check_data(run: RunSpec, net: nn.Module, group: PointGroup, in_memory: str, 
         evaluation.recalibration_batches(train.total, 1)
 
 
-def point_compute(run: RunSpec, net: nn.Module, sets: Named, stats: evaluation.Statistics, device,
-                  group: Optional[PointGroup], gpu_ids: tuple = (), say: Callable = print,
-                  metrics: Optional[str] = None):
+def point_compute(run: RunSpec, net: nn.Module, sets: Named, stats: evaluation.Statistics,
+                  device: Union[str, torch.device], group: Optional[PointGroup], gpu_ids: tuple = (),
+                  say: Callable = print, metrics: Optional[str] = None
+                  ) -> tuple[list[str], list[str], Callable[[Mover], Compute], dict[str, Any]]:
     """(keys, keys whose sentinel marks a missing point, make_compute, what the values depend on) of the
     run's maps: loss maps (evaluation), or the curvature's extreme eigenvalues (curvature.model)."""
     e = run.evaluation
@@ -109,7 +116,8 @@ def point_compute(run: RunSpec, net: nn.Module, sets: Named, stats: evaluation.S
                                                           device)
 
 
-def hessian_directions(run: RunSpec, src: Sources, stats: evaluation.Statistics, device) -> Optional[Callable]:
+def hessian_directions(run: RunSpec, src: Sources, stats: evaluation.Statistics,
+                       device: Union[str, torch.device]) -> Optional[Callable]:
     """() -> the curvature's top eigenvectors, for hessian directions (computed on rank 0 when the
     direction file is made); None where no direction is a hessian one."""
     if "hessian" not in run.directions.kinds():
@@ -120,8 +128,9 @@ def hessian_directions(run: RunSpec, src: Sources, stats: evaluation.Statistics,
                                                     run.evaluation.batch_size, loss_name=stats.loss_name)
 
 
-def build_grid_job(run: RunSpec, src: Sources, comm, group: PointGroup, device, notes: Optional[dict] = None,
-                   say: Callable = print, compute_group: Any = "same", model_name: str = "the model") -> GridJob:
+def build_grid_job(run: RunSpec, src: Sources, comm: Any, group: PointGroup, device: Union[str, torch.device],
+                   notes: Optional[dict] = None, say: Callable = print, compute_group: Any = "same",
+                   model_name: str = "the model") -> GridJob:
     """The GridJob of a checked run. Collective over comm: every rank reads its share of the data, and
     a refusal (bad data, a loss that does not fit, ...) reaches every rank before anything is written.
     `compute_group`: the group the points' products and sums use ('same': `group`; None for a dry run,

@@ -202,6 +202,23 @@ def train_curve(net: nn.Module, state1: dict, state2: dict, x: torch.Tensor, y: 
     return CurveResult(out, max(start, spec.epochs), losses)
 
 
+def path_barriers(surf_file: str) -> list[str]:
+    """One line per loss map of a path's surface file (one recording path_type): its barrier height."""
+    import h5py
+    import numpy as np
+    lines = []
+    with h5py.File(surf_file, "r") as f:
+        if "path_type" not in f.attrs:
+            return lines
+        for key in ("train_loss", "test_loss"):
+            if key in f:
+                v = np.asarray(f[key][:], dtype=np.float64).ravel()
+                if len(v) > 1 and np.isfinite(v).all():
+                    lines.append(f"{key} barrier along the path: {barrier(v):.5g} (max {v.max():.5g}; ends "
+                                 f"{v[0]:.5g}, {v[-1]:.5g})")
+    return lines
+
+
 def barrier(losses: Sequence[float]) -> float:
     """The barrier height of a path's losses (t from 0 to 1): max along it minus the mean of the ends."""
     v = [float(a) for a in losses]

@@ -5,8 +5,14 @@ below becomes `error: <message>` on stderr and exit code 2, never a traceback. T
 (`landscape.api`) raises the same exception, under its public name `LandscapeError`, with the
 same message.
 """
+from __future__ import annotations
+
 import signal
 import sys
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_USAGE = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -24,7 +30,7 @@ class Terminated(BaseException):
     """SIGTERM arrived (a cluster pre-empting the job): unwind so `finally` blocks save the work."""
 
 
-def exit_cleanly_on_sigterm():
+def exit_cleanly_on_sigterm() -> None:
     def handler(signum, frame):
         # Slurm signals the ranks and srun forwards the signal again: a second SIGTERM must not
         # interrupt the first one's save of the computed points.
@@ -33,7 +39,8 @@ def exit_cleanly_on_sigterm():
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_cli(main, argv=None):
+def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]],
+            argv: Optional[Sequence[str]] = None) -> int:
     """Run `main(argv)` and map UserError (and Ctrl-C) to a one-line message and exit code."""
     try:
         rc = main(argv)
@@ -54,7 +61,7 @@ class ArgParser:
     """Factory for argparse parsers whose usage errors are one line, like every other error."""
 
     @staticmethod
-    def make(description, prog=None):
+    def make(description: str, prog: Optional[str] = None) -> argparse.ArgumentParser:
         import argparse
 
         class _Parser(argparse.ArgumentParser):

@@ -17,10 +17,13 @@ This is the SVD that PCA computes, so the directions are exactly scikit-learn's 
 signs follow its convention: the entry of largest magnitude is positive).
 Peak memory: the n x n Gram matrix, one model, and one column block of BLOCK_BYTES.
 """
+from __future__ import annotations
+
 import hashlib
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -30,11 +33,15 @@ from landscape.errors import UserError
 from landscape.io import h5
 from landscape.zoo import loader as zoo_loader
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import torch.nn as nn
+
 BLOCK_BYTES = 64 << 20
 
 
 # ----------------------------------------------------------------------------- vectors
-def flat_space(space, ignore="", mask=None):
+def flat_space(space: dirs.Space, ignore: str = "", mask: Optional[Sequence[bool]] = None) -> torch.Tensor:
     """The float entries of a direction space (those in `mask`, if given) as one float64 vector;
     biasbn zeroes entries of dim <= 1."""
     parts = []
@@ -46,7 +53,8 @@ def flat_space(space, ignore="", mask=None):
     return torch.cat(parts)
 
 
-def unflatten(vec, space, mask=None):
+def unflatten(vec: Union[np.ndarray, torch.Tensor], space: dirs.Space,
+              mask: Optional[Sequence[bool]] = None) -> dirs.Direction:
     """A flat vector over the (masked) float entries -> a direction (one tensor per entry; zeros elsewhere)."""
     out, i = [], 0
     for k, (_, t) in enumerate(space):
@@ -59,31 +67,32 @@ def unflatten(vec, space, mask=None):
     return out
 
 
-def direction_vector(direction, space, mask=None):
+def direction_vector(direction: Sequence[Union[torch.Tensor, np.ndarray]], space: dirs.Space,
+                     mask: Optional[Sequence[bool]] = None) -> torch.Tensor:
     """A direction (list of tensors) as a flat float64 vector over the (masked) float entries of `space`."""
     return torch.cat([torch.as_tensor(d).double().reshape(-1) for k, (d, (_, t)) in enumerate(zip(direction, space))
                       if t.is_floating_point() and (mask is None or mask[k])])
 
 
-def cal_angle(vec1, vec2):
+def cal_angle(vec1: npt.ArrayLike, vec2: npt.ArrayLike) -> float:
     """Cosine similarity of two vectors (tensors or arrays)."""
     a, b = np.asarray(vec1, dtype=np.float64), np.asarray(vec2, dtype=np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 # the reference's projection.py helpers, for users' scripts (same signatures and meaning)
-def tensorlist_to_tensor(weights):
+def tensorlist_to_tensor(weights: Iterable[Union[torch.Tensor, np.ndarray]]) -> torch.Tensor:
     """A list of tensors as one flat float32 vector."""
     return torch.cat([torch.as_tensor(w).reshape(-1).float() for w in weights])
 
 
-def nplist_to_tensor(nplist):
+def nplist_to_tensor(nplist: Iterable[npt.ArrayLike]) -> torch.Tensor:
     """A list of arrays as one flat float64 vector; 0-dimensional entries are left out, as the reference."""
     return torch.cat([torch.as_tensor(np.asarray(d, dtype=np.float64)).reshape(-1) for d in nplist
                       if np.ndim(d) > 0])
 
 
-def npvec_to_tensorlist(direction, params):
+def npvec_to_tensorlist(direction: npt.ArrayLike, params: dirs.Tensors) -> list[torch.Tensor]:
     """A flat vector -> a list of tensors shaped like `params`: a list of tensors (copies of their dtype) or a
     state_dict (float32 tensors, one per entry, integer entries included)."""
     if isinstance(params, dict):
@@ -94,7 +103,7 @@ def npvec_to_tensorlist(direction, params):
     return [o.to(t.dtype) for o, (_, t) in zip(out, space)]
 
 
-def project_1D(w, d):
+def project_1D(w: Union[torch.Tensor, np.ndarray], d: Union[torch.Tensor, np.ndarray]) -> float:
     """The length of w's projection onto d: w.d / |d|."""
     if len(w) != len(d):
         raise UserError(f"project_1D: vectors of {len(w)} and {len(d)} entries")
@@ -102,14 +111,17 @@ def project_1D(w, d):
 
 
 # ----------------------------------------------------------------------------- PCA
-def trajectory_rows(model_files, load, final_vec, dir_type, ignore, mask=None):
+def trajectory_rows(model_files: Iterable[str], load: Callable[[str], nn.Module], final_vec: torch.Tensor,
+                    dir_type: str, ignore: str,
+                    mask: Optional[Sequence[bool]] = None) -> Iterator[np.ndarray]:
     """Yield d_e = w_e - w_final for each checkpoint, one at a time (float64 numpy vectors)."""
     for path in model_files:
         net = load(path)
         yield (flat_space(dirs.direction_space(net, dir_type), ignore, mask) - final_vec).numpy()
 
 
-def pca_from_rows(rows, n, dim, scratch_dir, block_bytes=BLOCK_BYTES):
+def pca_from_rows(rows: Iterable[np.ndarray], n: int, dim: int, scratch_dir: Optional[str],
+                  block_bytes: int = BLOCK_BYTES) -> dict[str, np.ndarray]:
     """Streamed PCA (2 components) of the n rows yielded by `rows`. Returns a dict like sklearn's fit.
     Rows spanning one dimension (2 checkpoints, as the reference allows) get a second component of zero
     variance: a fixed unit vector orthogonal to the first, with a warning."""
@@ -158,7 +170,7 @@ def pca_from_rows(rows, n, dim, scratch_dir, block_bytes=BLOCK_BYTES):
             "explained_variance_ratio_": lam[:2] / total}
 
 
-def orthogonal_unit(v):
+def orthogonal_unit(v: np.ndarray) -> np.ndarray:
     """A fixed unit vector orthogonal to the unit vector v, on v's own entries (those the trajectory moves:
     an --ignore'd entry stays zero): alternating signs over v's support, Gram-Schmidt'ed against v."""
     support = np.flatnonzero(v)
@@ -173,7 +185,8 @@ def orthogonal_unit(v):
     return u / np.linalg.norm(u)
 
 
-def name_pca_dir(model_folder, dir_type, ignore, save_epoch, params=""):
+def name_pca_dir(model_folder: str, dir_type: str, ignore: str, save_epoch: int,
+                 params: str = "") -> tuple[str, str]:
     """The reference's PCA folder: <model_folder>/PCA_<dir_type>[_ignore=<ignore>]_save_epoch=<k>/directions.h5
     (with `_params=<hash of the regex>` appended for a --params subset)."""
     folder = os.path.join(model_folder, f"PCA_{dir_type}" + (f"_ignore={ignore}" if ignore else "")
@@ -182,8 +195,9 @@ def name_pca_dir(model_folder, dir_type, ignore, save_epoch, params=""):
     return folder, os.path.join(folder, "directions.h5")
 
 
-def pca_direction_file(model_files, net_final, model_name, dataset, model_folder, dir_type="weights", ignore="",
-                       save_epoch=1, params=""):
+def pca_direction_file(model_files: Sequence[str], net_final: nn.Module, model_name: str, dataset: str,
+                       model_folder: str, dir_type: str = "weights", ignore: str = "", save_epoch: int = 1,
+                       params: str = "") -> str:
     """Create (or reuse) the PCA direction file of a trajectory (the checkpoints `model_files` of
     `model_name` on `dataset`, the last one final; the file in <model_folder>/PCA_...); returns its path."""
     folder, dir_file = name_pca_dir(model_folder, dir_type, ignore, save_epoch, params)
@@ -222,7 +236,7 @@ def pca_direction_file(model_files, net_final, model_name, dataset, model_folder
 
 
 # ----------------------------------------------------------------------------- projection
-def project_2D(d, dx, dy, proj_method):
+def project_2D(d: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, proj_method: str) -> tuple[float, float]:
     """Coordinates of vector d in the plane of dx, dy: 'cos' (orthogonal directions) or 'lstsq'."""
     if proj_method == "cos":
         return project_1D(d, dx), project_1D(d, dy)
@@ -231,15 +245,16 @@ def project_2D(d, dx, dy, proj_method):
     return float(coef[0]), float(coef[1])
 
 
-def choose_method(dx, dy, proj_method):
+def choose_method(dx: torch.Tensor, dy: torch.Tensor, proj_method: str) -> str:
     """'auto' means cos for (near-)orthogonal directions, else the exact least-squares projection."""
     if proj_method != "auto":
         return proj_method
     return "cos" if abs(cal_angle(dx.numpy(), dy.numpy())) < 1e-6 else "lstsq"
 
 
-def project_trajectory(dir_file, net_final, dataset, model_name, model_files, dir_type="weights",
-                       proj_method="auto", params=""):
+def project_trajectory(dir_file: str, net_final: nn.Module, dataset: str, model_name: str,
+                       model_files: Sequence[str], dir_type: str = "weights", proj_method: str = "auto",
+                       params: str = "") -> str:
     """Project every checkpoint (minus the final model) onto the direction file's plane.
 
     Writes <dir_file>_proj_<method>.h5 with proj_xcoord, proj_ycoord, and returns its path.

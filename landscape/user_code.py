@@ -3,20 +3,23 @@
 This runs the user's code, on purpose: it is theirs, like a training script. (Checkpoints and
 surface files, in contrast, are data and never run code.)
 """
+from __future__ import annotations
+
 import importlib
 import importlib.util
 import os
 import sys
+from typing import Any, Callable
 
 from landscape.errors import UserError
 
 
-def is_user_spec(name):
+def is_user_spec(name: str) -> bool:
     """True for `file.py:fn` / `module:fn` specs, False for built-in names such as `resnet56`."""
     return ":" in name
 
 
-def call_user(fn, what, *args):
+def call_user(fn: Callable[..., Any], what: str, *args: Any) -> Any:
     """Call the user's own code; its failure becomes one UserError line naming it."""
     try:
         return fn(*args)
@@ -26,12 +29,12 @@ def call_user(fn, what, *args):
         raise UserError(f"{what} raised {type(e).__name__}: {first_line(e)}") from e
 
 
-def first_line(e):
+def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def load_callable(spec, what):
+def load_callable(spec: str, what: str) -> Callable[..., Any]:
     """Import `spec` (`file.py:fn` or `module:fn`) and return the callable it names."""
     target, _, fn_name = spec.rpartition(":")
     if not target or not fn_name:
@@ -68,7 +71,7 @@ def load_callable(spec, what):
     return fn
 
 
-def spec_sha256(spec):
+def spec_sha256(spec: str) -> str:
     """The sha256 of the file a `file.py:fn` or `module:fn` spec runs (recorded in the files, compared on
     resume, so an edited loss or model file is noticed); '' where there is no such file."""
     from landscape.io.provenance import file_sha256

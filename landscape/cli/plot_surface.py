@@ -21,7 +21,6 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
-import h5py
 import numpy as np
 import torch
 import torch.nn as nn
@@ -207,25 +206,14 @@ def run(cfg: argparse.Namespace, comm: Any, rank: int, nproc: int,
     result = grid_job.run_job(job, comm, group)
     if rank == 0:
         cfg.stats = result.stats
-        if cfg.path_files:
-            print_barriers(job.surf_file)
+        for line in curves.path_barriers(job.surf_file) if cfg.path_files else ():
+            print(line, flush=True)
         if after is not None:
             after(result)
         if cfg.plot:
             plot(cfg, job.surf_file, job.dir_file)
     mpi.barrier(comm)
     return 0
-
-
-def print_barriers(surf_file: str) -> None:
-    """A path's barrier height: max of the loss along it minus the mean of its two ends (train, test)."""
-    with h5py.File(surf_file, "r") as f:
-        for key in ("train_loss", "test_loss"):
-            if key in f:
-                v = np.asarray(f[key][:], dtype=np.float64).ravel()
-                if np.isfinite(v).all() and len(v) > 1:
-                    print(f"{key} barrier along the path: {curves.barrier(v):.5g} (max {v.max():.5g}; ends "
-                          f"{v[0]:.5g}, {v[-1]:.5g})", flush=True)
 
 
 def check_curvature_flags(cfg: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,8 @@ tensors (model(**inputs)); the first dimension is the batch.
 
 Sums are accumulated on the device and read back once per set, so a GPU is never stalled per batch.
 """
+from __future__ import annotations
+
 import contextlib
 import math
 import os
@@ -23,6 +25,7 @@ import platform
 import re
 import subprocess
 import time
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,6 +38,18 @@ from landscape.evaluation import batches, fast_model
 from landscape.io import provenance
 from landscape.evaluation.batches import DeviceSet, batch_count, on_device, take, to_device  # noqa: F401
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from landscape.directions import PointSetter
+    from landscape.evaluation.batches import Batch, Device, HostSet, Inputs, StreamedSet
+    from landscape.parallel.dist import PointGroup
+    from landscape.spec import BatchSize
+
+    Criterion = Callable[[torch.Tensor, torch.Tensor], Any]   # criterion(outputs, targets) -> batch mean
+    Metric = Callable[[torch.Tensor, torch.Tensor], Any]      # fn(outputs, targets) -> batch mean
+    Runner = Callable[..., Any]          # the model, a fast_model.FastModel or a DataParallel: runner(*args)
+
 LOSS_NAMES = ("crossentropy", "mse")
 PRECISIONS = ("default", "fp32", "tf32", "bf16")
 METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -45,12 +60,13 @@ RESERVED_METRICS = ("loss", "acc", "err")
 class SoftmaxMSE(nn.Module):
     """The reference's `mse`: mean over batch and classes of (softmax(outputs, 1) - onehot(targets))^2."""
 
-    def forward(self, outputs, targets):
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         probs = F.softmax(outputs.float(), dim=1)
         return (probs - F.one_hot(targets, outputs.shape[1]).to(probs.dtype)).pow(2).mean()
 
 
-def per_point_sums(outputs, targets, loss_name):
+def per_point_sums(outputs: torch.Tensor, targets: torch.Tensor,
+                   loss_name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """outputs (K, B, C): K points on one batch -> summed losses (K,), correct counts (K,).
 
     The reference's two losses in one pass over K points: cross-entropy, or (mse) the squared
@@ -69,13 +85,14 @@ def per_point_sums(outputs, targets, loss_name):
     return loss, correct
 
 
-def batch_loss_sum(outputs, targets, loss_name):
+def batch_loss_sum(outputs: torch.Tensor, targets: torch.Tensor,
+                   loss_name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed loss, number correct) for one batch; outputs (B, C) logits, targets (B,)."""
     loss, correct = per_point_sums(outputs.unsqueeze(0), targets, loss_name)
     return loss[0], correct[0]
 
 
-def resolve_loss(spec):
+def resolve_loss(spec: Union[None, str, Criterion]) -> tuple[Criterion, str]:
     """(criterion, name) for a loss given as None, a name, `file.py:fn` (fn() returns it) or a callable."""
     if spec is None or spec == "crossentropy":
         return nn.CrossEntropyLoss(), "crossentropy"
@@ -94,7 +111,7 @@ def resolve_loss(spec):
     raise LandscapeError(f"loss must be a name or a callable criterion(outputs, targets), not {type(spec).__name__}")
 
 
-def resolve_metrics(spec):
+def resolve_metrics(spec: Union[None, str, dict[str, Metric]]) -> dict[str, Metric]:
     """{name: fn} from None, a dict, or `file.py:fn` whose fn() returns such a dict."""
     if spec is None or spec == "":
         return {}
@@ -115,7 +132,8 @@ def resolve_metrics(spec):
     return dict(metrics)
 
 
-def code_inputs(loss=None, metrics=None):
+def code_inputs(loss: Union[None, str, Criterion] = None,
+                metrics: Union[None, str, dict[str, Metric]] = None) -> dict[str, str]:
     """Fingerprints of the user's own loss and metrics code (keys of io/provenance.py's tables), so a
     resume with other code is refused: a `file.py:fn` spec by its file's bytes, a callable by
     provenance.code_sha256 (a criterion's class and settings, a function's code and closure). The
@@ -132,7 +150,7 @@ call_user = user_code.call_user      # (the user's code failing: one line naming
 first_line = user_code.first_line
 
 
-def describe_callable(fn):
+def describe_callable(fn: Callable[..., Any]) -> str:
     """A stable, readable name for a user's criterion (recorded in files, compared on resume)."""
     if isinstance(fn, nn.Module):
         return repr(fn).replace("\n", " ")
@@ -140,7 +158,7 @@ def describe_callable(fn):
 
 
 # ----------------------------------------------------------------------------- inputs and outputs
-def call_args(inputs):
+def call_args(inputs: Inputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """(args, kwargs) to call a model with: x, *x or **x."""
     if isinstance(inputs, dict):
         return (), inputs
@@ -149,13 +167,13 @@ def call_args(inputs):
     return (inputs,), {}
 
 
-def forward(model, inputs):
+def forward(model: Runner, inputs: Inputs) -> torch.Tensor:
     """model(x), model(*x) or model(**x), and the tensor of scores in what it returns."""
     args, kwargs = call_args(inputs)
     return unwrap(model(*args, **kwargs))
 
 
-def unwrap(out):
+def unwrap(out: Any) -> torch.Tensor:
     """The scores in a model's output: the tensor itself, `.logits`, dict['logits'] or the first entry."""
     if torch.is_tensor(out):
         return out
@@ -169,7 +187,7 @@ def unwrap(out):
                          "or an object with .logits")
 
 
-def class_dim(outputs, targets):
+def class_dim(outputs: torch.Tensor, targets: torch.Tensor) -> Optional[int]:
     """The class dimension of `outputs` for integer `targets`, or None where accuracy is undefined."""
     if not outputs.is_floating_point() or targets.is_floating_point() or targets.dtype == torch.bool:
         return None
@@ -190,14 +208,15 @@ class Statistics:
     `means(sums, n, n_targets)` turns the set's sums into the values, in the order of `names`.
     """
 
-    def __init__(self, criterion, loss_name, metrics=None, accuracy_dim=None):
+    def __init__(self, criterion: Criterion, loss_name: str, metrics: Optional[dict[str, Metric]] = None,
+                 accuracy_dim: Optional[int] = None) -> None:
         self.criterion, self.loss_name = criterion, loss_name
         self.metrics = dict(metrics or {})
         self.accuracy_dim = accuracy_dim
         self.builtin = loss_name in LOSS_NAMES and accuracy_dim == 1
         self.names = ["loss"] + (["acc"] if accuracy_dim is not None else []) + list(self.metrics)
 
-    def batch_sums(self, outputs, targets):
+    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         b = len(targets)
         if self.builtin and outputs.dim() == 2:  # the reference's losses: one fused pass
             loss, correct = batch_loss_sum(outputs, targets, self.loss_name)
@@ -212,14 +231,16 @@ class Statistics:
                                         device=outputs.device).double().reshape(()) * b)
         return torch.stack(vals)
 
-    def means(self, sums, n, n_targets):
+    def means(self, sums: torch.Tensor, n: Union[torch.Tensor, float],
+              n_targets: Union[torch.Tensor, float]) -> torch.Tensor:
         """Sums over the set -> loss and metrics per sample, accuracy in percent of targets."""
         out = sums / n
         if self.accuracy_dim is not None:
             out[1] = 100.0 * sums[1] / n_targets
         return out
 
-    def check(self, model, inputs, targets, model_name="the model", data_name="the"):
+    def check(self, model: Runner, inputs: Inputs, targets: torch.Tensor, model_name: str = "the model",
+              data_name: str = "the") -> torch.Tensor:
         """Run the model, the loss and each metric on two samples: fail early, in one line."""
         try:
             with torch.no_grad():
@@ -238,14 +259,14 @@ class Statistics:
         return out
 
 
-def check_scalar(value, what, outputs, targets):
+def check_scalar(value: Any, what: str, outputs: torch.Tensor, targets: torch.Tensor) -> None:
     if not (torch.is_tensor(value) or isinstance(value, (float, int))) or torch.as_tensor(value).numel() != 1:
         shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
         raise LandscapeError(f"{what} returned {shape} for outputs {tuple(outputs.shape)} and targets "
                              f"{tuple(targets.shape)}; it must return the mean over the batch (a scalar)")
 
 
-def describe_inputs(inputs):
+def describe_inputs(inputs: Inputs) -> str:
     if isinstance(inputs, dict):
         return ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in inputs.items())
     if isinstance(inputs, (tuple, list)):
@@ -253,7 +274,10 @@ def describe_inputs(inputs):
     return f"shape {tuple(inputs.shape[1:])}"
 
 
-def make_statistics(model, inputs, targets, loss=None, metrics=None, model_name="the model", data_name="the"):
+def make_statistics(model: Runner, inputs: Inputs, targets: torch.Tensor,
+                    loss: Union[None, str, Criterion] = None,
+                    metrics: Union[None, str, dict[str, Metric]] = None, model_name: str = "the model",
+                    data_name: str = "the") -> Statistics:
     """The Statistics for this model and data: resolves the loss and metrics, checks them on 2 samples."""
     criterion, loss_name = resolve_loss(loss)
     metrics = resolve_metrics(metrics)
@@ -270,7 +294,7 @@ def make_statistics(model, inputs, targets, loss=None, metrics=None, model_name=
 
 # ----------------------------------------------------------------------------- precision
 @contextlib.contextmanager
-def arithmetic(precision, device):
+def arithmetic(precision: str, device: Device) -> Iterator[None]:
     """Apply `--precision` for the duration of a block, then restore PyTorch's switches.
 
     default: PyTorch's own defaults (TF32 convolutions on GPUs that have it, as the reference ran);
@@ -291,7 +315,7 @@ def arithmetic(precision, device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def arithmetic_name(precision, device):
+def arithmetic_name(precision: str, device: Device) -> str:
     """The arithmetic a point's values are computed in, from --precision and the device type: 'fp32',
     'tf32', 'tf32 convolutions' or 'tf32 matmuls' (on CUDA, where TF32 exists; 'default' keeps
     PyTorch's switches as they are, by default TF32 convolutions only), or 'bf16 autocast'. Recorded
@@ -307,10 +331,10 @@ def arithmetic_name(precision, device):
         (bool(matmul), bool(conv)), "fp32")
 
 
-def cpu_has_native_bf16():
+def cpu_has_native_bf16() -> Optional[bool]:
     """True if this CPU has bfloat16 instructions (x86: AVX-512 BF16 or AMX-BF16; Arm: BF16), False if
-    it has not (PyTorch then emulates bf16 in float32 and it runs slower than float32: measured 9x
-    on an AVX2-only CPU), None where the system does not say. LL_ASSUME_CPU_BF16=0/1 overrides."""
+    it has not (PyTorch then emulates bf16 in float32, and it runs slower than float32 itself), None
+    where the system does not say. LL_ASSUME_CPU_BF16=0/1 overrides."""
     forced = os.environ.get("LL_ASSUME_CPU_BF16", "").strip()
     if forced in ("0", "1"):
         return forced == "1"
@@ -331,7 +355,7 @@ def cpu_has_native_bf16():
     return None
 
 
-def bf16_warning(precision, device):
+def bf16_warning(precision: str, device: Device) -> Optional[str]:
     """A one-line warning when --precision bf16 would be emulated on this CPU (slower, not faster), or None."""
     if precision != "bf16" or torch.device(device).type != "cpu" or cpu_has_native_bf16() is not False:
         return None
@@ -343,17 +367,17 @@ def bf16_warning(precision, device):
 BN_RECALIBRATE_BATCH = 128   # recalibration batch when --batch_size is auto (the reference's --batch_size)
 
 
-def has_batchnorm(net):
+def has_batchnorm(net: nn.Module) -> bool:
     """True if `net` has a BatchNorm layer that keeps running statistics."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in net.modules())
 
 
-def recalibration_batch(batch_size):
+def recalibration_batch(batch_size: Optional[BatchSize]) -> int:
     """The batch size BatchNorm statistics are recomputed with: the evaluation's, or 128 with 'auto'."""
     return BN_RECALIBRATE_BATCH if batch_size in (None, "auto") else int(batch_size)
 
 
-def recalibration_batches(n, batch_size):
+def recalibration_batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     """[(start, stop)] of the recalibration batches over n examples: batches of batch_size, except that a
     last batch of 1 example is merged into the one before (BatchNorm in train mode cannot take a batch of
     one sample per channel, e.g. BatchNorm1d on (1, C)). A set of 1 example is refused."""
@@ -366,7 +390,7 @@ def recalibration_batches(n, batch_size):
     return [(a, b) for a, b in zip(starts, starts[1:] + [n])]
 
 
-def recalibrate_bn(net, inputs, batch_size):
+def recalibrate_bn(net: nn.Module, inputs: Inputs, batch_size: int) -> None:
     """Recompute every BatchNorm's running statistics from `inputs` (the training data), as mode-connectivity
     work does (Garipov et al. 2018): statistics reset, BN layers in train mode with momentum None (a
     cumulative average over the batches), no gradients; then eval mode again. Other layers (dropout)
@@ -390,7 +414,8 @@ def recalibrate_bn(net, inputs, batch_size):
 
 
 # ----------------------------------------------------------------------------- one set, one or many points
-def evaluate(net, x, y, loss_name="crossentropy", batch_size=128, autocast=contextlib.nullcontext):
+def evaluate(net: Runner, x: Inputs, y: torch.Tensor, loss_name: str = "crossentropy", batch_size: int = 128,
+             autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> tuple[float, float]:
     """Mean loss and accuracy (%) of a classifier `net` on (x, y), which already live on its device."""
     stats = Statistics(*resolve_loss(loss_name), accuracy_dim=1)
     with autocast():
@@ -398,7 +423,7 @@ def evaluate(net, x, y, loss_name="crossentropy", batch_size=128, autocast=conte
     return float(values[0]), float(values[1])
 
 
-def set_sums(runner, batches, stats, device):
+def set_sums(runner: Runner, batches: Iterable[Batch], stats: Statistics, device: Device) -> torch.Tensor:
     """One pass over a set's batches (on the device): [the sums of stats.names..., examples, targets],
     float64 on the device, read back by the caller once per point."""
     sums = torch.zeros(len(stats.names), dtype=torch.float64, device=device)
@@ -410,13 +435,15 @@ def set_sums(runner, batches, stats, device):
     return torch.cat([sums, torch.tensor([n, n_targets], dtype=torch.float64, device=device)])
 
 
-def evaluate_set(runner, inputs, targets, stats, batch_size):
+def evaluate_set(runner: Runner, inputs: Inputs, targets: torch.Tensor, stats: Statistics,
+                 batch_size: int) -> np.ndarray:
     """The statistics of `runner` over a whole set on its device: one host read at the end."""
     sums = set_sums(runner, DeviceSet(inputs, targets, batch_size), stats, targets.device)
     return stats.means(sums[:-2], sums[-2], sums[-1]).cpu().numpy()
 
 
-def stacked_sums(net, params, batches, stats, device):
+def stacked_sums(net: nn.Module, params: dict[str, torch.Tensor], batches: Iterable[Batch], stats: Statistics,
+                 device: Device) -> torch.Tensor:
     """set_sums at K points at once: `params` maps names to (K, *shape) tensors. Returns (K, W + 2).
 
     One pass over the data evaluates all K models with torch.func.vmap(functional_call), so the
@@ -439,13 +466,15 @@ def stacked_sums(net, params, batches, stats, device):
     return torch.cat([sums, counts], dim=1)
 
 
-def evaluate_stacked(net, params, inputs, targets, stats, batch_size):
+def evaluate_stacked(net: nn.Module, params: dict[str, torch.Tensor], inputs: Inputs, targets: torch.Tensor,
+                     stats: Statistics, batch_size: int) -> np.ndarray:
     """Statistics at K points at once (see stacked_sums); returns (K, len(stats.names))."""
     sums = stacked_sums(net, params, DeviceSet(inputs, targets, batch_size), stats, targets.device)
     return torch.stack([stats.means(s[:-2], s[-2], s[-1]) for s in sums]).cpu().numpy()
 
 
-def eval_loss(net, criterion, loader, use_cuda=False):
+def eval_loss(net: nn.Module, criterion: Criterion, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+              use_cuda: bool = False) -> tuple[float, float]:
     """The reference's signature, for notebooks: loss and accuracy over a DataLoader."""
     loss_name = "mse" if isinstance(criterion, nn.MSELoss) else "crossentropy"
     device = "cuda" if use_cuda else "cpu"
@@ -474,8 +503,10 @@ class GridEvaluator:
     after the move and before the evaluation.
     """
 
-    def __init__(self, net, mover, sets, stats, precision, device, points_per_pass=1, runner=None, group=None,
-                 recalibrate=0):
+    def __init__(self, net: nn.Module, mover: PointSetter, sets: Sequence[Union[DeviceSet, StreamedSet]],
+                 stats: Statistics, precision: str, device: Device, points_per_pass: int = 1,
+                 runner: Optional[Runner] = None, group: Optional[PointGroup] = None,
+                 recalibrate: int = 0) -> None:
         self.net, self.mover, self.sets, self.stats = net, mover, sets, stats
         self.runner = runner if runner is not None else net
         self.precision, self.device = precision, device
@@ -485,7 +516,7 @@ class GridEvaluator:
         self.recalibrate = recalibrate
         assert not (recalibrate and points_per_pass > 1), "BN recalibration evaluates one point per pass"
 
-    def __call__(self, coords):
+    def __call__(self, coords: npt.ArrayLike) -> np.ndarray:
         coords = np.asarray(coords, dtype=np.float64).reshape(len(coords), -1)
         out = np.empty((len(coords), len(self.stats.names) * len(self.sets)))
         t0 = time.perf_counter()
@@ -510,7 +541,7 @@ class GridEvaluator:
         self.examples += len(coords) * sum(s.count for s in self.sets)
         return out
 
-    def means(self, sums):
+    def means(self, sums: torch.Tensor) -> np.ndarray:
         """(points, sets, W + 2) sums of this rank -> (points, sets * W) values of the whole sets."""
         if self.group is not None:
             self.group.sum_(sums)        # one all-reduce: every set's sums and counts, every point
@@ -518,7 +549,7 @@ class GridEvaluator:
         return np.stack([np.concatenate([self.stats.means(s[:-2], s[-2], s[-1]).numpy() for s in point])
                          for point in sums])
 
-    def status(self):
+    def status(self) -> str:
         """This rank's evaluation rate, and (streamed sets) the share of it spent waiting for data."""
         if not self.seconds:
             return ""
@@ -530,9 +561,12 @@ class GridEvaluator:
                        self.group.size > 1 else "")
 
 
-def make_grid_evaluator(net, make_mover, sets, stats, device, gpu_ids=(), batch_size="auto", precision="default",
-                        points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print, group=None,
-                        bn_recalibrate=False):
+def make_grid_evaluator(net: nn.Module, make_mover: Callable[[], PointSetter],
+                        sets: Sequence[Union[HostSet, Sequence[Any]]], stats: Statistics, device: Device,
+                        gpu_ids: Sequence[int] = (), batch_size: Optional[BatchSize] = "auto",
+                        precision: str = "default", points_per_pass: int = 1, fold_bn: bool = True,
+                        memory_format: str = "auto", compile: bool = False, say: Callable[[str], Any] = print,
+                        group: Optional[PointGroup] = None, bn_recalibrate: bool = False) -> GridEvaluator:
     """Set up the evaluation of grid points on this rank's device: the fast model (BN folding,
     memory layout, compile), the mover (built after the layout change, which replaces the parameter
     tensors), the data (batches.HostSets, or (inputs, targets) pairs) moved to the device once or
@@ -572,7 +606,7 @@ GPU_MEMORY_SHARE = 0.5              # GPU: use at most this share of the free me
 MAX_AUTO_BATCH = 8192
 
 
-def auto_batch_size(runner, inputs, n, device):
+def auto_batch_size(runner: Runner, inputs: Inputs, n: int, device: Device) -> int:
     """The evaluation batch size for `--batch_size auto` (eval mode: it changes only rounding).
 
     CPU: the batch whose largest activation is about CPU_ACTIVATION_BYTES, measured with forward
@@ -589,7 +623,7 @@ def auto_batch_size(runner, inputs, n, device):
     return 1 << int(math.floor(math.log2(size))) if size < n else size
 
 
-def largest_activation_bytes(runner, inputs):
+def largest_activation_bytes(runner: Runner, inputs: Inputs) -> float:
     """Bytes per sample of the largest tensor any module outputs (forward hooks, two samples)."""
     largest = [0]
 
@@ -608,7 +642,7 @@ def largest_activation_bytes(runner, inputs):
     return largest[0] / min(2, batch_count(inputs))
 
 
-def cuda_bytes_per_sample(runner, inputs, device, probe=64):
+def cuda_bytes_per_sample(runner: Runner, inputs: Inputs, device: Device, probe: int = 64) -> float:
     """Peak CUDA memory per sample of one forward pass on a probe batch."""
     probe = min(probe, batch_count(inputs))
     torch.cuda.synchronize(device)
@@ -621,13 +655,16 @@ def cuda_bytes_per_sample(runner, inputs, device, probe=64):
 
 
 # ----------------------------------------------------------------------------- grid jobs' loss maps
-def loss_keys(set_names, stats):
+def loss_keys(set_names: Sequence[str], stats: Statistics) -> list[str]:
     return [f"{s}_{n}" for s in set_names for n in stats.names]
 
 
-def loss_job_compute(net, sets, stats, device, gpu_ids=(), batch_size="auto", precision="default",
-                     points_per_pass=1, fold_bn=True, memory_format="auto", compile=False, say=print, group=None,
-                     bn_recalibrate=False):
+def loss_job_compute(net: nn.Module, sets: Sequence[tuple[Any, ...]], stats: Statistics, device: Device,
+                     gpu_ids: Sequence[int] = (), batch_size: Optional[BatchSize] = "auto",
+                     precision: str = "default", points_per_pass: int = 1, fold_bn: bool = True,
+                     memory_format: str = "auto", compile: bool = False, say: Callable[[str], Any] = print,
+                     group: Optional[PointGroup] = None,
+                     bn_recalibrate: bool = False) -> Callable[[Callable[[], PointSetter]], GridEvaluator]:
     """make_compute for loss (and accuracy, metrics) maps; `sets`: [(name, HostSet)] or [(name, inputs,
     targets)] on the CPU, the training set first (BN recalibration reads it)."""
     def make(make_mover):
@@ -637,7 +674,8 @@ def loss_job_compute(net, sets, stats, device, gpu_ids=(), batch_size="auto", pr
     return make
 
 
-def loss_inputs(precision, batch_size, bn_recalibrate, metrics="", device="cpu"):
+def loss_inputs(precision: str, batch_size: Optional[BatchSize], bn_recalibrate: bool, metrics: str = "",
+                device: Device = "cpu") -> dict[str, Any]:
     """What a loss map's values depend on beyond the model, data and directions (recorded in the surface
     file, compared on resume; keys of io/provenance.py's SURFACE table)."""
     return {"precision": precision, "arithmetic": arithmetic_name(precision, device), "metrics": metrics,

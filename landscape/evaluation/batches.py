@@ -27,15 +27,28 @@ Checks, before anything is written (`prepare_sets`, collective): every rank must
 number of examples; a source that yields nothing is refused; an iterable of unknown length is read
 twice and must yield the same number both times. Each later pass is checked against the first.
 """
+from __future__ import annotations
+
 import math
 import queue
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 
 from landscape.errors import LandscapeError
+
+if TYPE_CHECKING:
+    from landscape.parallel.dist import PointGroup
+    from landscape.spec import BatchSize
+
+    Inputs = Union[torch.Tensor, Sequence[torch.Tensor], dict[str, torch.Tensor]]   # a tensor, tuple or dict
+    Batch = tuple[Inputs, torch.Tensor]                     # (inputs, targets)
+    Convert = Callable[[Inputs, torch.Tensor], Batch]       # convert(inputs, targets) -> (inputs, targets)
+    Transform = Callable[[torch.Tensor], torch.Tensor]      # applied to 4-D float input tensors on the device
+    Device = Union[str, torch.device]
 
 DATA_IN_MEMORY = ("auto", "yes", "no")
 HOST_MEMORY_SHARE = 0.25          # in-memory sets may take this share of MemAvailable (per node) ...
@@ -50,11 +63,11 @@ class Source:
     """One set as the user gave it. kind: tensors | dataset (map-style) | loader (a DataLoader over a
     map-style Dataset, rebuilt per shard) | iterable (batches) | samples (an IterableDataset)."""
     kind: str
-    data: object
-    length: int = None            # examples, where known without reading
+    data: Any
+    length: Optional[int] = None  # examples, where known without reading
 
 
-def classify(data, what="data"):
+def classify(data: Any, what: str = "data") -> Source:
     """The Source of `data`; LandscapeError (one line) for what cannot be data."""
     utils = torch.utils.data
     if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[1]):
@@ -83,7 +96,7 @@ def classify(data, what="data"):
                          f"re-iterable of (inputs, targets) batches, not {type(data).__name__}")
 
 
-def batch_count(inputs):
+def batch_count(inputs: Inputs) -> int:
     if isinstance(inputs, dict):
         return len(next(iter(inputs.values())))
     if isinstance(inputs, (tuple, list)):
@@ -91,7 +104,7 @@ def batch_count(inputs):
     return len(inputs)
 
 
-def take(inputs, start, stop):
+def take(inputs: Inputs, start: int, stop: int) -> Inputs:
     """Rows start:stop of a tensor, a tuple of tensors or a dict of tensors."""
     if isinstance(inputs, dict):
         return {k: v[start:stop] for k, v in inputs.items()}
@@ -100,7 +113,8 @@ def take(inputs, start, stop):
     return inputs[start:stop]
 
 
-def to_device(inputs, device, transform=None, non_blocking=False):
+def to_device(inputs: Inputs, device: Device, transform: Optional[Transform] = None,
+              non_blocking: bool = False) -> Inputs:
     """Move a tensor / tuple / dict of tensors to `device` (applying `transform` to 4-D float tensors)."""
     def move(t):
         t = t.to(device, non_blocking=non_blocking)
@@ -112,7 +126,7 @@ def to_device(inputs, device, transform=None, non_blocking=False):
     return move(inputs)
 
 
-def nbytes(obj):
+def nbytes(obj: Any) -> int:
     """Bytes of a tensor, or of the tensors in a tuple / dict."""
     if isinstance(obj, dict):
         return sum(nbytes(v) for v in obj.values())
@@ -121,7 +135,7 @@ def nbytes(obj):
     return obj.numel() * obj.element_size() if torch.is_tensor(obj) else 0
 
 
-def concat(parts):
+def concat(parts: Sequence[Inputs]) -> Inputs:
     if isinstance(parts[0], dict):
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     if isinstance(parts[0], (tuple, list)):
@@ -129,7 +143,7 @@ def concat(parts):
     return torch.cat(parts)
 
 
-def as_pair(batch, what):
+def as_pair(batch: Any, what: str) -> Batch:
     """(inputs, targets) of one batch (a pair, or a list of two from default_collate)."""
     if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
         raise LandscapeError(f"{what}: every batch must be an (inputs, targets) pair, got {type(batch).__name__}")
@@ -140,7 +154,7 @@ def as_pair(batch, what):
 
 
 # ----------------------------------------------------------------------------- shards
-def shard_bounds(n, g, k):
+def shard_bounds(n: int, g: int, k: int) -> tuple[int, int]:
     """Examples [lo, hi) of shard g of k: contiguous, sizes differing by at most one."""
     return g * n // k, (g + 1) * n // k
 
@@ -148,10 +162,10 @@ def shard_bounds(n, g, k):
 class TensorBatches:
     """Batches sliced from CPU tensors (a shard of a set given as tensors, when it is streamed)."""
 
-    def __init__(self, inputs, targets, batch_size):
+    def __init__(self, inputs: Inputs, targets: torch.Tensor, batch_size: int) -> None:
         self.inputs, self.targets, self.batch_size = inputs, targets, batch_size
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         for s in range(0, len(self.targets), self.batch_size):
             yield take(self.inputs, s, s + self.batch_size), self.targets[s:s + self.batch_size]
 
@@ -159,16 +173,17 @@ class TensorBatches:
 class RoundRobin:
     """Every k-th batch of a re-iterable, from batch g on: group rank g's shard of an iterable."""
 
-    def __init__(self, source, g, k):
+    def __init__(self, source: Iterable[Any], g: int, k: int) -> None:
         self.source, self.g, self.k = source, g, k
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         for i, batch in enumerate(self.source):
             if i % self.k == self.g:
                 yield batch
 
 
-def rebuilt_loader(loader, dataset):
+def rebuilt_loader(loader: torch.utils.data.DataLoader,
+                   dataset: torch.utils.data.Dataset) -> torch.utils.data.DataLoader:
     """`loader`'s settings (batch size, collate_fn, workers) over `dataset`, in index order."""
     kw = dict(batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
               collate_fn=loader.collate_fn, drop_last=False, timeout=loader.timeout,
@@ -183,10 +198,10 @@ class StackExamples:
     collation, with one line instead of a traceback when the examples do not stack (items of
     different shapes: often an IterableDataset that yields whole batches, the last one short)."""
 
-    def __init__(self, what):
+    def __init__(self, what: str) -> None:
         self.what = what
 
-    def __call__(self, items):
+    def __call__(self, items: list[Any]) -> Any:
         try:
             return torch.utils.data.default_collate(items)
         except (RuntimeError, TypeError) as e:
@@ -197,7 +212,8 @@ class StackExamples:
                                  "DataLoader(..., batch_size=None)") from None
 
 
-def shard(src, g, k, batch_size, what="the data"):
+def shard(src: Source, g: int, k: int, batch_size: Optional[BatchSize],
+          what: str = "the data") -> tuple[Iterable[Any], Optional[int]]:
     """(re-iterable of this rank's CPU batches, its examples or None where unknown): shard g of k."""
     bs = batch_size if isinstance(batch_size, int) else DATASET_BATCH
     utils = torch.utils.data
@@ -216,7 +232,7 @@ def shard(src, g, k, batch_size, what="the data"):
 
 
 # ----------------------------------------------------------------------------- memory
-def mem_available():
+def mem_available() -> Optional[int]:
     """Bytes of MemAvailable (/proc/meminfo), or None where the OS does not say."""
     try:
         with open("/proc/meminfo") as f:
@@ -225,7 +241,7 @@ def mem_available():
         return None
 
 
-def memory_budget(device, ranks_on_node=1):
+def memory_budget(device: Device, ranks_on_node: int = 1) -> tuple[int, Optional[int]]:
     """(host, device) bytes this rank may keep its sets in: HOST_MEMORY_SHARE of MemAvailable shared
     by the node's ranks (of 16 GiB where the OS does not say), and on a GPU DEVICE_MEMORY_SHARE of its
     free memory (None on the CPU, where the sets stay in host memory)."""
@@ -237,7 +253,7 @@ def memory_budget(device, ranks_on_node=1):
     return host, None
 
 
-def release_file_pages(min_bytes=64 << 20):
+def release_file_pages(min_bytes: int = 64 << 20) -> int:
     """Drop this process's resident pages of large read-only shared file mappings (np.memmap /
     np.load(mmap_mode='r') / torch.from_file(shared=True) of a dataset); returns the bytes advised.
 
@@ -267,7 +283,8 @@ def release_file_pages(min_bytes=64 << 20):
 
 
 # ----------------------------------------------------------------------------- passes over a source
-def read_pass(batches, what, convert=None, keep_bytes=None):
+def read_pass(batches: Iterable[Any], what: str, convert: Optional[Convert] = None,
+              keep_bytes: Optional[float] = None) -> tuple[int, Optional[Batch], Optional[list[Batch]]]:
     """One pass: (examples, first batch, kept batches). Batches are kept while their bytes stay
     within keep_bytes (None: keep none; math.inf: keep all); kept is None once they pass it."""
     n, first, kept, size = 0, None, ([] if keep_bytes is not None else None), 0
@@ -283,7 +300,7 @@ def read_pass(batches, what, convert=None, keep_bytes=None):
     return n, first, kept
 
 
-def first_batch(batches, what, convert=None):
+def first_batch(batches: Iterable[Any], what: str, convert: Optional[Convert] = None) -> Optional[Batch]:
     """The first batch of a pass (None if it yields nothing)."""
     for batch in batches:
         xb, yb = as_pair(batch, what)
@@ -297,25 +314,25 @@ class HostSet:
     """This rank's part of one set, ready for the device: its shard as CPU tensors (in memory), or
     a re-iterable of its CPU batches (streamed)."""
     name: str
-    tensors: tuple = None         # (inputs, targets) of the shard, in memory
-    batches: object = None        # else the shard's batches, read for each point
-    count: int = 0                # examples in this rank's shard
-    total: int = 0                # examples in the whole set, every shard
-    sample: tuple = None          # a first batch of the set (CPU): the model, loss and metric checks
-    convert: object = None        # convert(inputs, targets) -> (inputs, targets), applied to streamed batches
+    tensors: Optional[Batch] = None          # (inputs, targets) of the shard, in memory
+    batches: Optional[Iterable[Any]] = None  # else the shard's batches, read for each point
+    count: int = 0                           # examples in this rank's shard
+    total: int = 0                           # examples in the whole set, every shard
+    sample: Optional[Batch] = None           # a first batch of the set (CPU): the model, loss, metric checks
+    convert: Optional[Convert] = None        # convert(inputs, targets) -> (inputs, targets), streamed batches
 
     @property
-    def in_memory(self):
+    def in_memory(self) -> bool:
         return self.tensors is not None
 
 
-def check_mode(mode):
+def check_mode(mode: str) -> str:
     if mode not in DATA_IN_MEMORY:
         raise LandscapeError(f"data_in_memory {mode!r} must be one of: {', '.join(DATA_IN_MEMORY)}")
     return mode
 
 
-def describe_sources(named, comm):
+def describe_sources(named: Sequence[tuple[str, Any]], comm: Any) -> list[tuple[str, Source]]:
     """Classify every set on every rank; refuse lengths that differ between ranks. Collective."""
     from landscape.parallel import mpi
     sources = mpi.agree(comm, lambda: [(name, classify(data, f"the {name} data")) for name, data in named])
@@ -329,13 +346,14 @@ def describe_sources(named, comm):
     return sources
 
 
-def mpi_error(comm, message):
+def mpi_error(comm: Any, message: str) -> LandscapeError:
     """The error every rank raises for a verdict they all reached: rank 0 says it, the others stay quiet."""
     from landscape.parallel import mpi
     return LandscapeError(message) if comm is None or comm.Get_rank() == 0 else mpi.QuietExit(message)
 
 
-def read_shard(name, src, g, k, batch_size, mode, budget, convert):
+def read_shard(name: str, src: Source, g: int, k: int, batch_size: Optional[BatchSize], mode: str,
+               budget: tuple[int, Optional[int]], convert: Optional[Convert]) -> HostSet:
     """This rank's HostSet for one source (local: no communication). Reads what the choice needs:
     nothing or one batch for sources of known length, one or two passes for the others. budget:
     (host, device) bytes left (memory_budget)."""
@@ -380,8 +398,9 @@ def read_shard(name, src, g, k, batch_size, mode, budget, convert):
     return HostSet(name, batches=batches, count=n, sample=sample, convert=convert)
 
 
-def prepare_sets(named, comm=None, group=None, device="cpu", mode="auto", batch_size="auto", convert=None,
-                 ranks_on_node=1):
+def prepare_sets(named: Sequence[tuple[str, Any]], comm: Any = None, group: Optional[PointGroup] = None,
+                 device: Device = "cpu", mode: str = "auto", batch_size: Optional[BatchSize] = "auto",
+                 convert: Optional[Convert] = None, ranks_on_node: int = 1) -> tuple[list[HostSet], str]:
     """[(name, data)] -> ([HostSet], 'yes' | 'no'): this rank's shard of each set, kept in memory or
     streamed. Collective over comm (every rank calls it); bad data raises LandscapeError on rank 0 and
     QuietExit on the others, before anything is written. `convert` normalises each batch's dtypes."""
@@ -429,11 +448,12 @@ class DeviceSet:
 
     streamed = False
 
-    def __init__(self, inputs, targets, batch_size, total=None):
+    def __init__(self, inputs: Inputs, targets: torch.Tensor, batch_size: int,
+                 total: Optional[int] = None) -> None:
         self.inputs, self.targets, self.batch_size = inputs, targets, int(batch_size)
         self.count, self.total = len(targets), total or len(targets)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         for s in range(0, self.count, self.batch_size):
             yield take(self.inputs, s, s + self.batch_size), self.targets[s:s + self.batch_size]
 
@@ -445,11 +465,12 @@ class Prefetcher:
 
     _END = object()
 
-    def __init__(self, batches, what, convert=None, pin=False):
+    def __init__(self, batches: Iterable[Any], what: str, convert: Optional[Convert] = None,
+                 pin: bool = False) -> None:
         self.batches, self.what, self.convert, self.pin = batches, what, convert, pin
         self.waited = 0.0
 
-    def produce(self, q, stop):
+    def produce(self, q: queue.Queue, stop: threading.Event) -> None:
         try:
             since_release = 0
             for batch in self.batches:
@@ -474,7 +495,7 @@ class Prefetcher:
         except BaseException as e:      # hand the error to the consumer
             q.put(e)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         q, stop = queue.Queue(maxsize=1), threading.Event()
         worker = threading.Thread(target=self.produce, args=(q, stop), daemon=True)
         worker.start()
@@ -497,7 +518,7 @@ class Prefetcher:
                     worker.join(0.05)
 
 
-def pin(obj):
+def pin(obj: Inputs) -> Inputs:
     if isinstance(obj, dict):
         return {k: pin(v) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
@@ -511,12 +532,13 @@ class StreamedSet:
 
     streamed = True
 
-    def __init__(self, batches, count, total, device, name="", transform=None, convert=None):
+    def __init__(self, batches: Iterable[Any], count: int, total: int, device: Device, name: str = "",
+                 transform: Optional[Transform] = None, convert: Optional[Convert] = None) -> None:
         self.batches, self.count, self.total, self.device = batches, count, total, torch.device(device)
         self.name, self.transform, self.convert = name, transform, convert
         self.waited = 0.0         # seconds spent waiting for data, all passes
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         cuda = self.device.type == "cuda"
         feed = Prefetcher(self.batches, f"the {self.name} data", self.convert, pin=cuda)
         n = 0
@@ -531,7 +553,8 @@ class StreamedSet:
                                  "first; it must give the same batches every time it is iterated")
 
 
-def on_device(hs, device, batch_size, transform=None):
+def on_device(hs: Union[HostSet, Sequence[Any]], device: Device, batch_size: int,
+              transform: Optional[Transform] = None) -> Union[DeviceSet, StreamedSet]:
     """A HostSet (or an (inputs, targets) pair) on `device`: a DeviceSet or a StreamedSet."""
     if isinstance(hs, (tuple, list)):
         hs = HostSet("", tensors=tuple(hs), count=len(hs[1]), total=len(hs[1]))

@@ -18,26 +18,33 @@
 - optional torch.compile of the result.
 - on Linux CPUs, glibc's malloc keeps freed activation buffers (keep_freed_memory): by default a
   buffer above its mmap threshold goes back to the kernel when freed, and the next batch pays
-  page faults to zero it again; measured on digits_cnn, that made a forward pass 2 to 3 times slower.
+  page faults to zero it again, which slows every forward pass down.
 Models that torch.fx cannot trace are used as they are.
 """
+from __future__ import annotations
+
 import copy
 import ctypes
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    Sample = tuple[Sequence[Any], dict[str, Any]]   # (args, kwargs) of a small input on the model's device
+    Dims = dict[nn.Module, set[int]]                # {BatchNorm module: the input dimensionalities it saw}
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
-def has_conv(net):
+def has_conv(net: nn.Module) -> bool:
     return any(isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in net.modules())
 
 
-def folded_twin(layer):
+def folded_twin(layer: nn.Module) -> nn.Module:
     """A copy of `layer` with its own (bias-carrying) parameters, to hold folded weights."""
     twin = copy.deepcopy(layer)
     if twin.bias is None:
@@ -47,7 +54,7 @@ def folded_twin(layer):
     return twin
 
 
-def observe(net, sample):
+def observe(net: nn.Module, sample: Optional[Sample]) -> tuple[Dims, Any]:
     """One pass of `net` on `sample`, an (args, kwargs) pair: ({BatchNorm module: the set of input
     dimensionalities it saw}, the outputs), or ({}, None) without a sample or if the pass fails."""
     if sample is None:
@@ -68,7 +75,7 @@ def observe(net, sample):
     return dims, out
 
 
-def folds_exactly(layer, bn, dims):
+def folds_exactly(layer: nn.Module, bn: nn.Module, dims: Dims) -> bool:
     """True if BN(layer(x)) normalises the layer's output features, so folding is exact: a convolution
     (batched: its output is (B, C_out, ...)) or a Linear whose output BN saw as (B, features)."""
     seen = dims.get(bn)
@@ -78,7 +85,7 @@ def folds_exactly(layer, bn, dims):
     return seen is None or seen == {batched}
 
 
-def computes_plainly(module):
+def computes_plainly(module: nn.Module) -> bool:
     """True if `module` computes from its own weight tensors as its class says: no parametrization
     (weight_norm, spectral_norm, ...: the weight is recomputed at each call) and no forward hooks
     (the old torch.nn.utils.weight_norm is a pre-hook). A folded twin of anything else would compute
@@ -87,7 +94,8 @@ def computes_plainly(module):
                 or module._forward_hooks)
 
 
-def fold_batchnorm(net, dims=None):
+def fold_batchnorm(net: nn.Module, dims: Optional[Dims] = None
+                   ) -> tuple[nn.Module, list[tuple[str, nn.Module, nn.Module]]]:
     """(graph module with BNs folded into their producers, [(folded name, layer, bn)]), or (net, []).
     `dims`: {BatchNorm: input dimensionalities} from a pass on a sample (observe), which shows which
     Linear layers may fold (see above); None: no sample, no Linear folds."""
@@ -124,7 +132,7 @@ def fold_batchnorm(net, dims=None):
 FOLD_RTOL = 1e-3   # folding changes only rounding: a folded output further than this from the model's is wrong
 
 
-def output_tensors(out):
+def output_tensors(out: Any) -> list[torch.Tensor]:
     """The floating-point tensors in a model's output (a tensor, tuple, list, dict or object with .logits)."""
     if torch.is_tensor(out):
         return [out] if out.is_floating_point() else []
@@ -135,7 +143,7 @@ def output_tensors(out):
     return output_tensors(out.logits) if hasattr(out, "logits") else []
 
 
-def same_outputs(got, expected):
+def same_outputs(got: Any, expected: Any) -> bool:
     """True if two outputs agree to float rounding: every tensor within FOLD_RTOL of the largest
     magnitude of its reference, NaN and inf where the reference has them."""
     got, expected = output_tensors(got), output_tensors(expected)
@@ -157,7 +165,8 @@ def same_outputs(got, expected):
 class FastModel:
     """Callable like the model; call refresh() after the original's weights or BN statistics move."""
 
-    def __init__(self, net, fold_bn=True, channels_last=False, compile=False, sample=None):
+    def __init__(self, net: nn.Module, fold_bn: bool = True, channels_last: bool = False,
+                 compile: bool = False, sample: Optional[Sample] = None) -> None:
         self.net = net
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.graph, self.pairs = net, []
@@ -165,7 +174,7 @@ class FastModel:
             self.fold(sample)
         self.module = torch.compile(self.graph) if compile else self.graph
 
-    def fold(self, sample):
+    def fold(self, sample: Optional[Sample]) -> None:
         """Fold BatchNorm (fold_batchnorm), then check once that the folded graph computes what the
         model computes on `sample` (an (args, kwargs) pair on the model's device); if it does not
         (a layer computing its weight in a way the fold cannot see), use the model as it is."""
@@ -179,7 +188,7 @@ class FastModel:
                 self.graph, self.pairs = self.net, []
                 del self._fold
 
-    def refresh(self):
+    def refresh(self) -> None:
         """Recompute every folded layer from its original layer and BatchNorm (current values):
         s = gamma / sqrt(var + eps), W' = W * s, b' = (b - mean) * s + beta, for all layers at once
         with a few fused multi-tensor kernels (not several kernels per layer)."""
@@ -199,7 +208,7 @@ class FastModel:
             torch._foreach_add_(shifted, f["beta"])
             torch._foreach_copy_(f["twin_b"], shifted)
 
-    def _fold_lists(self):
+    def _fold_lists(self) -> dict[str, list[Any]]:
         """The live tensors refresh() reads and writes, gathered once (after the model has its device)."""
         f = {k: [] for k in ("var", "eps", "gamma", "beta", "mean", "w", "b", "twin_w", "twin_b", "shape")}
         for name, layer, bn in self.pairs:
@@ -217,10 +226,10 @@ class FastModel:
             f["shape"].append(torch.empty((ones.numel(),) + (1,) * (layer.weight.dim() - 1), device="meta"))
         return f
 
-    def prepare_input(self, x):
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
-    def warm_up(self, *args, **kwargs):
+    def warm_up(self, *args: Any, **kwargs: Any) -> float:
         """Run once (compiling if asked); returns the seconds it took."""
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -229,10 +238,10 @@ class FastModel:
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
 
-    def eval(self):
+    def eval(self) -> FastModel:
         self.net.eval()
         return self
 
@@ -242,7 +251,7 @@ MMAP_THRESHOLD = 32 << 20                     # glibc's largest: blocks below it
 TRIM_THRESHOLD = 1 << 30                      # free heap kept before it is returned to the kernel
 
 
-def keep_freed_memory():
+def keep_freed_memory() -> bool:
     """Let glibc's malloc reuse freed activation buffers instead of unmapping and faulting them in
     again at every batch (up to TRIM_THRESHOLD of free memory stays with the process). Linux only;
     elsewhere nothing changes. Returns True if applied."""
@@ -256,7 +265,8 @@ def keep_freed_memory():
         return False
 
 
-def prepare(net, device, fold_bn=True, memory_format="auto", compile=False, sample=None):
+def prepare(net: nn.Module, device: Union[str, torch.device], fold_bn: bool = True,
+            memory_format: str = "auto", compile: bool = False, sample: Optional[Sample] = None) -> FastModel:
     """Move `net` to `device` in the chosen memory layout and wrap it for fast evaluation.
     `sample`: (args, kwargs) of a small input on `device` (lets Linear -> BatchNorm1d pairs fold, and
     checks the folded graph against the model once).

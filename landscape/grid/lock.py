@@ -5,12 +5,15 @@ owner touches it every HEARTBEAT seconds. Another run treats the lock as stale, 
 on when the owner is gone: on the same host, when its pid no longer exists; on another host (a
 shared file system), when the lock has not been touched for STALE_AFTER seconds.
 """
+from __future__ import annotations
+
 import json
 import os
 import re
 import socket
 import threading
 import time
+from typing import Any
 
 from landscape.errors import UserError
 
@@ -18,7 +21,7 @@ HEARTBEAT = 10.0
 STALE_AFTER = 60.0
 
 
-def pid_alive(pid):
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -28,7 +31,7 @@ def pid_alive(pid):
     return True
 
 
-def read_owner(path):
+def read_owner(path: str) -> dict[str, Any]:
     try:
         with open(path) as f:
             return json.load(f)
@@ -36,7 +39,7 @@ def read_owner(path):
         return {}
 
 
-def is_stale(path, owner):
+def is_stale(path: str, owner: dict[str, Any]) -> bool:
     """A killed owner's lock: dead pid on this host, or no heartbeat for STALE_AFTER seconds."""
     if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
         return not pid_alive(owner["pid"])
@@ -47,12 +50,12 @@ def is_stale(path, owner):
 
 
 class SurfaceLock:
-    def __init__(self, surf_file):
+    def __init__(self, surf_file: str) -> None:
         self.path = surf_file + ".lock"
         self._stop = threading.Event()
         self._thread = None
 
-    def acquire(self):
+    def acquire(self) -> SurfaceLock:
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -79,7 +82,7 @@ class SurfaceLock:
             return self
         raise UserError(f"cannot take lock '{self.path}' (another run keeps re-creating it)")
 
-    def _remove_dead_writers_temps(self):
+    def _remove_dead_writers_temps(self) -> None:
         """A writer killed mid-write (kill -9, a node lost) leaves `<surf_file>.tmp<pid>` behind; the
         surface itself is intact (writes are renamed into place). Whoever holds the lock owns the
         surface, so every such temp file is a dead writer's, and is removed."""
@@ -97,14 +100,14 @@ class SurfaceLock:
                 except OSError:
                     pass
 
-    def _beat(self):
+    def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT):
             try:
                 os.utime(self.path)
             except OSError:
                 return
 
-    def release(self):
+    def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread = None

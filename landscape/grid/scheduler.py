@@ -14,12 +14,26 @@ take the part of ranks above: under MPI they run the same loops over a leaders' 
 torchrun there is no MPI: the leaders claim chunks from the rendezvous store's atomic counter and
 file the results there for rank 0 (run_store). `run` picks the right one.
 """
+from __future__ import annotations
+
 import math
 import pickle
 import time
 from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import torch.distributed
+
+    from landscape.parallel.dist import PointGroup
+
+    Indices = Union[np.ndarray, Sequence[int]]          # flat indices of grid points
+    Compute = Callable[[np.ndarray], np.ndarray]        # compute(indices) -> values (len(indices), nvalues)
+    Store = Callable[[np.ndarray, np.ndarray], None]    # store(indices, values): records results on rank 0
+    Tick = Callable[[], None]                           # runs between chunks (periodic file writes)
 
 TAG_REQUEST, TAG_WORK, TAG_BYE = 11, 12, 13
 CHUNK_SECONDS = 0.25
@@ -27,7 +41,9 @@ MAX_CHUNK = 4096
 
 
 # ----------------------------------------------------------------------------- pure helpers
-def get_unplotted_indices(vals, xcoordinates, ycoordinates=None, missing=-1.0):
+def get_unplotted_indices(vals: npt.ArrayLike, xcoordinates: npt.ArrayLike,
+                          ycoordinates: Optional[npt.ArrayLike] = None,
+                          missing: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
     """(flat indices of points still at `missing`, their coordinates): the reference's helper, exact test."""
     inds = np.flatnonzero(np.asarray(vals).ravel() == missing)
     if ycoordinates is None:
@@ -36,13 +52,14 @@ def get_unplotted_indices(vals, xcoordinates, ycoordinates=None, missing=-1.0):
     return inds, np.c_[xx.ravel()[inds], yy.ravel()[inds]]
 
 
-def split_inds(num_inds, nproc):
+def split_inds(num_inds: int, nproc: int) -> list[range]:
     """Contiguous, near-equal slices of range(num_inds), one per rank (the reference's static split)."""
     chunk, rem = divmod(num_inds, nproc)
     return [range(r * chunk + min(r, rem), (r + 1) * chunk + min(r + 1, rem)) for r in range(nproc)]
 
 
-def get_job_indices(vals, xcoordinates, ycoordinates, comm):
+def get_job_indices(vals: npt.ArrayLike, xcoordinates: npt.ArrayLike, ycoordinates: Optional[npt.ArrayLike],
+                    comm: Any) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(this rank's missing indices, their coordinates, the number of points of every rank): the
     reference's static split of the missing points (split_inds) over comm's ranks (comm None: one)."""
     inds, coords = get_unplotted_indices(vals, xcoordinates, ycoordinates)
@@ -51,7 +68,7 @@ def get_job_indices(vals, xcoordinates, ycoordinates, comm):
     return inds[splits[rank]], coords[splits[rank]], [len(r) for r in splits]
 
 
-def chunk_size(want, remaining, nproc, multiple):
+def chunk_size(want: int, remaining: int, nproc: int, multiple: int) -> int:
     """Points to hand out: what the rank asks for, at most half a fair share of what is left,
     at least one pass of `multiple` points, rounded up to a multiple of it."""
     fair = math.ceil(remaining / (2 * nproc))
@@ -62,15 +79,15 @@ def chunk_size(want, remaining, nproc, multiple):
 class RateMeter:
     """Seconds per point (moving average) -> the chunk size that takes about CHUNK_SECONDS."""
 
-    def __init__(self, multiple=1):
+    def __init__(self, multiple: int = 1) -> None:
         self.multiple = multiple
         self.sec_per_point = None
 
-    def record(self, seconds, points):
+    def record(self, seconds: float, points: int) -> None:
         s = seconds / max(points, 1)
         self.sec_per_point = s if self.sec_per_point is None else 0.7 * self.sec_per_point + 0.3 * s
 
-    def want(self):
+    def want(self) -> int:
         if self.sec_per_point is None:
             return self.multiple
         return max(self.multiple, int(CHUNK_SECONDS / max(self.sec_per_point, 1e-6)))
@@ -82,27 +99,28 @@ class Outbox:
     matching receive, so rank 0 replying to a worker while that worker sends its next request
     would deadlock; with isend both sides go on and the messages complete in the background."""
 
-    def __init__(self, comm):
+    def __init__(self, comm: Any) -> None:
         self.comm, self.pending = comm, []
 
-    def post(self, obj, dest, tag):
+    def post(self, obj: Any, dest: int, tag: int) -> None:
         self.pending.append(self.comm.isend(obj, dest=dest, tag=tag))
         self.pending = [r for r in self.pending if not r.Test()]  # forget the completed ones
 
-    def flush(self):
+    def flush(self) -> None:
         for r in self.pending:
             r.wait()
         self.pending = []
 
 
-def timed(compute, meter, chunk):
+def timed(compute: Compute, meter: RateMeter, chunk: np.ndarray) -> np.ndarray:
     t0 = time.perf_counter()
     values = compute(chunk)
     meter.record(time.perf_counter() - t0, len(chunk))
     return values
 
 
-def run_root(comm, nproc, pending, compute, store, tick, multiple=1):
+def run_root(comm: Any, nproc: int, pending: Iterable[int], compute: Compute, store: Store, tick: Tick,
+             multiple: int = 1) -> None:
     """Rank 0: hand out chunks of `pending` flat indices, compute its own, store every result.
 
     compute(indices) -> values (len, nvalues); store(indices, values) records results (rank 0 only);
@@ -148,7 +166,7 @@ def run_root(comm, nproc, pending, compute, store, tick, multiple=1):
     sends.flush()
 
 
-def run_worker(comm, compute, multiple=1):
+def run_worker(comm: Any, compute: Compute, multiple: int = 1) -> None:
     """Ranks > 0: ask for chunks, compute them, send results back with the next request."""
     meter = RateMeter(multiple)
     outstanding = 0
@@ -179,7 +197,8 @@ def run_worker(comm, compute, multiple=1):
 
 
 # ----------------------------------------------------------------------------- groups of ranks per point
-def run(comm, group, pending, compute, store, tick):
+def run(comm: Any, group: Optional[PointGroup], pending: Optional[Indices], compute: Compute,
+        store: Optional[Store], tick: Optional[Tick]) -> None:
     """Every rank: compute the `pending` points (rank 0's list) over the ranks, and record them on
     rank 0 with store(indices, values) and tick(). `group`: this rank's PointGroup, or None."""
     if getattr(comm, "is_torch", False):
@@ -191,7 +210,7 @@ def run(comm, group, pending, compute, store, tick):
     return run_groups(comm, group, pending, compute, store, tick)
 
 
-def follow(group, compute):
+def follow(group: PointGroup, compute: Compute) -> None:
     """A group's other ranks: compute each chunk the leader broadcasts, until an empty one."""
     while True:
         chunk = group.bcast(None)
@@ -200,7 +219,8 @@ def follow(group, compute):
         compute(chunk)
 
 
-def run_groups(comm, group, pending, compute, store, tick):
+def run_groups(comm: Any, group: PointGroup, pending: Optional[Indices], compute: Compute,
+               store: Optional[Store], tick: Optional[Tick]) -> None:
     """MPI, K > 1: the leaders split the grid among themselves as ranks do (run_root / run_worker over
     a leaders' communicator); before computing a chunk a leader broadcasts it to its group."""
     from mpi4py import MPI
@@ -221,7 +241,8 @@ def run_groups(comm, group, pending, compute, store, tick):
     group.bcast(np.zeros(0, dtype=np.int64))     # the group's end
 
 
-def run_store(kv, group, pending, compute, store, tick, writer):
+def run_store(kv: torch.distributed.Store, group: Optional[PointGroup], pending: Indices, compute: Compute,
+              store: Optional[Store], tick: Optional[Tick], writer: bool) -> None:
     """torchrun: every rank. Leaders claim chunks of `pending` (the same list everywhere) from the store.
 
     Claim: end = kv.add("claimed", n) gives positions [end - n, end): one atomic round trip, any chunk

@@ -15,6 +15,8 @@ real Hessian has, since max >= min). Every other value, 0, NaN and inf included,
 Atomic writes: a new file is written next to the target, flushed to disk, then renamed over it,
 so a process killed at any moment leaves either the old or the new complete file.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -22,6 +24,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Optional, Sequence, Union
 
 import h5py
 import numpy as np
@@ -31,20 +34,27 @@ from landscape.version import __version__
 from landscape.io import provenance
 from landscape.errors import UserError
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from landscape.curvature.model import LayerCurvature
+
+    Tensors = Iterable[Union[torch.Tensor, np.ndarray]]     # a direction: one array or tensor per entry
+
 MISSING = -1.0
 EIG_MISSING = {"max_eig": -1.0, "min_eig": 1.0}
 COORD_KEYS = ("dir_file", "xcoordinates", "ycoordinates")
 
 
 # ----------------------------------------------------------------------------- the reference's helpers
-def write_list(f, name, direction):
+def write_list(f: h5py.Group, name: str, direction: Tensors) -> None:
     """Write a list of arrays/tensors as datasets '0'..'n-1' of group `name`."""
     grp = f.create_group(name)
     for i, d in enumerate(direction):
         grp.create_dataset(str(i), data=d.numpy() if isinstance(d, torch.Tensor) else np.asarray(d))
 
 
-def read_list(f, name):
+def read_list(f: h5py.Group, name: str) -> list[np.ndarray]:
     """Read group `name` back as a list of numpy arrays, in index order."""
     grp = f[name]
     return [np.asarray(grp[str(i)][()]) for i in range(len(grp))]
@@ -54,7 +64,7 @@ def read_list(f, name):
 LOCKS_UNAVAILABLE = re.compile(r"unable to lock file, errno = (37|38|95)\b")  # ENOLCK, ENOSYS, EOPNOTSUPP
 
 
-def h5_file(path, mode="r"):
+def h5_file(path: str, mode: str = "r") -> h5py.File:
     """h5py.File with best-effort locking: HDF5 locks the file where the file system supports
     flock, and goes on without where it does not, instead of refusing to open it: Lustre mounted
     without flock answers ENOSYS (which HDF5's best-effort mode ignores), NFS without a lock daemon
@@ -69,7 +79,7 @@ def h5_file(path, mode="r"):
         return h5py.File(path, mode, locking=False)
 
 
-def atomic_write(path, write_fn):
+def atomic_write(path: str, write_fn: Callable[[h5py.File], Any]) -> None:
     """Call write_fn(h5py.File) on a temp file beside `path`, fsync it, and rename it over `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -96,7 +106,7 @@ def atomic_write(path, write_fn):
         pass
 
 
-def check_writable(path):
+def check_writable(path: str) -> None:
     """Fail early, before any computation, if `path`'s folder cannot take new files."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -110,7 +120,7 @@ def check_writable(path):
         raise UserError(f"output folder '{folder}' is not writable ({e.strerror})") from None
 
 
-def open_h5(path, what):
+def open_h5(path: str, what: str) -> h5py.File:
     """Open an existing HDF5 file read-only, with a one-line error if it is missing or unreadable."""
     if not os.path.isfile(path):
         raise UserError(f"{what} '{path}' does not exist")
@@ -120,17 +130,17 @@ def open_h5(path, what):
         raise UserError(f"{what} '{path}' is not a readable HDF5 file ({str(e).splitlines()[0][:80]})") from None
 
 
-def set_attrs(obj, attrs):
+def set_attrs(obj: Union[h5py.Group, h5py.Dataset], attrs: Mapping[str, Any]) -> None:
     for k, v in attrs.items():
         obj.attrs[k] = "" if v is None else v
 
 
-def read_attrs(obj):
+def read_attrs(obj: Union[h5py.Group, h5py.Dataset]) -> dict[str, Any]:
     return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in obj.attrs.items()}
 
 
 # ----------------------------------------------------------------------------- direction files
-def write_direction_file(path, directions, attrs):
+def write_direction_file(path: str, directions: Sequence[Tensors], attrs: Mapping[str, Any]) -> None:
     def write(f):
         write_list(f, "xdirection", directions[0])
         if len(directions) > 1:
@@ -139,7 +149,7 @@ def write_direction_file(path, directions, attrs):
     atomic_write(path, write)
 
 
-def read_direction_info(path):
+def read_direction_info(path: str) -> dict[str, Any]:
     """{'has_y', 'shapes' of xdirection entries, 'attrs'} without loading the arrays."""
     with open_h5(path, "direction file") as f:
         if "xdirection" not in f:
@@ -152,7 +162,7 @@ def read_direction_info(path):
         return {"has_y": "ydirection" in f, "shapes": shapes, "attrs": read_attrs(f)}
 
 
-def read_direction_file(path):
+def read_direction_file(path: str) -> list[list[torch.Tensor]]:
     """[xdir] or [xdir, ydir], each a list of float32 CPU tensors."""
     with open_h5(path, "direction file") as f:
         names = ["xdirection"] + (["ydirection"] if "ydirection" in f else [])
@@ -162,7 +172,7 @@ def read_direction_file(path):
             raise UserError(f"direction file '{path}' is damaged ({e})") from None
 
 
-def directions_sha256(directions):
+def directions_sha256(directions: Iterable[Tensors]) -> str:
     """A fingerprint of direction contents, stable across file names and copies."""
     h = hashlib.sha256()
     for direction in directions:
@@ -179,28 +189,28 @@ class Surface:
     """A surface file in memory. values[k] has shape (nx,) or (ny, nx)."""
     path: str
     x: np.ndarray
-    y: np.ndarray = None
+    y: Optional[np.ndarray] = None
     dir_file: str = ""
-    values: dict = field(default_factory=dict)
-    attrs: dict = field(default_factory=dict)
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return (len(self.x),) if self.y is None else (len(self.y), len(self.x))
 
-    def coords(self):
+    def coords(self) -> np.ndarray:
         """(points, ndim) coordinates in flat order: index j*nx + i is (x[i], y[j])."""
         if self.y is None:
             return self.x.reshape(-1, 1)
         xx, yy = np.meshgrid(self.x, self.y)
         return np.stack([xx.ravel(), yy.ravel()], axis=1)
 
-    def ensure(self, key):
+    def ensure(self, key: str) -> None:
         """Create an all-missing map for `key` if it does not exist yet."""
         if key not in self.values:
             self.values[key] = np.full(self.shape, EIG_MISSING.get(key, MISSING), dtype=np.float64)
 
-    def missing(self, keys):
+    def missing(self, keys: Collection[str]) -> np.ndarray:
         """Flat boolean mask of points where any of `keys` is not computed yet."""
         mask = np.zeros(int(np.prod(self.shape)), dtype=bool)
         for k in keys:
@@ -213,12 +223,13 @@ class Surface:
         return mask
 
 
-def new_surface(path, x, y, dir_file, attrs):
+def new_surface(path: str, x: npt.ArrayLike, y: Optional[npt.ArrayLike], dir_file: str,
+                attrs: Mapping[str, Any]) -> Surface:
     return Surface(path, np.asarray(x, dtype=np.float64), None if y is None else np.asarray(y, dtype=np.float64),
                    dir_file, {}, dict(attrs))
 
 
-def _read_map(f, key, nx, ny, path):
+def _read_map(f: h5py.File, key: str, nx: int, ny: Optional[int], path: str) -> np.ndarray:
     a = np.asarray(f[key][()], dtype=np.float64)
     if ny is None:
         if a.shape != (nx,):
@@ -231,7 +242,7 @@ def _read_map(f, key, nx, ny, path):
     raise UserError(f"'{key}' in '{path}' has shape {a.shape}, which fits neither ({ny}, {nx}) nor ({nx}, {ny})")
 
 
-def read_surface(path, keys=None):
+def read_surface(path: str, keys: Optional[Collection[str]] = None) -> Surface:
     """Read a surface file (ours or the reference's) into a Surface. `keys`: maps to load (default all)."""
     with open_h5(path, "surface file") as f:
         if "xcoordinates" not in f:
@@ -250,7 +261,7 @@ def read_surface(path, keys=None):
         return surf
 
 
-def write_surface(surf):
+def write_surface(surf: Surface) -> None:
     """Atomically (re)write `surf`, keeping any other objects the existing file holds."""
     def write(f):
         if os.path.exists(surf.path):
@@ -269,7 +280,7 @@ def write_surface(surf):
 
 
 # ----------------------------------------------------------------------------- resume checks
-def check_renamed_direction_file(path, recorded, dir_file):
+def check_renamed_direction_file(path: str, recorded: str, dir_file: str) -> None:
     """A surface file that records no direction hash (the reference's) names another direction file
     than this run's: the same directions under another name (compared, where the named file is still
     there) resume; other directions are refused; a recorded file that is gone cannot be compared, and
@@ -288,7 +299,8 @@ def check_renamed_direction_file(path, recorded, dir_file):
                         "holds other directions; use another --surf_file")
 
 
-def check_surface(surf, x, y, prov, dir_file):
+def check_surface(surf: Surface, x: np.ndarray, y: Optional[np.ndarray], prov: Mapping[str, Any],
+                  dir_file: str) -> None:
     """Refuse to resume into a surface file made for another grid or with other inputs (the compared
     entries of io/provenance.py's SURFACE table): every value it holds would be mixed with values
     of another surface."""
@@ -315,7 +327,7 @@ def check_surface(surf, x, y, prov, dir_file):
                     f"({provenance.short(theirs)} vs {provenance.short(mine)}); use another --surf_file")
 
 
-def points_json(points):
+def points_json(points: Iterable[tuple[str, float, Optional[float]]]) -> str:
     """[(label, x, y)] -> the `marked_points` attribute: JSON [{"label", "x", "y"}] (y null in 1D)."""
     return json.dumps([{"label": label, "x": float(x), "y": None if y is None else float(y)}
                        for label, x, y in points])
@@ -327,7 +339,8 @@ class Recorder:
     With `surf.path` empty (an in-memory run of the Python API) nothing is written.
     """
 
-    def __init__(self, surf, keys, total, done, flush_seconds, show_progress=True, status=None):
+    def __init__(self, surf: Surface, keys: Sequence[str], total: int, done: int, flush_seconds: float,
+                 show_progress: bool = True, status: Optional[Callable[[], str]] = None) -> None:
         from tqdm import tqdm
         self.surf, self.keys, self.flush_seconds = surf, keys, flush_seconds
         self.status = status        # () -> a few words for the progress line (the evaluation rate)
@@ -335,7 +348,7 @@ class Recorder:
         self.bar = tqdm(total=total, initial=done, unit="pt", disable=not show_progress,
                         mininterval=0.5, dynamic_ncols=True, file=sys.stderr)
 
-    def store(self, indices, values):
+    def store(self, indices: np.ndarray, values: np.ndarray) -> None:
         for j, key in enumerate(self.keys):
             self.surf.values[key].reshape(-1)[indices] = values[:, j]
         self.dirty = True
@@ -343,23 +356,24 @@ class Recorder:
             self.bar.set_postfix_str(self.status(), refresh=False)
         self.bar.update(len(indices))
 
-    def tick(self):
+    def tick(self) -> None:
         if self.dirty and time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
 
-    def flush(self):
+    def flush(self) -> None:
         if self.dirty and self.surf.path:
             self.surf.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             write_surface(self.surf)
             self.dirty, self.last_flush = False, time.monotonic()
 
-    def close(self):
+    def close(self) -> None:
         self.flush()
         self.bar.close()
 
 
 # ----------------------------------------------------------------------------- projection files
-def write_projection_file(path, xcoord, ycoord, attrs=None):
+def write_projection_file(path: str, xcoord: npt.ArrayLike, ycoord: npt.ArrayLike,
+                          attrs: Optional[Mapping[str, Any]] = None) -> None:
     def write(f):
         f["proj_xcoord"] = np.asarray(xcoord, dtype=np.float64)
         f["proj_ycoord"] = np.asarray(ycoord, dtype=np.float64)
@@ -367,7 +381,7 @@ def write_projection_file(path, xcoord, ycoord, attrs=None):
     atomic_write(path, write)
 
 
-def read_projection_file(path):
+def read_projection_file(path: str) -> tuple[np.ndarray, np.ndarray]:
     with open_h5(path, "projection file") as f:
         if "proj_xcoord" not in f or "proj_ycoord" not in f:
             raise UserError(f"'{path}' is not a projection file (no proj_xcoord/proj_ycoord)")
@@ -380,14 +394,14 @@ PER_LAYER_FIELDS = (("layer", h5py.string_dtype()), ("parameters", np.int64), ("
                     ("converged", np.int8))
 
 
-def per_layer_table(layers):
+def per_layer_table(layers: Iterable[LayerCurvature]) -> np.ndarray:
     """[LayerCurvature] -> the `per_layer` table: a structured array, one row per layer in network order."""
     rows = [(lay.name, lay.parameters, lay.top_eig, lay.trace, lay.trace_stderr, lay.lanczos_products,
              int(lay.converged)) for lay in layers]
     return np.array(rows, dtype=list(PER_LAYER_FIELDS))
 
 
-def read_per_layer(path):
+def read_per_layer(path: str) -> dict[str, Any]:
     """{field: array} of a curvature file's `per_layer` table (layer names as str), and its 'curvature'."""
     with open_h5(path, "curvature file") as f:
         if "per_layer" not in f:
@@ -400,6 +414,6 @@ def read_per_layer(path):
     return out
 
 
-def tool_version():
+def tool_version() -> str:
     """What wrote a file: this tool's version, with Python's, PyTorch's and h5py's."""
     return provenance.tool_version()

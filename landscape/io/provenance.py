@@ -12,12 +12,15 @@ lacks it and the entry has a `default`, the value files written before the key e
 `default_if`, only files that record that other key imply it).
 Values are compared as text, so 1 and "1" agree.
 """
+from __future__ import annotations
+
 import functools
 import hashlib
 import re
 import time
 import types
 from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -28,11 +31,11 @@ class Input:
     key: str
     what: str                 # how a refusal names it
     compared: bool            # False: a note (when, by what, a path whose bytes are hashed under another key)
-    default: object = None    # the value a file without this key implies (None: unknown, not compared)
+    default: Any = None       # the value a file without this key implies (None: unknown, not compared)
     default_if: str = ""      # ... only where the file records this other key (the default applies to files of that kind)
 
 
-def _note(key, what=""):
+def _note(key: str, what: str = "") -> Input:
     return Input(key, what or key, False)
 
 
@@ -142,15 +145,15 @@ DIRECTION = (
 TABLES = {"surface": SURFACE, "direction": DIRECTION}
 
 
-def keys(table):
+def keys(table: str) -> set[str]:
     return {entry.key for entry in TABLES[table]}
 
 
-def compared_keys(table):
+def compared_keys(table: str) -> set[str]:
     return {entry.key for entry in TABLES[table] if entry.compared}
 
 
-def record(table, **fields):
+def record(table: str, **fields: Any) -> dict[str, Any]:
     """The attributes a new file records: the caller's fields (each listed in `table`), plus what wrote
     it and when. A field that is not in the table is a bug: it would be recorded but never compared."""
     unknown = sorted(set(fields) - keys(table))
@@ -161,7 +164,8 @@ def record(table, **fields):
     return out
 
 
-def first_difference(table, recorded, mine):
+def first_difference(table: str, recorded: Mapping[str, Any],
+                     mine: Mapping[str, Any]) -> Optional[tuple[Input, Any, Any]]:
     """(Input, recorded value, this run's value) of the first compared input that differs, or None.
 
     `recorded`: a file's attributes; `mine`: this run's record (only the keys that apply to it)."""
@@ -178,21 +182,21 @@ def first_difference(table, recorded, mine):
     return None
 
 
-def text(value):
+def text(value: Any) -> str:
     """A recorded value as comparable text: booleans as 0/1 (HDF5 may give numpy.bool_), the rest as str."""
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return str(int(bool(value)))
     return str(value)
 
 
-def short(value):
+def short(value: Any) -> str:
     """A value for a one-line message: hashes shortened."""
     s = text(value)
     return s[:12] + "..." if len(s) == 64 and all(c in "0123456789abcdef" for c in s) else s
 
 
 # ----------------------------------------------------------------------------- fingerprints
-def tensors_sha256(*objs):
+def tensors_sha256(*objs: Any) -> str:
     """A fingerprint of tensors (and nested tuples/lists/dicts of them): dtype, shape and bytes."""
     h = hashlib.sha256()
 
@@ -219,7 +223,7 @@ PLAIN = (type(None), bool, int, float, complex, str, bytes)
 CODE_DEPTH = 6                                  # how far code_text follows references (closures, globals, attributes)
 
 
-def code_sha256(obj):
+def code_sha256(obj: Any) -> str:
     """A fingerprint of a user's callable, so a resume with other code or settings is refused (a repr
     names every CrossEntropyLoss() alike, every lambda '<lambda>'):
     - an nn.Module: its class's qualified name, the non-tensor attributes (vars) of it and of every
@@ -233,7 +237,7 @@ def code_sha256(obj):
     return hashlib.sha256(code_text(obj, 0, set()).encode()).hexdigest()
 
 
-def code_text(obj, depth, seen):
+def code_text(obj: Any, depth: int, seen: set[int]) -> str:
     """A canonical text of `obj` for code_sha256 (ids never enter it)."""
     if isinstance(obj, PLAIN):
         return repr(obj)
@@ -272,23 +276,23 @@ def code_text(obj, depth, seen):
             + (f".call:{more(call)}" if isinstance(call, types.FunctionType) else ""))
 
 
-def qualified_name(obj):
+def qualified_name(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}"
 
 
-def public_vars(obj):
+def public_vars(obj: Any) -> dict[str, Any]:
     """An object's own attributes that are not private bookkeeping (nn.Module's _parameters, hooks, ...)."""
     return {k: v for k, v in vars(obj).items() if not k.startswith("_") and k != "training"}
 
 
-def module_text(module, more):
+def module_text(module: torch.nn.Module, more: Callable[[Any], str]) -> str:
     """An nn.Module: class names and attributes of the whole tree, and one hash of every tensor in it."""
     tree = [f"{name}:{qualified_name(type(m))}({more(public_vars(m))})" for name, m in module.named_modules()]
     tensors = dict(module.named_parameters(remove_duplicate=False), **dict(module.named_buffers(remove_duplicate=False)))
     return "module[" + ";".join(tree) + "]tensors:" + tensors_sha256(tensors)
 
 
-def function_text(fn, more):
+def function_text(fn: types.FunctionType, more: Callable[[Any], str]) -> str:
     """A function: its code, defaults, closure values, and the globals of its own module that it names."""
     cells = []
     for cell in fn.__closure__ or ():
@@ -306,7 +310,7 @@ def function_text(fn, more):
             f"closure=[{','.join(cells)}],globals={more(named)})")
 
 
-def code_names(code):
+def code_names(code: types.CodeType) -> set[str]:
     """Every name a code object and the code nested in it (comprehensions, inner functions) refer to."""
     names = set(code.co_names)
     for const in code.co_consts:
@@ -315,7 +319,7 @@ def code_names(code):
     return names
 
 
-def file_sha256(path):
+def file_sha256(path: Optional[str]) -> str:
     """The sha256 of a file's bytes, or '' for no path."""
     if not path:
         return ""
@@ -326,7 +330,7 @@ def file_sha256(path):
     return h.hexdigest()
 
 
-def tool_version():
+def tool_version() -> str:
     """What wrote a file: this tool's version, with Python's, PyTorch's and h5py's."""
     import sys
 

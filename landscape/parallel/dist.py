@@ -20,13 +20,22 @@ data at the group's point; `sum_` adds a tensor over the group in place (host te
 the ranks are MPI's, device tensors and everything under torchrun with torch.distributed), and
 `bcast` hands the leader's (group rank 0's) chunk of points to the others.
 """
+from __future__ import annotations
+
 import datetime
 import os
 import socket
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Optional, Sequence, Union
 
 from landscape.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    import torch.distributed
+
+    Env = Mapping[str, str]        # the launcher's environment (os.environ by default)
 
 RENDEZVOUS_SECONDS = 60.0                       # default --rendezvous_timeout
 RUN_TIMEOUT = datetime.timedelta(hours=24)      # collectives once joined: a slow point must not time out
@@ -34,7 +43,7 @@ TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 # ----------------------------------------------------------------------------- which launcher
-def torchrun_world(env=None):
+def torchrun_world(env: Optional[Env] = None) -> int:
     """WORLD_SIZE when torchrun (or a launcher that sets RANK and WORLD_SIZE) started this process with
     more than one rank, else 0. A torchrun job of one process needs no rendezvous."""
     env = os.environ if env is None else env
@@ -47,7 +56,8 @@ def torchrun_world(env=None):
     return world if world > 1 else 0
 
 
-def setup_ranks(use_mpi, rendezvous_timeout=RENDEZVOUS_SECONDS, env=None):
+def setup_ranks(use_mpi: bool, rendezvous_timeout: float = RENDEZVOUS_SECONDS,
+                env: Optional[Env] = None) -> tuple[Any, int, int]:
     """(comm, rank, nproc): MPI's world with --mpi, torchrun's ranks (a TorchComm) when its environment
     says so, else (None, 0, 1). Under torchrun --mpi is accepted and changes nothing."""
     if torchrun_world(env):
@@ -57,7 +67,7 @@ def setup_ranks(use_mpi, rendezvous_timeout=RENDEZVOUS_SECONDS, env=None):
     return mpi.setup_mpi(use_mpi)
 
 
-def leave(comm):
+def leave(comm: Any) -> None:
     """Leave torch.distributed's group at the end of a torchrun job (all ranks, nothing failed)."""
     if getattr(comm, "is_torch", False):
         import torch.distributed as dist
@@ -65,12 +75,12 @@ def leave(comm):
             dist.destroy_process_group()
 
 
-def _first_line(e):
+def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:160] if text else type(e).__name__
 
 
-def _ints(env, names):
+def _ints(env: Env, names: Sequence[str]) -> list[int]:
     try:
         return [int(env[n]) for n in names]
     except ValueError:
@@ -79,7 +89,8 @@ def _ints(env, names):
 
 
 # ----------------------------------------------------------------------------- joining
-def connect_store(addr, port, world, is_server, wait_for_workers, timeout_s, rank):
+def connect_store(addr: str, port: int, world: int, is_server: bool, wait_for_workers: bool, timeout_s: float,
+                  rank: int) -> torch.distributed.TCPStore:
     """A TCPStore client (or server) that must connect within timeout_s; UserError (one line) if not."""
     import torch.distributed as dist
     try:
@@ -90,7 +101,7 @@ def connect_store(addr, port, world, is_server, wait_for_workers, timeout_s, ran
                         f"{timeout_s:g} s ({type(e).__name__}: {_first_line(e)})") from None
 
 
-def count_in(store, key, world, timeout_s, rank):
+def count_in(store: torch.distributed.Store, key: str, world: int, timeout_s: float, rank: int) -> None:
     """Every rank adds itself to `key` on the store and waits until all `world` have: the rendezvous
     check that also holds when the store is torchrun's agent (which is there whoever is missing)."""
     arrived = store.add(key, 1)
@@ -103,7 +114,7 @@ def count_in(store, key, world, timeout_s, rank):
         arrived = store.add(key, 0)
 
 
-def join_torchrun(timeout_s=RENDEZVOUS_SECONDS, env=None):
+def join_torchrun(timeout_s: float = RENDEZVOUS_SECONDS, env: Optional[Env] = None) -> TorchComm:
     """Join torch.distributed's default group from torchrun's environment; a TorchComm over it."""
     import torch.distributed as dist
     env = os.environ if env is None else env
@@ -133,13 +144,13 @@ def join_torchrun(timeout_s=RENDEZVOUS_SECONDS, env=None):
     return TorchComm(store, run_id)
 
 
-def host_address(env=None):
+def host_address(env: Optional[Env] = None) -> str:
     """The address the other ranks reach rank 0 at: MASTER_ADDR, else this host's name resolved."""
     env = os.environ if env is None else env
     return env.get("MASTER_ADDR") or socket.gethostbyname(socket.gethostname())
 
 
-def join_from_mpi(comm, timeout_s=RENDEZVOUS_SECONDS):
+def join_from_mpi(comm: Any, timeout_s: float = RENDEZVOUS_SECONDS) -> None:
     """Join torch.distributed's default group from an MPI world (collective; errors agreed through MPI).
 
     Rank 0 serves a TCPStore on a port the OS picks as it binds (no race for the port) and broadcasts
@@ -175,43 +186,43 @@ class TorchComm:
 
     is_torch = True
 
-    def __init__(self, store, run_id):
+    def __init__(self, store: torch.distributed.Store, run_id: str) -> None:
         import torch.distributed as dist
         self.dist, self.store, self.run_id = dist, store, run_id
 
-    def Get_rank(self):
+    def Get_rank(self) -> int:
         return self.dist.get_rank()
 
-    def Get_size(self):
+    def Get_size(self) -> int:
         return self.dist.get_world_size()
 
-    def allgather(self, obj):
+    def allgather(self, obj: Any) -> list[Any]:
         out = [None] * self.Get_size()
         self.dist.all_gather_object(out, obj)
         return out
 
-    def bcast(self, obj, root=0):
+    def bcast(self, obj: Any, root: int = 0) -> Any:
         box = [obj]
         self.dist.broadcast_object_list(box, src=root)
         return box[0]
 
-    def gather(self, obj, root=0):
+    def gather(self, obj: Any, root: int = 0) -> Optional[list[Any]]:
         out = self.allgather(obj)
         return out if self.Get_rank() == root else None
 
-    def Barrier(self):
+    def Barrier(self) -> None:
         self.dist.barrier()
 
-    def Abort(self, code=1):
+    def Abort(self, code: int = 1) -> NoReturn:
         """End this rank now; torchrun's agent then stops the others (and itself exits 1)."""
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)       # no interpreter teardown: a gloo group whose peer failed can abort() at exit
 
-    def Split_type(self, _kind=None):
+    def Split_type(self, _kind: Any = None) -> NodeView:
         return NodeView(self)
 
-    def job_store(self):
+    def job_store(self) -> torch.distributed.PrefixStore:
         """A fresh key space on the store for one grid job (collective): rank 0 numbers the jobs."""
         import torch.distributed as dist
         n = self.bcast(self.store.add(f"landscape/{self.run_id}/jobs", 1) if self.Get_rank() == 0 else None)
@@ -221,28 +232,28 @@ class TorchComm:
 class NodeView:
     """The ranks of a TorchComm on this rank's host: what MPI's Split_type(COMM_TYPE_SHARED) gives."""
 
-    def __init__(self, comm):
+    def __init__(self, comm: TorchComm) -> None:
         host = socket.gethostname()
         self.world = comm
         self.members = [r for r, h in enumerate(comm.allgather(host)) if h == host]
         self.rank = self.members.index(comm.Get_rank())
 
-    def Get_rank(self):
+    def Get_rank(self) -> int:
         return self.rank
 
-    def Get_size(self):
+    def Get_size(self) -> int:
         return len(self.members)
 
-    def allgather(self, obj):
+    def allgather(self, obj: Any) -> list[Any]:
         everyone = self.world.allgather(obj)
         return [everyone[r] for r in self.members]
 
-    def Free(self):
+    def Free(self) -> None:
         pass
 
 
 # ----------------------------------------------------------------------------- groups of ranks per point
-def check_ranks_per_point(k, nproc, name="--ranks_per_point"):
+def check_ranks_per_point(k: Any, nproc: int, name: str = "--ranks_per_point") -> int:
     """K must be a whole number >= 1 that divides the number of ranks; `name`: the setting, as the caller
     names it (the flag, or the API's argument)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -259,11 +270,12 @@ class PointGroup:
     results); index: the group's number, count: the number of groups. One process: PointGroup().
     """
 
-    def __init__(self, size=1, rank=0, index=0, count=1, mpi_comm=None, torch_group=None, leader=0):
+    def __init__(self, size: int = 1, rank: int = 0, index: int = 0, count: int = 1, mpi_comm: Any = None,
+                 torch_group: Optional[torch.distributed.ProcessGroup] = None, leader: int = 0) -> None:
         self.size, self.rank, self.index, self.count = size, rank, index, count
         self.mpi_comm, self.torch_group, self.leader = mpi_comm, torch_group, leader
 
-    def sum_(self, t):
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
         """t += t of every other rank of the group, in place, and t. One call per tensor."""
         if self.size == 1:
             return t
@@ -278,7 +290,7 @@ class PointGroup:
             dist.all_reduce(t, group=self.torch_group)
         return t
 
-    def bcast(self, obj):
+    def bcast(self, obj: Any) -> Any:
         """The leader's obj, on every rank of the group."""
         if self.size == 1:
             return obj
@@ -289,18 +301,18 @@ class PointGroup:
         dist.broadcast_object_list(box, src=self.leader, group=self.torch_group)
         return box[0]
 
-    def describe(self, nproc):
+    def describe(self, nproc: int) -> str:
         return f"{nproc} rank(s)" if self.size == 1 else f"{nproc} rank(s), {self.count} group(s) of {self.size}"
 
 
-def card_identity(device):
+def card_identity(device: Union[str, int, torch.device]) -> tuple[str, str]:
     """(host, UUID) of this rank's GPU: the same for every rank that uses that card."""
     import torch
     uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
     return socket.gethostname(), str(uuid if uuid is not None else torch.device(device).index)
 
 
-def group_backend(comm, k, device):
+def group_backend(comm: Any, k: int, device: Union[str, torch.device]) -> str:
     """The point groups' backend: gloo, plus NCCL for CUDA tensors when no group has two ranks on one
     card (every rank reaches the same verdict from the gathered card identities). Collective."""
     import torch
@@ -311,7 +323,9 @@ def group_backend(comm, k, device):
     return "cpu:gloo,cuda:nccl" if own else "gloo"
 
 
-def point_groups(comm, k, device="cpu", rendezvous_timeout=RENDEZVOUS_SECONDS, name="--ranks_per_point"):
+def point_groups(comm: Any, k: int, device: Union[str, torch.device] = "cpu",
+                 rendezvous_timeout: float = RENDEZVOUS_SECONDS,
+                 name: str = "--ranks_per_point") -> PointGroup:
     """This rank's PointGroup (world ranks [g K, (g + 1) K) form group g). Collective over comm.
 
     MPI ranks sum host tensors with MPI (a communicator split by group); on GPUs they also join

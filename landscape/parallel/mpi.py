@@ -7,15 +7,25 @@ environment variables say where the process sits on its node).
 
 Functions that take a `comm` are collective when it is not None: call them on every rank.
 """
+from __future__ import annotations
+
 import os
 import re
 import socket
 import sys
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping, Optional, TypeVar
 
 from landscape.errors import UserError
 
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import torch
+    from mpi4py import MPI
 
-def setup_mpi(use_mpi):
+    T = TypeVar("T")
+
+
+def setup_mpi(use_mpi: bool) -> tuple[Optional[MPI.Intracomm], int, int]:
     """(comm, rank, nproc); (None, 0, 1) without --mpi."""
     if not use_mpi:
         return None, 0, 1
@@ -40,14 +50,14 @@ LAUNCHER_VARIABLES = [
 SLURM_SIZE_VARIABLES = ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE")
 
 
-def _int(text):
+def _int(text: Optional[str]) -> Optional[int]:
     try:
         return int(text)
     except (TypeError, ValueError):
         return None
 
 
-def tasks_on_node(spec, node_index):
+def tasks_on_node(spec: str, node_index: Optional[int]) -> Optional[int]:
     """Slurm's tasks-per-node list ('2(x3),1' = 2,2,2,1) -> the count on node `node_index` (None if unreadable)."""
     counts = []
     for part in str(spec).split(","):
@@ -62,7 +72,7 @@ def tasks_on_node(spec, node_index):
     return counts[node_index] if node_index is not None and 0 <= node_index < len(counts) else None
 
 
-def launcher_local(env):
+def launcher_local(env: Mapping[str, str]) -> Optional[tuple[int, int]]:
     """(local rank, local size) from the launcher's environment variables, or None if none is set.
 
     Slurm's variables count only inside a job step (srun sets SLURM_STEP_ID): the batch script itself
@@ -82,7 +92,7 @@ def launcher_local(env):
     return None
 
 
-def node_comm(comm):
+def node_comm(comm: Any) -> Any:
     """The communicator of the ranks sharing this rank's node (collective; caller frees it)."""
     if getattr(comm, "is_torch", False):     # torchrun's ranks (parallel/dist.py): no MPI here
         return comm.Split_type()
@@ -90,17 +100,17 @@ def node_comm(comm):
     return comm.Split_type(MPI.COMM_TYPE_SHARED)
 
 
-def local_rank(comm):
+def local_rank(comm: Any) -> int:
     """This rank's index among the ranks on its own node: from MPI, else the launcher's variables, else 0."""
     return _local(comm)[0]
 
 
-def local_size(comm):
+def local_size(comm: Any) -> int:
     """The number of ranks on this rank's node: from MPI, else the launcher's variables, else 1."""
     return _local(comm)[1]
 
 
-def _local(comm):
+def _local(comm: Any) -> tuple[int, int]:
     if comm is None:
         return launcher_local(os.environ) or (0, 1)
     node = node_comm(comm)
@@ -110,14 +120,14 @@ def _local(comm):
         node.Free()
 
 
-def barrier(comm):
+def barrier(comm: Any) -> None:
     if comm is not None:
         comm.Barrier()
 
 
 # ----------------------------------------------------------------------------- the reference's mpi4pytorch helpers
 # For users' scripts, with the reference's signatures and meaning: comm None (or falsy) is one process.
-def setup_MPI():
+def setup_MPI() -> Optional[MPI.Intracomm]:
     """MPI's world communicator, or None where mpi4py cannot load an MPI runtime."""
     try:
         return setup_mpi(True)[0]
@@ -125,17 +135,17 @@ def setup_MPI():
         return None
 
 
-def is_master(comm):
+def is_master(comm: Any) -> bool:
     return not comm or comm.Get_rank() == 0
 
 
-def print_once(comm, *message):
+def print_once(comm: Any, *message: Any) -> None:
     """Print the message's parts, joined without spaces, on rank 0 only."""
     if is_master(comm):
         print("".join(str(m) for m in message))
 
 
-def reduce_array(comm, array, op, root=None):
+def reduce_array(comm: Any, array: npt.ArrayLike, op: str, root: Optional[int] = None) -> npt.ArrayLike:
     """The element-wise max or min ('max'/'min') of `array` over the ranks, as float64: on every rank
     (root None, Allreduce) or on `root` alone (Reduce; the other ranks get the identity: the lowest or
     highest float). Without comm, the array itself."""
@@ -153,46 +163,46 @@ def reduce_array(comm, array, op, root=None):
     return total
 
 
-def reduce_max(comm, array, display_info=False):
+def reduce_max(comm: Any, array: npt.ArrayLike, display_info: bool = False) -> npt.ArrayLike:
     return reduce_array(comm, array, "max", root=0)
 
 
-def reduce_min(comm, array, display_info=False):
+def reduce_min(comm: Any, array: npt.ArrayLike, display_info: bool = False) -> npt.ArrayLike:
     return reduce_array(comm, array, "min", root=0)
 
 
-def allreduce_max(comm, array, display_info=False):
+def allreduce_max(comm: Any, array: npt.ArrayLike, display_info: bool = False) -> npt.ArrayLike:
     return reduce_array(comm, array, "max")
 
 
-def allreduce_min(comm, array, display_info=False):
+def allreduce_min(comm: Any, array: npt.ArrayLike, display_info: bool = False) -> npt.ArrayLike:
     return reduce_array(comm, array, "min")
 
 
-def get_rank(comm):
+def get_rank(comm: Any) -> int:
     return 0 if not comm else comm.Get_rank()
 
 
-def get_num_procs(comm):
+def get_num_procs(comm: Any) -> int:
     return 1 if not comm else comm.Get_size()
 
 
 # ----------------------------------------------------------------------------- CPU threads
-def own_cores():
+def own_cores() -> set[int]:
     """The set of CPU cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
         return set(os.sched_getaffinity(0))
     return set(range(os.cpu_count() or 1))
 
 
-def threads_from_peers(mine, peers):
+def threads_from_peers(mine: Collection[int], peers: Iterable[Collection[int]]) -> int:
     """Cores `mine` shared out among the ranks (peers: every node rank's core set, this one's
     included) whose cores overlap them: ranks bound to disjoint cores keep all of theirs."""
     sharers = max(1, sum(1 for p in peers if set(p) & set(mine)))
     return max(1, len(mine) // sharers)
 
 
-def threads_from_count(n_mine, node_cores, ranks_on_node):
+def threads_from_count(n_mine: int, node_cores: int, ranks_on_node: int) -> int:
     """Without MPI: a rank bound to a subset of the node's cores uses all of them; an unbound one
     (affinity = every core) gets an equal share of the node."""
     if n_mine < node_cores:
@@ -200,7 +210,7 @@ def threads_from_count(n_mine, node_cores, ranks_on_node):
     return max(1, n_mine // max(1, ranks_on_node))
 
 
-def default_threads(comm):
+def default_threads(comm: Any) -> int:
     """Torch CPU threads this rank should use: its cores, divided among the ranks that share them.
 
     With MPI the ranks on a node compare their core sets (so launchers that bind each rank to its own
@@ -221,21 +231,21 @@ def default_threads(comm):
 class TorchCuda:
     """The CUDA calls pick_device makes, in one place so tests can pass a fake with the same methods."""
 
-    def available(self):
+    def available(self) -> bool:
         import torch
         return torch.cuda.is_available()
 
-    def count(self):
+    def count(self) -> int:
         import torch
         return torch.cuda.device_count()
 
-    def identity(self, index):
+    def identity(self, index: int) -> str:
         """A name for card `index` that is the same in every process that sees it (its UUID)."""
         import torch
         uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
         return str(uuid) if uuid is not None else f"{os.environ.get('CUDA_VISIBLE_DEVICES', '*')}/{index}"
 
-    def probe(self, index):
+    def probe(self, index: int) -> None:
         """Make card `index` current and allocate on it; raises if the card cannot be used."""
         import torch
         torch.cuda.set_device(index)
@@ -243,7 +253,8 @@ class TorchCuda:
         torch.cuda.synchronize(index)
 
 
-def assign_cards(slot, sharers, count, ngpu, host="this node"):
+def assign_cards(slot: int, sharers: int, count: int, ngpu: int,
+                 host: str = "this node") -> tuple[list[int], bool]:
     """The cards (indices among `count` visible) for the rank in position `slot` of the `sharers`
     ranks that see the same cards; returns (ids, shared).
 
@@ -262,14 +273,14 @@ def assign_cards(slot, sharers, count, ngpu, host="this node"):
                     f"but {count} are visible; {advice} (GPUs are shared only with --ngpu 1)")
 
 
-def visible_cards(cards):
+def visible_cards(cards: TorchCuda) -> list[str]:
     """Identities of the cards this process sees; UserError when CUDA is unavailable."""
     if not cards.available() or cards.count() < 1:
         raise UserError("--cuda was given, but no CUDA GPU is available (drop --cuda to run on the CPU)")
     return [cards.identity(i) for i in range(cards.count())]
 
 
-def sharing_slot(comm, seen):
+def sharing_slot(comm: Any, seen: Optional[list[str]]) -> tuple[int, int]:
     """(position, count) of this rank among the ranks on its node that see exactly the same cards.
 
     Ranks a launcher bound to their own cards (CUDA_VISIBLE_DEVICES, cgroups) see different ones and
@@ -287,7 +298,8 @@ def sharing_slot(comm, seen):
     return (same.index(me), len(same)) if me in same else (0, 1)
 
 
-def pick_device(cuda, ngpu, comm, cards=None):
+def pick_device(cuda: bool, ngpu: int, comm: Any,
+                cards: Optional[TorchCuda] = None) -> tuple[torch.device, list[int]]:
     """(torch.device, gpu ids) for this rank: the CPU, or its own --ngpu cards of its node.
 
     Collective when comm is given, and every rank takes part even when it fails, so calling it
@@ -323,7 +335,7 @@ def pick_device(cuda, ngpu, comm, cards=None):
     return torch.device("cuda", ids[0]), ids
 
 
-def probe_cards(cards, ids, rank, host):
+def probe_cards(cards: TorchCuda, ids: list[int], rank: int, host: str) -> None:
     """Touch every assigned card, first one last so it stays current; UserError naming the card."""
     for i in ids[1:] + ids[:1]:
         try:
@@ -334,12 +346,12 @@ def probe_cards(cards, ids, rank, host):
                             f"{f' (CUDA_VISIBLE_DEVICES={where})' if where else ''}: {_first_line(e)}") from None
 
 
-def _first_line(e):
+def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def announce(comm, rank, note, failed):
+def announce(comm: Any, rank: int, note: Optional[str], failed: bool) -> None:
     """Rank 0 prints the first rank's note, once, unless some rank failed. Collective."""
     gathered = [(note, failed)] if comm is None else comm.gather((note, failed), root=0)
     if rank == 0 and not any(f for _, f in gathered):
@@ -349,7 +361,7 @@ def announce(comm, rank, note, failed):
 
 
 # ----------------------------------------------------------------------------- errors on every rank
-def agree(comm, fn):
+def agree(comm: Any, fn: Callable[[], T]) -> T:
     """Run fn() on every rank; if any rank raised UserError, every rank raises it (rank 0 prints it).
 
     This keeps ranks from waiting forever on one that failed validation.
@@ -370,7 +382,7 @@ class QuietExit(UserError):
     """A peer rank already reported the error; exit 2 without printing it again."""
 
 
-def abort(comm, code=1):
+def abort(comm: Any, code: int = 1) -> None:
     """Stop every rank at once (after an unexpected failure on one of them)."""
     sys.stderr.flush()
     if comm is not None and comm.Get_size() > 1:
@@ -380,12 +392,12 @@ def abort(comm, code=1):
 PEER_FAILURE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
 
 
-def peer_failed(error):
+def peer_failed(error: BaseException) -> bool:
     """A collective broke because another rank died (gloo's words): that rank reports its own error."""
     return any(words in str(error) for words in PEER_FAILURE)
 
 
-def abort_on_error(comm, rank, error):
+def abort_on_error(comm: Any, rank: int, error: BaseException) -> None:
     """A rank failed mid-run while others may wait for it in a collective: say so in one line (unless a
     peer already did) and end every rank: exit 2 for bad input (UserError), 1 for anything else."""
     if comm is None or comm.Get_size() == 1:

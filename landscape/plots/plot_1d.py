@@ -21,10 +21,14 @@ train_*, test_acc for test_*) dashed on the right axis when the files have it.
 Points not computed are gaps in the curves, never zeros or -1. A file's marked_points attribute
 is drawn as labelled vertical dotted lines.
 """
+from __future__ import annotations
+
 import sys
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from landscape import curves
 from landscape.errors import ArgParser, UserError, run_cli
 from landscape.io import h5
 from landscape.plots.util import (
@@ -41,20 +45,26 @@ from landscape.plots.util import (
     surface_labels,
 )
 
+if TYPE_CHECKING:
+    import argparse
 
-def x_limits(x, xmin, xmax):
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def x_limits(x: np.ndarray, xmin: float, xmax: float) -> tuple[float, float]:
     """The reference's convention: the defaults -1 and 1 mean 'the data's own range'."""
     return (xmin if xmin != -1.0 else float(np.nanmin(x))), (xmax if xmax != 1.0 else float(np.nanmax(x)))
 
 
-def loss_limits(loss, loss_max, log):
+def loss_limits(loss: np.ndarray, loss_max: float, log: bool) -> tuple[float, float]:
     if not log:
         return 0, loss_max
     positive = loss[np.isfinite(loss) & (loss > 0)]
     return (float(positive.min()) * 0.8 if positive.size else 1e-3), loss_max
 
 
-def accuracy_partner(surf_name):
+def accuracy_partner(surf_name: str) -> Optional[str]:
     """The accuracy map drawn beside a loss-like map: train_acc for train_*, test_acc for test_*."""
     prefix = surf_name.split("_", 1)[0]
     if prefix not in ("train", "test") or surf_name.endswith(("_acc", "_err")):
@@ -62,7 +72,8 @@ def accuracy_partner(surf_name):
     return prefix + "_acc"
 
 
-def value_limits(values, surf_name, loss_max, log):
+def value_limits(values: np.ndarray, surf_name: str, loss_max: float,
+                 log: bool) -> Optional[tuple[float, float]]:
     """y limits: losses up to --loss_max (the reference's), percentages 0..100, anything else its data's."""
     if surf_name.endswith("loss"):
         return loss_limits(values, loss_max, log)
@@ -71,7 +82,7 @@ def value_limits(values, surf_name, loss_max, log):
     return None
 
 
-def draw_loss_acc(ax1, ax2, x, surf, log):
+def draw_loss_acc(ax1: Axes, ax2: Optional[Axes], x: np.ndarray, surf: h5.Surface, log: bool) -> None:
     """Loss (blue, left axis) and accuracy (red, right axis, when the file has it and ax2 is given);
     test curves dashed when present."""
     plot = ax1.semilogy if log else ax1.plot
@@ -86,7 +97,8 @@ def draw_loss_acc(ax1, ax2, x, surf, log):
         ax2.plot(x, computed(surf, "test_acc"), "r--", label="Test accuracy", linewidth=1)
 
 
-def style_loss_acc(ax1, ax2, xlim, ylim):
+def style_loss_acc(ax1: Axes, ax2: Optional[Axes], xlim: tuple[float, float],
+                   ylim: tuple[float, float]) -> None:
     ax1.set_xlim(*xlim)
     ax1.set_ylabel("Loss", color="b", fontsize="xx-large")
     ax1.tick_params("y", colors="b", labelsize="x-large")
@@ -98,7 +110,8 @@ def style_loss_acc(ax1, ax2, xlim, ylim):
         ax2.set_ylim(0, 100)
 
 
-def draw_marked_points(ax, points, color="0.25", prefix=""):
+def draw_marked_points(ax: Axes, points: Iterable[dict[str, Any]], color: str = "0.25",
+                       prefix: str = "") -> None:
     """Each marked point as a vertical dotted line at its x, labelled at the top of the axes."""
     for p in points:
         ax.axvline(p["x"], color=color, linestyle=":", linewidth=1.2, zorder=1.5)
@@ -107,15 +120,16 @@ def draw_marked_points(ax, points, color="0.25", prefix=""):
                 bbox=dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none", alpha=0.75))
 
 
-def check_1d(surf, surf_name="train_loss"):
+def check_1d(surf: h5.Surface, surf_name: str = "train_loss") -> None:
     if surf.y is not None:
         raise UserError(f"'{surf.path}' is a 2D surface; use plot_2D.py")
     if not has_map(surf, surf_name):
         computed(surf, surf_name)  # raises, listing the maps the file holds
 
 
-def plot_1d_loss_err(surf_file, xmin=-1.0, xmax=1.0, loss_max=5, log=False, show=False, fmt="pdf",
-                     surf_name="train_loss"):
+def plot_1d_loss_err(surf_file: str, xmin: float = -1.0, xmax: float = 1.0, loss_max: float = 5,
+                     log: bool = False, show: bool = False, fmt: str = "pdf",
+                     surf_name: str = "train_loss") -> list[str]:
     """The reference's three 1D figures (train_loss), or the one figure of another map; plus the
     eigenvalue ratio when the file has eigenvalues."""
     surf = load_surface(surf_file)
@@ -163,7 +177,8 @@ def plot_1d_loss_err(surf_file, xmin=-1.0, xmax=1.0, loss_max=5, log=False, show
     return out
 
 
-def plot_1d_map(surf, surf_name, xmin=-1.0, xmax=1.0, loss_max=5, log=False, show=False, fmt="pdf"):
+def plot_1d_map(surf: h5.Surface, surf_name: str, xmin: float = -1.0, xmax: float = 1.0, loss_max: float = 5,
+                log: bool = False, show: bool = False, fmt: str = "pdf") -> str:
     """One figure of one stored map (test_loss, train_mae, a custom metric ...): <surf>_1d_<name>[_log]."""
     values = computed(surf, surf_name)
     fig = new_figure(show)
@@ -179,20 +194,22 @@ def plot_1d_map(surf, surf_name, xmin=-1.0, xmax=1.0, loss_max=5, log=False, sho
     return save_figure(fig, output_name(surf.path, f"_1d_{surf_name}" + ("_log" if log else ""), fmt), fmt)
 
 
-def note_missing(values):
+def note_missing(values: np.ndarray) -> None:
     missing = int(np.isnan(values).sum())
     if missing:
         print(f"note: {missing} of {values.size} points are not computed (or not finite) and show as gaps")
 
 
-def load_1d_surfaces(surf_files, surf_name):
+def load_1d_surfaces(surf_files: Sequence[str], surf_name: str) -> list[h5.Surface]:
     surfs = [load_surface(f) for f in surf_files]
     for surf in surfs:
         check_1d(surf, surf_name)
     return surfs
 
 
-def draw_overlay(fig, surfs, labels, surf_name="train_loss", xmin=-1.0, xmax=1.0, loss_max=5, log=False):
+def draw_overlay(fig: Figure, surfs: Sequence[h5.Surface], labels: Sequence[str],
+                 surf_name: str = "train_loss", xmin: float = -1.0, xmax: float = 1.0, loss_max: float = 5,
+                 log: bool = False) -> tuple[Axes, Optional[Axes]]:
     """Every surface's `surf_name` on the left axis (solid), its accuracy on the right (dashed), one colour each;
     the legend, below the axes, names each colour."""
     ax1 = fig.add_subplot()
@@ -222,7 +239,8 @@ def draw_overlay(fig, surfs, labels, surf_name="train_loss", xmin=-1.0, xmax=1.0
     return ax1, ax2
 
 
-def draw_overlay_marks(ax, surfs, labels, colours):
+def draw_overlay_marks(ax: Axes, surfs: Sequence[h5.Surface], labels: Sequence[str],
+                       colours: Sequence[str]) -> None:
     """Marked points: those every file marks in gray, the others in their file's colour, named after it."""
     marks = [[(p["label"], p["x"]) for p in marked_points(s)] for s in surfs]
     shared = set.intersection(*map(set, marks)) if len(surfs) > 1 else set()
@@ -231,8 +249,9 @@ def draw_overlay_marks(ax, surfs, labels, colours):
         draw_marked_points(ax, [{"label": m[0], "x": m[1]} for m in own if m not in shared], colour, f"{label}: ")
 
 
-def plot_1d_overlay(surf_files, labels=None, surf_name="train_loss", xmin=-1.0, xmax=1.0, loss_max=5, log=False,
-                    show=False, fmt="pdf"):
+def plot_1d_overlay(surf_files: Sequence[str], labels: Optional[Sequence[str]] = None,
+                    surf_name: str = "train_loss", xmin: float = -1.0, xmax: float = 1.0, loss_max: float = 5,
+                    log: bool = False, show: bool = False, fmt: str = "pdf") -> list[str]:
     """Several 1D surface files on one set of axes: <first>_1d_overlay_<surf_name>[_log].<fmt>."""
     labels = surface_labels(surf_files, labels)
     surfs = load_1d_surfaces(surf_files, surf_name)
@@ -244,7 +263,9 @@ def plot_1d_overlay(surf_files, labels=None, surf_name="train_loss", xmin=-1.0, 
     return [path]
 
 
-def plot_1d_loss_err_repeat(prefix, idx_min=1, idx_max=10, xmin=-1.0, xmax=1.0, loss_max=5, show=False, fmt="pdf"):
+def plot_1d_loss_err_repeat(prefix: str, idx_min: int = 1, idx_max: int = 10, xmin: float = -1.0,
+                            xmax: float = 1.0, loss_max: float = 5, show: bool = False,
+                            fmt: str = "pdf") -> list[str]:
     """Overlay the curves of <prefix>_<idx>.h5 for idx_min..idx_max (repeated random directions)."""
     if idx_min > idx_max:
         raise UserError(f"--idx_min {idx_min} > --idx_max {idx_max}: no files to overlay")
@@ -261,7 +282,9 @@ def plot_1d_loss_err_repeat(prefix, idx_min=1, idx_max=10, xmin=-1.0, xmax=1.0, 
     return [path]
 
 
-def plot_1d_eig_ratio(surf_file, xmin=-1.0, xmax=1.0, val_1="min_eig", val_2="max_eig", ymax=1, show=False, fmt="pdf"):
+def plot_1d_eig_ratio(surf_file: str, xmin: float = -1.0, xmax: float = 1.0, val_1: str = "min_eig",
+                      val_2: str = "max_eig", ymax: float = 1, show: bool = False,
+                      fmt: str = "pdf") -> list[str]:
     """|min_eig / max_eig| and min_eig / max_eig along x: how non-convex the surface is there."""
     surf = load_surface(surf_file)
     abs_ratio, ratio = eig_ratio(surf, val_1, val_2)
@@ -279,7 +302,7 @@ def plot_1d_eig_ratio(surf_file, xmin=-1.0, xmax=1.0, val_1="min_eig", val_2="ma
 
 
 # ----------------------------------------------------------------------------- eigenvalue spectral density
-def read_esd(h5_path):
+def read_esd(h5_path: str) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """(grid (G,), density (G,), top eigenvalues (K,) or None) from a Hessian file."""
     with h5.open_h5(h5_path, "Hessian file") as f:
         missing = [k for k in ("esd_grid", "esd_density") if k not in f]
@@ -295,7 +318,8 @@ def read_esd(h5_path):
     return grid, density, eigs
 
 
-def draw_esd(ax, grid, density, eigs=None, color="tab:blue", label="spectral density", rug_color="tab:red"):
+def draw_esd(ax: Axes, grid: np.ndarray, density: np.ndarray, eigs: Optional[np.ndarray] = None,
+             color: str = "tab:blue", label: str = "spectral density", rug_color: str = "tab:red") -> None:
     """Density vs eigenvalue on a log density axis (as PyHessian plots it); eigenvalues as a rug.
     Called again on the same axes, it overlays another density, dashed (the y range covers both)."""
     positive = density[np.isfinite(density) & (density > 0)]
@@ -317,7 +341,8 @@ def draw_esd(ax, grid, density, eigs=None, color="tab:blue", label="spectral den
     ax.set_ylabel("Density (log scale)", fontsize="x-large")
 
 
-def plot_esd(h5_paths, show=False, fmt="pdf", labels=None):
+def plot_esd(h5_paths: Union[str, Sequence[str]], show: bool = False, fmt: str = "pdf",
+             labels: Optional[Sequence[str]] = None) -> list[str]:
     """The eigenvalue spectral density of a curvature file (several: overlaid, one colour each):
     writes <first h5_path>_esd[_overlay].<fmt>."""
     paths = [h5_paths] if isinstance(h5_paths, str) else list(h5_paths)
@@ -333,7 +358,7 @@ def plot_esd(h5_paths, show=False, fmt="pdf", labels=None):
     return [out]
 
 
-def plot_per_layer(h5_path, show=False, fmt="pdf"):
+def plot_per_layer(h5_path: str, show: bool = False, fmt: str = "pdf") -> list[str]:
     """Per-layer curvature from a curvature file's per_layer table: top eigenvalue and trace (+- 1 s.e.)
     of each layer's diagonal block, one bar per layer in network order (top to bottom); writes
     <h5_path>_per_layer.<fmt>."""
@@ -359,7 +384,7 @@ def plot_per_layer(h5_path, show=False, fmt="pdf"):
     return [out]
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     p = ArgParser.make("Plot 1D loss and error curves from surface files.")
     p.add_argument("--surf_file", "-f", nargs="+", default=[],
                    help="the .h5 surface file; several files are overlaid on one set of axes")
@@ -381,7 +406,7 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     if a.esd_file:
         plot_esd(a.esd_file, a.show, a.format, a.labels if not a.surf_file else None)
@@ -394,6 +419,9 @@ def main(argv=None):
         plot_1d_loss_err(a.surf_file[0], a.xmin, a.xmax, a.loss_max, a.log, a.show, a.format, surf_name=a.surf_name)
     elif not a.esd_file:
         raise UserError("give --surf_file (or --prefix for repeated runs, or --esd_file)")
+    for surf_file in a.surf_file or ():
+        for line in curves.path_barriers(surf_file):
+            print(f"{surf_file}: {line}")
     return 0
 
 

@@ -19,7 +19,10 @@ and test_err are 100 - accuracy. Points not computed are masked. When the levels
 the script says so. A file's marked_points attribute is drawn on its contour, filled contour and
 heat maps as labelled markers.
 """
+from __future__ import annotations
+
 import sys
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -38,17 +41,31 @@ from landscape.plots.util import (
     surface_labels,
 )
 
+if TYPE_CHECKING:
+    import argparse
+
+    from matplotlib.axes import Axes
+    from matplotlib.collections import QuadMesh
+    from matplotlib.colors import Colormap, Normalize
+    from matplotlib.contour import QuadContourSet
+    from matplotlib.figure import Figure
+    from mpl_toolkits.mplot3d import Axes3D
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    Map = tuple[h5.Surface, np.ndarray, np.ndarray, np.ndarray]     # (surf, X, Y, Z) of one file
+
 LOG_LEVELS_PER_DECADE = 4
 
 
-def data_range(Z, what):
+def data_range(Z: np.ndarray, what: str) -> tuple[float, float]:
     finite = Z[np.isfinite(Z)]
     if finite.size == 0:
         raise UserError(f"{what} has no computed points to plot yet")
     return float(finite.min()), float(finite.max())
 
 
-def contour_levels(Z, vmin, vmax, vlevel, log=False, what="the surface"):
+def contour_levels(Z: np.ndarray, vmin: float, vmax: float, vlevel: float, log: bool = False,
+                   what: str = "the surface") -> np.ndarray:
     """Levels from the flags; if fewer than two fall inside the data's range, levels from the data.
 
     Linear: vmin, vmin + vlevel, ... < vmax (the reference's np.arange). Log: LOG_LEVELS_PER_DECADE
@@ -75,7 +92,7 @@ def contour_levels(Z, vmin, vmax, vlevel, log=False, what="the surface"):
     return chosen
 
 
-def load_map(surf_file, surf_name):
+def load_map(surf_file: str, surf_name: str) -> Map:
     surf = load_surface(surf_file)
     if surf.y is None:
         raise UserError(f"'{surf_file}' is a 1D surface; use plot_1D.py (or plot_2D.py --html)")
@@ -84,7 +101,7 @@ def load_map(surf_file, surf_name):
     return surf, X, Y, Z
 
 
-def color_norm(levels, log, shared=False):
+def color_norm(levels: np.ndarray, log: bool, shared: bool = False) -> Optional[Normalize]:
     """LogNorm over the levels for --log; a linear Normalize when several panels must share it, else None."""
     from matplotlib.colors import LogNorm, Normalize
     if log and levels[0] > 0 and len(levels) > 1:
@@ -92,12 +109,13 @@ def color_norm(levels, log, shared=False):
     return Normalize(levels[0], levels[-1]) if shared else None
 
 
-def gray_gaps_cmap():
+def gray_gaps_cmap() -> Colormap:
     import matplotlib
     return matplotlib.colormaps["viridis"].with_extremes(bad="lightgray")  # points not computed: gray
 
 
-def draw_contours(ax, X, Y, Z, levels, log, labels=True, norm=None):
+def draw_contours(ax: Axes, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, levels: np.ndarray, log: bool,
+                  labels: bool = True, norm: Optional[Normalize] = None) -> QuadContourSet:
     norm = norm if norm is not None else color_norm(levels, log)
     cs = ax.contour(X, Y, np.ma.masked_invalid(Z), levels=levels, cmap="viridis", norm=norm)
     if labels and cs.levels.size:
@@ -106,16 +124,18 @@ def draw_contours(ax, X, Y, Z, levels, log, labels=True, norm=None):
     return cs
 
 
-def draw_filled(ax, X, Y, Z, levels, norm):
+def draw_filled(ax: Axes, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, levels: np.ndarray,
+                norm: Optional[Normalize]) -> QuadContourSet:
     return ax.contourf(X, Y, np.ma.masked_invalid(Z), levels=levels, cmap="viridis", norm=norm, extend="both")
 
 
-def draw_heat(ax, X, Y, Z, levels, norm):
+def draw_heat(ax: Axes, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, levels: np.ndarray,
+              norm: Optional[Normalize]) -> QuadMesh:
     limits = {"norm": norm} if norm is not None else {"vmin": levels[0], "vmax": levels[-1]}
     return ax.pcolormesh(X, Y, np.ma.masked_invalid(Z), cmap=gray_gaps_cmap(), shading="nearest", **limits)
 
 
-def draw_marked_points(ax, points, what="the surface"):
+def draw_marked_points(ax: Axes, points: Iterable[dict[str, Any]], what: str = "the surface") -> None:
     """Each marked point as a white dot with its label, without moving the view; says which lie outside it."""
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
     for p in points:
@@ -129,8 +149,9 @@ def draw_marked_points(ax, points, what="the surface"):
     ax.set_ylim(ylim)
 
 
-def plot_2d_contour(surf_file, surf_name="train_loss", vmin=0.1, vmax=10, vlevel=0.5, show=False,
-                    log=False, fmt="pdf", zlim=None):
+def plot_2d_contour(surf_file: str, surf_name: str = "train_loss", vmin: float = 0.1, vmax: float = 10,
+                    vlevel: float = 0.5, show: bool = False, log: bool = False, fmt: str = "pdf",
+                    zlim: Optional[float] = None) -> list[str]:
     """The reference's four 2D figures of one value map."""
     surf, X, Y, Z = load_map(surf_file, surf_name)
     check_contour_grid(surf)
@@ -166,18 +187,19 @@ def plot_2d_contour(surf_file, surf_name="train_loss", vmin=0.1, vmax=10, vlevel
     return out
 
 
-def check_contour_grid(surf):
+def check_contour_grid(surf: h5.Surface) -> None:
     if len(surf.x) < 2 or len(surf.y) < 2:
         raise UserError(f"'{surf.path}' needs at least 2 points on each axis for contours")
 
 
-def note_masked(Z, what=""):
+def note_masked(Z: np.ndarray, what: str = "") -> None:
     missing = int(np.isnan(Z).sum())
     if missing:
         print(f"note: {missing} of {Z.size} points{what} are not computed (or not finite) and are masked")
 
 
-def heights_3d(Zs, zlim, log, what):
+def heights_3d(Zs: Sequence[np.ndarray], zlim: Optional[float], log: bool,
+               what: str) -> tuple[list[np.ndarray], float, float]:
     """The heights of 3D surfaces (log10 with --log), cut off above zlim, and their common (lo, hi)."""
     Zps = [np.log10(np.clip(Z, 1e-12, None)) if log else Z.copy() for Z in Zs]
     lo, hi = data_range(np.concatenate([Zp.ravel() for Zp in Zps]), what)
@@ -188,7 +210,8 @@ def heights_3d(Zs, zlim, log, what):
     return Zps, lo, (hi if hi > lo else lo + max(abs(lo) * 0.01, 1e-12))
 
 
-def draw_3d(ax, X, Y, Zp, lo, hi, zlabel):
+def draw_3d(ax: Axes3D, X: np.ndarray, Y: np.ndarray, Zp: np.ndarray, lo: float, hi: float,
+            zlabel: str) -> Poly3DCollection:
     from matplotlib import cm
     s = ax.plot_surface(X, Y, Zp, cmap=cm.coolwarm, linewidth=0, antialiased=False, vmin=lo, vmax=hi)
     ax.set_zlim(lo, hi)
@@ -196,7 +219,8 @@ def draw_3d(ax, X, Y, Zp, lo, hi, zlabel):
     return s
 
 
-def plot_3d_surface(surf_file, surf_name, X, Y, Z, zlim, log, show, fmt):
+def plot_3d_surface(surf_file: str, surf_name: str, X: np.ndarray, Y: np.ndarray, Z: np.ndarray,
+                    zlim: Optional[float], log: bool, show: bool, fmt: str) -> str:
     """A 3D surface on an Axes3D made by add_subplot (the reference's Axes3D(fig) draws nothing now)."""
     fig = new_figure(show, figsize=(7, 5.5))
     ax = fig.add_subplot(projection="3d")
@@ -210,7 +234,7 @@ def plot_3d_surface(surf_file, surf_name, X, Y, Z, zlim, log, show, fmt):
 COMPARE_KINDS = ("2dcontour", "2dcontourf", "2dheat")
 
 
-def load_maps(surf_files, surf_name):
+def load_maps(surf_files: Sequence[str], surf_name: str) -> list[Map]:
     """[(surf, X, Y, Z)] for every file, each on its own grid."""
     maps = [load_map(f, surf_name) for f in surf_files]
     for surf, *_ in maps:
@@ -218,12 +242,14 @@ def load_maps(surf_files, surf_name):
     return maps
 
 
-def shared_levels(maps, vmin, vmax, vlevel, log, what):
+def shared_levels(maps: Sequence[Map], vmin: float, vmax: float, vlevel: float, log: bool,
+                  what: str) -> np.ndarray:
     """One set of contour levels for all maps: from the flags, else from the union of their data."""
     return contour_levels(np.concatenate([Z.ravel() for *_, Z in maps]), vmin, vmax, vlevel, log, what)
 
 
-def compare_figure(kind, maps, labels, levels, log, surf_name, show=False):
+def compare_figure(kind: str, maps: Sequence[Map], labels: Sequence[str], levels: np.ndarray, log: bool,
+                   surf_name: str, show: bool = False) -> Figure:
     """One panel per map, all drawn with the same levels and colour norm, and one colour bar."""
     fig = new_figure(show, figsize=(4.3 * len(maps) + 1.3, 4.3), layout="constrained")
     axes = fig.subplots(1, len(maps), squeeze=False)[0]
@@ -241,7 +267,8 @@ def compare_figure(kind, maps, labels, levels, log, surf_name, show=False):
     return fig
 
 
-def compare_3d_figure(maps, labels, zlim, log, surf_name, show=False):
+def compare_3d_figure(maps: Sequence[Map], labels: Sequence[str], zlim: Optional[float], log: bool,
+                      surf_name: str, show: bool = False) -> Figure:
     """One 3D panel per map, with the same z range and colours."""
     fig = new_figure(show, figsize=(4.6 * len(maps) + 1.0, 4.6), layout="constrained")
     Zps, lo, hi = heights_3d([Z for *_, Z in maps], zlim, log, f"{surf_name} in {len(maps)} files")
@@ -253,8 +280,10 @@ def compare_3d_figure(maps, labels, zlim, log, surf_name, show=False):
     return fig
 
 
-def plot_2d_compare(surf_files, labels=None, surf_name="train_loss", vmin=0.1, vmax=10, vlevel=0.5, show=False,
-                    log=False, fmt="pdf", zlim=None):
+def plot_2d_compare(surf_files: Sequence[str], labels: Optional[Sequence[str]] = None,
+                    surf_name: str = "train_loss", vmin: float = 0.1, vmax: float = 10, vlevel: float = 0.5,
+                    show: bool = False, log: bool = False, fmt: str = "pdf",
+                    zlim: Optional[float] = None) -> list[str]:
     """Several 2D surfaces side by side, one colour scale and one set of levels:
     <first>_<surf_name>_{2dcontour,2dcontourf,2dheat,3dsurface}_compare.<fmt>."""
     labels = surface_labels(surf_files, labels)
@@ -271,7 +300,7 @@ def plot_2d_compare(surf_files, labels=None, surf_name="train_loss", vmin=0.1, v
     return out
 
 
-def pca_labels(ax, dir_file):
+def pca_labels(ax: Axes, dir_file: str) -> None:
     """Axis labels with the variance each principal direction explains (when dir_file has it)."""
     if not exists(dir_file):
         return
@@ -282,13 +311,13 @@ def pca_labels(ax, dir_file):
             ax.set_ylabel(f"2nd PC: {r[1] * 100:.2f} %", fontsize="xx-large")
 
 
-def draw_path(ax, xs, ys):
+def draw_path(ax: Axes, xs: np.ndarray, ys: np.ndarray) -> None:
     ax.plot(xs, ys, marker=".", color="tab:red", linewidth=1, markersize=4, label="trajectory")
     ax.plot(xs[:1], ys[:1], "o", color="black", markersize=5, label="start")
     ax.plot(xs[-1:], ys[-1:], "*", color="gold", markeredgecolor="black", markersize=12, label="end")
 
 
-def plot_trajectory(proj_file, dir_file, show=False, fmt="pdf"):
+def plot_trajectory(proj_file: str, dir_file: str, show: bool = False, fmt: str = "pdf") -> list[str]:
     """The projected optimisation path alone, with PCA variance on the axes."""
     xs, ys = h5.read_projection_file(proj_file)
     fig = new_figure(show)
@@ -301,8 +330,9 @@ def plot_trajectory(proj_file, dir_file, show=False, fmt="pdf"):
     return [path]
 
 
-def plot_contour_trajectory(surf_file, dir_file, proj_file, surf_name="train_loss", vmin=0.1, vmax=10,
-                            vlevel=0.5, show=False, fmt="pdf", log=False):
+def plot_contour_trajectory(surf_file: str, dir_file: str, proj_file: str, surf_name: str = "train_loss",
+                            vmin: float = 0.1, vmax: float = 10, vlevel: float = 0.5, show: bool = False,
+                            fmt: str = "pdf", log: bool = False) -> list[str]:
     """Loss contours with the projected trajectory on top (the paper's Figure 9)."""
     surf, X, Y, Z = load_map(surf_file, surf_name)
     xs, ys = h5.read_projection_file(proj_file)
@@ -322,7 +352,8 @@ def plot_contour_trajectory(surf_file, dir_file, proj_file, surf_name="train_los
     return [path]
 
 
-def plot_2d_eig_ratio(surf_file, val_1="min_eig", val_2="max_eig", show=False, fmt="pdf"):
+def plot_2d_eig_ratio(surf_file: str, val_1: str = "min_eig", val_2: str = "max_eig", show: bool = False,
+                      fmt: str = "pdf") -> list[str]:
     """Heat maps of |min_eig / max_eig| (0 to 0.5) and min_eig / max_eig: where the surface is convex."""
     surf = load_surface(surf_file)
     abs_ratio, ratio = eig_ratio(surf, val_1, val_2)
@@ -340,7 +371,7 @@ def plot_2d_eig_ratio(surf_file, val_1="min_eig", val_2="max_eig", show=False, f
     return out
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     p = ArgParser.make("Plot 2D contours, heat maps, 3D surfaces and trajectories from surface files.")
     p.add_argument("--surf_file", "-f", nargs="+", default=[],
                    help="the .h5 surface file; several files are drawn side by side on one colour scale")
@@ -361,7 +392,7 @@ def build_parser():
     return p
 
 
-def check_inputs(a):
+def check_inputs(a: argparse.Namespace) -> None:
     for flag, paths in (("surf_file", a.surf_file), ("dir_file", [a.dir_file]), ("proj_file", [a.proj_file])):
         for path in paths:
             if path and not exists(path):
@@ -372,7 +403,7 @@ def check_inputs(a):
         raise UserError(f"--proj_file draws a trajectory over one surface, but --surf_file gives {len(a.surf_file)}")
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     check_inputs(a)
     files = a.surf_file

@@ -9,9 +9,12 @@ Marked points: a surface file may carry the attribute `marked_points`, a JSON li
 sit on a plane through three models, or along a path. The plots draw them; `marked_points`
 parses them.
 """
+from __future__ import annotations
+
 import json
 import math
 import os
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
@@ -19,10 +22,13 @@ from landscape.version import __version__
 from landscape.errors import UserError
 from landscape.io import h5
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 FORMATS = ("pdf", "png", "svg")
 
 
-def new_figure(show, **kwargs):
+def new_figure(show: bool, **kwargs: Any) -> Figure:
     """A figure; through pyplot only when it is to be shown, so saving works without a display."""
     if show:
         import matplotlib.pyplot as plt
@@ -31,7 +37,7 @@ def new_figure(show, **kwargs):
     return Figure(**kwargs)
 
 
-def save_figure(fig, path, fmt):
+def save_figure(fig: Figure, path: str, fmt: str) -> str:
     from matplotlib.ticker import MaxNLocator
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
@@ -47,23 +53,23 @@ def save_figure(fig, path, fmt):
     return path
 
 
-def show_all(show):
+def show_all(show: bool) -> None:
     if show:
         import matplotlib.pyplot as plt
         plt.show()
 
 
-def map_names(surf):
+def map_names(surf: h5.Surface) -> list[str]:
     """The maps `computed` can give for `surf`: the stored ones, plus X_err for every stored X_acc."""
     errs = [k[:-4] + "_err" for k in sorted(surf.values) if k.endswith("_acc")]
     return sorted(surf.values) + [k for k in errs if k not in surf.values]
 
 
-def has_map(surf, key):
+def has_map(surf: h5.Surface, key: str) -> bool:
     return key in map_names(surf)
 
 
-def computed(surf, key):
+def computed(surf: h5.Surface, key: str) -> np.ndarray:
     """surf.values[key] as float with NaN wherever the point is not computed (or not finite)."""
     if not has_map(surf, key):
         why = " (its dataset has no test set)" if key.startswith("test_") and no_test_set(surf) else ""
@@ -82,23 +88,24 @@ def computed(surf, key):
     return v
 
 
-def no_test_set(surf):
+def no_test_set(surf: h5.Surface) -> bool:
     """The surface's dataset has no test set (a custom dataset that gave None): the file records it."""
     return str(surf.attrs.get("test_size", "")) == "none"
 
 
-def load_surface(path):
+def load_surface(path: str) -> h5.Surface:
     surf = h5.read_surface(path)
     if not surf.values:
         raise UserError(f"surface file '{path}' holds no value maps yet")
     return surf
 
 
-def output_name(surf_file, suffix, fmt):
+def output_name(surf_file: str, suffix: str, fmt: str) -> str:
     return f"{surf_file}{suffix}.{fmt}"
 
 
-def eig_ratio(surf, val_1="min_eig", val_2="max_eig"):
+def eig_ratio(surf: h5.Surface, val_1: str = "min_eig",
+              val_2: str = "max_eig") -> tuple[np.ndarray, np.ndarray]:
     """(|val_1/val_2|, val_1/val_2), NaN where either is missing or val_2 is 0."""
     a, b = computed(surf, val_1), computed(surf, val_2)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -106,11 +113,11 @@ def eig_ratio(surf, val_1="min_eig", val_2="max_eig"):
     return np.abs(r), r
 
 
-def exists(path):
+def exists(path: Optional[str]) -> bool:
     return bool(path) and os.path.exists(path)
 
 
-def surface_labels(surf_files, labels=None):
+def surface_labels(surf_files: Sequence[str], labels: Optional[Sequence[str]] = None) -> list[str]:
     """One label per surface file: `labels` as given, else the file names (whole paths if names repeat)."""
     if labels:
         if len(labels) != len(surf_files):
@@ -121,14 +128,14 @@ def surface_labels(surf_files, labels=None):
     return names if len(set(names)) == len(names) else list(surf_files)
 
 
-def _number(entry, key, where):
+def _number(entry: dict[str, Any], key: str, where: str) -> float:
     v = entry.get(key)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise UserError(f"{where} needs a finite number for '{key}', got {v!r}")
     return float(v)
 
 
-def marked_points(surf):
+def marked_points(surf: h5.Surface) -> list[dict[str, Any]]:
     """The surface's `marked_points` attribute as [{'label', 'x', 'y'}] (y None on 1D); [] if absent."""
     raw = surf.attrs.get("marked_points")
     if raw is None or (isinstance(raw, str) and not raw.strip()):

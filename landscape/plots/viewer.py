@@ -12,15 +12,22 @@ marked points as labelled dotted lines, and the same toggle. Points not computed
 The compare page holds one figure per surface file (1D and 2D files may be mixed) and a menu,
 labelled by `labels` (default: the file names), that switches the displayed surface.
 """
+from __future__ import annotations
+
 import html
 import importlib
 import os
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 
 from landscape.errors import UserError
 from landscape.io import h5
 from landscape.plots.util import computed, exists, has_map, load_surface, marked_points, surface_labels
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    import plotly.graph_objects as go
 
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{title}</title>
@@ -43,13 +50,13 @@ showSurface(0);
 """
 
 
-def _nullable(a):
+def _nullable(a: npt.ArrayLike) -> list[Any]:
     """Array -> nested lists with None for NaN (JSON null: a gap in Plotly)."""
     a = np.asarray(a, dtype=np.float64)
     return np.where(np.isfinite(a), a, None).tolist()
 
 
-def _log10(a):
+def _log10(a: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(a > 0, np.log10(a), np.nan)
 
@@ -57,7 +64,7 @@ def _log10(a):
 PLOTLY_MISSING = "--html needs plotly: pip install 'loss-landscape[viewer]'"
 
 
-def require_plotly():
+def require_plotly() -> None:
     """Refuse in one line, before anything is written, where the [viewer] extra is not installed."""
     try:
         for module in ("plotly.graph_objects", "plotly.offline", "plotly.subplots"):
@@ -66,11 +73,11 @@ def require_plotly():
         raise UserError(PLOTLY_MISSING) from None
 
 
-def _toggle(buttons):
+def _toggle(buttons: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [dict(type="buttons", direction="right", x=1.0, y=1.13, xanchor="right", showactive=True, buttons=buttons)]
 
 
-def marks_trace(points):
+def marks_trace(points: Sequence[dict[str, Any]]) -> go.Scatter:
     """The marked points as white dots with their labels (a Plotly scatter)."""
     import plotly.graph_objects as go
     return go.Scatter(x=[p["x"] for p in points], y=[p["y"] for p in points], text=[p["label"] for p in points],
@@ -80,7 +87,8 @@ def marks_trace(points):
                       hovertemplate="%{text}<br>x=%{x:.4f}<br>y=%{y:.4f}<extra></extra>")
 
 
-def figure_2d(surf, surf_name, proj=None, pca=None):
+def figure_2d(surf: h5.Surface, surf_name: str, proj: Optional[tuple[np.ndarray, np.ndarray]] = None,
+              pca: Optional[np.ndarray] = None) -> go.Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     Z = computed(surf, surf_name)
@@ -113,7 +121,7 @@ def figure_2d(surf, surf_name, proj=None, pca=None):
     return fig
 
 
-def curve_keys(surf, surf_name):
+def curve_keys(surf: h5.Surface, surf_name: str) -> tuple[list[str], list[str], str]:
     """(left-axis maps, right-axis accuracy maps, left-axis title) of the 1D viewer.
 
     A train_X/test_X map is drawn with its twin; beside a map that is not itself an accuracy or
@@ -128,7 +136,7 @@ def curve_keys(surf, surf_name):
     return left, right, stem
 
 
-def figure_1d(surf, surf_name="train_loss"):
+def figure_1d(surf: h5.Surface, surf_name: str = "train_loss") -> go.Figure:
     import plotly.graph_objects as go
     left, right, title = curve_keys(surf, surf_name)
     fig = go.Figure()
@@ -151,20 +159,21 @@ def figure_1d(surf, surf_name="train_loss"):
     return fig
 
 
-def _finish(fig, title):
+def _finish(fig: go.Figure, title: str) -> go.Figure:
     fig.update_layout(title=dict(text=html.escape(title), font=dict(size=12)), height=620,
                       margin=dict(l=40, r=40, t=90, b=40))
     return fig
 
 
-def _read_pca(dir_file):
+def _read_pca(dir_file: str) -> Optional[np.ndarray]:
     if not exists(dir_file):
         return None
     with h5.open_h5(dir_file, "direction file") as f:
         return f["explained_variance_ratio_"][()] if "explained_variance_ratio_" in f else None
 
 
-def surface_figure(surf_file, surf_name="train_loss", proj_file="", dir_file="", title=None):
+def surface_figure(surf_file: str, surf_name: str = "train_loss", proj_file: str = "", dir_file: str = "",
+                   title: Optional[str] = None) -> tuple[go.Figure, bool]:
     """(the viewer's Plotly figure of one surface file, whether it is 1D)."""
     require_plotly()
     surf = load_surface(surf_file)
@@ -176,7 +185,8 @@ def surface_figure(surf_file, surf_name="train_loss", proj_file="", dir_file="",
     return _finish(fig, title or os.path.basename(surf_file)), surf.y is None
 
 
-def write_html(surf_file, surf_name="train_loss", proj_file="", dir_file="", path=None, labels=None):
+def write_html(surf_file: Union[str, Sequence[str]], surf_name: str = "train_loss", proj_file: str = "",
+               dir_file: str = "", path: Optional[str] = None, labels: Optional[Sequence[str]] = None) -> str:
     """Write the viewer for `surf_file` and return its path; a list of several files gives the compare page."""
     require_plotly()
     if isinstance(surf_file, (list, tuple)):
@@ -190,7 +200,8 @@ def write_html(surf_file, surf_name="train_loss", proj_file="", dir_file="", pat
     return path
 
 
-def write_html_compare(surf_files, labels=None, surf_name="train_loss", path=None):
+def write_html_compare(surf_files: Sequence[str], labels: Optional[Sequence[str]] = None,
+                       surf_name: str = "train_loss", path: Optional[str] = None) -> str:
     """One offline page with a menu switching between the surfaces (1D or 2D); returns its path."""
     require_plotly()
     from plotly.offline import get_plotlyjs

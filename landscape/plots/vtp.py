@@ -8,15 +8,24 @@ point not computed are left out). `--interp N` first resamples the grid to N x N
 cubic spline (scipy's RectBivariateSpline; the reference's interp2d is gone from SciPy).
 `--log` maps values to log(value + 0.1) and `--zmax` clips them, as in the reference.
 """
+from __future__ import annotations
+
 import sys
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import numpy as np
 
 from landscape.errors import ArgParser, UserError, run_cli
 from landscape.plots.util import computed, load_surface
 
+if TYPE_CHECKING:
+    import argparse
 
-def interpolate_grid(x, y, Z, n):
+    import numpy.typing as npt
+
+
+def interpolate_grid(x: np.ndarray, y: np.ndarray, Z: np.ndarray,
+                     n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cubic-spline resample of Z (ny, nx) onto n x n points spanning the same box."""
     from scipy.interpolate import RectBivariateSpline
     if np.isnan(Z).any():
@@ -27,7 +36,7 @@ def interpolate_grid(x, y, Z, n):
     return xi, yi, spline(yi, xi)
 
 
-def grid_triangles(nx, ny, valid):
+def grid_triangles(nx: int, ny: int, valid: np.ndarray) -> np.ndarray:
     """Two triangles per cell (j, i) of an (ny, nx) grid whose four corners are all valid."""
     idx = np.arange(nx * ny).reshape(ny, nx)
     a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()      # (j, i), (j, i+1)
@@ -37,7 +46,7 @@ def grid_triangles(nx, ny, valid):
     return np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
 
 
-def write_vtp(path, points, zvalue, triangles):
+def write_vtp(path: str, points: np.ndarray, zvalue: np.ndarray, triangles: np.ndarray) -> None:
     """Write points (N, 3), point data zvalue (N,) and triangles (M, 3) as ASCII VTK XML PolyData."""
     n, m = len(points), len(triangles)
     with open(path, "w") as f:
@@ -55,28 +64,29 @@ def write_vtp(path, points, zvalue, triangles):
         f.write('      </Polys>\n    </Piece>\n  </PolyData>\n</VTKFile>\n')
 
 
-def _rows(values, per_row, fmt):
+def _rows(values: Iterable[float], per_row: int, fmt: str) -> str:
     values = list(values)
     return "\n".join("          " + " ".join(fmt % v for v in values[i:i + per_row])
                      for i in range(0, len(values), per_row))
 
 
-def _scalar_array(name, values):
+def _scalar_array(name: str, values: Iterable[float]) -> str:
     return (f'        <DataArray type="Float32" Name="{name}" NumberOfComponents="1" format="ascii">\n'
             f'{_rows(values, 6, "%.7g")}\n        </DataArray>\n')
 
 
-def _vector_array(name, points):
+def _vector_array(name: str, points: npt.ArrayLike) -> str:
     return (f'        <DataArray type="Float32" Name="{name}" NumberOfComponents="3" format="ascii">\n'
             f'{_rows(np.asarray(points).ravel(), 6, "%.7g")}\n        </DataArray>\n')
 
 
-def _int_array(name, values):
+def _int_array(name: str, values: Iterable[int]) -> str:
     return (f'        <DataArray type="Int64" Name="{name}" format="ascii">\n'
             f'{_rows(values, 12, "%d")}\n        </DataArray>\n')
 
 
-def h5_to_vtp(surf_file, surf_name="train_loss", log=False, zmax=-1, interp=-1):
+def h5_to_vtp(surf_file: str, surf_name: str = "train_loss", log: bool = False, zmax: float = -1,
+              interp: int = -1) -> str:
     """Write <surf>_<name>[_zmax=Z][_log].vtp and return its path."""
     surf = load_surface(surf_file)
     if surf.y is None:
@@ -101,7 +111,7 @@ def h5_to_vtp(surf_file, surf_name="train_loss", log=False, zmax=-1, interp=-1):
     return path
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     p = ArgParser.make("Convert a 2D surface file to a .vtp file for ParaView.")
     p.add_argument("--surf_file", "--file", "-f", default="", help="the .h5 surface file")
     p.add_argument("--surf_name", default="train_loss",
@@ -112,7 +122,7 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     if not a.surf_file:
         raise UserError("give --surf_file")

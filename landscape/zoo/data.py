@@ -14,18 +14,26 @@ to the device once and slices batches from it; no DataLoader workers, no per-poi
   Dataset, DataLoader, IterableDataset or re-iterable of batches as it is: the evaluation keeps it in
   memory or streams it (evaluation/batches.py, --data_in_memory).
 """
+from __future__ import annotations
+
 import hashlib
 import os
 import pickle
 import tarfile
 import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 
 from landscape import user_code
 from landscape.errors import UserError
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from landscape.evaluation.batches import Inputs
 
 CIFAR_MEAN = [x / 255.0 for x in (125.3, 123.0, 113.9)]
 CIFAR_STD = [x / 255.0 for x in (63.0, 62.1, 66.7)]
@@ -45,23 +53,23 @@ class EvalData:
     """Train and test sets as CPU tensors: inputs (N, C, H, W) float32 (or a custom dataset's own inputs,
     e.g. int64 token ids), targets (N,) int64 labels (or the custom dataset's targets)."""
     name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    train_stream: object = None   # a custom split kept as it was given (load_data); its _x and _y are None
-    test_stream: object = None
+    train_x: Optional[torch.Tensor]
+    train_y: Optional[torch.Tensor]
+    test_x: Optional[torch.Tensor]     # None (and test_y): no test set, or a test set kept as a stream
+    test_y: Optional[torch.Tensor]
+    train_stream: Any = None      # a custom split kept as it was given (load_data); its _x and _y are None
+    test_stream: Any = None
 
-    def split(self, name):
+    def split(self, name: str) -> Any:
         """The train or test split as the evaluation takes it: (inputs, targets), or the stream."""
         stream = getattr(self, f"{name}_stream")
         return stream if stream is not None else (getattr(self, f"{name}_x"), getattr(self, f"{name}_y"))
 
-    def has(self, name):
+    def has(self, name: str) -> bool:
         """Whether the split exists: a custom dataset may give no test set (None)."""
         return getattr(self, f"{name}_stream") is not None or getattr(self, f"{name}_y") is not None
 
-    def size(self, name):
+    def size(self, name: str) -> Optional[int]:
         """Examples of a split, where known without reading it (else None); 0 for a split that does not exist."""
         stream = getattr(self, f"{name}_stream")
         if stream is None:
@@ -70,7 +78,7 @@ class EvalData:
         return len(stream) if isinstance(stream, torch.utils.data.Dataset) and hasattr(stream, "__len__") else None
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         """Classes of integer labels (0 for other targets, e.g. a regression's)."""
         if not len(self.train_y) or self.train_y.is_floating_point():
             return 0
@@ -79,7 +87,7 @@ class EvalData:
 
 
 # ----------------------------------------------------------------------------- paths
-def resolve_datapath(datapath):
+def resolve_datapath(datapath: str) -> str:
     """Relative paths are taken from the working directory; run through a clone's front door, a path
     missing there is then tried in the clone (as the reference, run from its folder, found cifar10/data)."""
     if os.path.isabs(datapath) or os.path.exists(datapath) or CLONE_ROOT is None:
@@ -87,13 +95,13 @@ def resolve_datapath(datapath):
     return os.path.join(CLONE_ROOT, datapath)
 
 
-def get_relative_path(file):
+def get_relative_path(file: str) -> str:
     """The reference's helper: `file` taken from the clone's root (where its dataloader.py sat), or from the
     working directory when the package runs installed."""
     return os.path.join(CLONE_ROOT or os.getcwd(), file)
 
 
-def cifar_folder(datapath):
+def cifar_folder(datapath: str) -> str:
     """The `cifar-10-batches-py` folder under `datapath` (or `datapath` itself if it is that folder)."""
     if os.path.basename(os.path.normpath(datapath)) == CIFAR_FOLDER:
         return datapath
@@ -107,17 +115,17 @@ class _ArrayUnpickler(pickle.Unpickler):
                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
         return super().find_class(module, name)
 
 
-def _as_str_keys(d):
+def _as_str_keys(d: dict[Any, Any]) -> dict[Any, Any]:
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
-def read_cifar_batch(path):
+def read_cifar_batch(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch file -> (uint8 images (n, 3, 32, 32), int64 labels (n,)). Accepts bytes or str keys."""
     try:
         with open(path, "rb") as f:
@@ -135,7 +143,7 @@ def read_cifar_batch(path):
     return torch.from_numpy(data), torch.from_numpy(labels)
 
 
-def read_cifar10(folder):
+def read_cifar10(folder: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Read all five training batches and the test batch as uint8 tensors."""
     missing = [f for f in CIFAR_TRAIN_FILES + [CIFAR_TEST_FILE] if not os.path.isfile(os.path.join(folder, f))]
     if missing:
@@ -146,7 +154,7 @@ def read_cifar10(folder):
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), test_x, test_y
 
 
-def normalize_cifar(x_uint8, raw_data):
+def normalize_cifar(x_uint8: torch.Tensor, raw_data: bool) -> torch.Tensor:
     """uint8 (N, 3, 32, 32) -> float32 in [0, 1], then (x - mean) / std per channel unless raw_data."""
     x = x_uint8.float().div_(255)
     if not raw_data:
@@ -156,7 +164,7 @@ def normalize_cifar(x_uint8, raw_data):
     return x
 
 
-def download_cifar10(datapath):
+def download_cifar10(datapath: str) -> None:
     """Fetch the official archive, check its md5, unpack it under datapath."""
     os.makedirs(datapath, exist_ok=True)
     archive = os.path.join(datapath, os.path.basename(CIFAR_URL))
@@ -174,7 +182,7 @@ def download_cifar10(datapath):
         tar.extractall(datapath, filter="data")
 
 
-def md5_of(path):
+def md5_of(path: str) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -182,7 +190,7 @@ def md5_of(path):
     return h.hexdigest()
 
 
-def load_cifar10(datapath, raw_data=False, download=False):
+def load_cifar10(datapath: str, raw_data: bool = False, download: bool = False) -> EvalData:
     datapath = resolve_datapath(datapath)
     folder = cifar_folder(datapath)
     if download and not os.path.isfile(os.path.join(folder, CIFAR_TEST_FILE)):
@@ -192,7 +200,7 @@ def load_cifar10(datapath, raw_data=False, download=False):
 
 
 # ----------------------------------------------------------------------------- digits
-def digits_arrays():
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The 1,797 8x8 digits that ship inside scikit-learn: (images (1797, 8, 8) of 0..16, labels (1797,)).
     Read from the package's own data file (`sklearn/datasets/data/digits.csv.gz`, one row of 64 pixels
     and the label per image, as sklearn.datasets.load_digits reads it), without importing scikit-learn,
@@ -210,7 +218,7 @@ def digits_arrays():
     return bunch.images, bunch.target
 
 
-def load_digits(raw_data=False):
+def load_digits(raw_data: bool = False) -> EvalData:
     images, labels = digits_arrays()
     x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0   # (1797, 1, 8, 8)
     y = torch.tensor(labels, dtype=torch.int64)
@@ -222,7 +230,7 @@ def load_digits(raw_data=False):
 
 
 # ----------------------------------------------------------------------------- custom
-def materialize(split, what):
+def materialize(split: Any, what: str) -> tuple[Inputs, torch.Tensor]:
     """(inputs, targets) tensors, or a Dataset of pairs -> tensors. Float inputs and targets become
     float32, integer targets int64; integer inputs (token ids) keep their type."""
     if isinstance(split, (tuple, list)) and len(split) == 2 and all(torch.is_tensor(t) for t in split):
@@ -253,7 +261,7 @@ def materialize(split, what):
     return normalize_dtypes(x, y)
 
 
-def normalize_dtypes(x, y):
+def normalize_dtypes(x: Inputs, y: torch.Tensor) -> tuple[Inputs, torch.Tensor]:
     """Float inputs and targets become float32, integer targets int64; integer inputs (token ids) and
     inputs given as tuples or dicts keep their types. Applied to whole sets and to streamed batches."""
     x = x.float() if torch.is_tensor(x) and x.is_floating_point() else x
@@ -261,11 +269,11 @@ def normalize_dtypes(x, y):
     return x, y
 
 
-def is_tensor_pair(split):
+def is_tensor_pair(split: Any) -> bool:
     return isinstance(split, (tuple, list)) and len(split) == 2 and all(torch.is_tensor(t) for t in split)
 
 
-def load_custom(spec, lazy=False):
+def load_custom(spec: str, lazy: bool = False) -> EvalData:
     """A custom dataset's (train, test); test may be None (no test set: no test maps). lazy: splits not
     given as tensors stay as they are (streams)."""
     result = user_code.call_user(user_code.load_callable(spec, "dataset"), f"dataset function '{spec}'")
@@ -285,7 +293,7 @@ def load_custom(spec, lazy=False):
 
 
 # ----------------------------------------------------------------------------- subsets and labels
-def split_indices(n, data_split, split_idx):
+def split_indices(n: int, data_split: int, split_idx: int) -> Optional[torch.Tensor]:
     """The reference's subset: seed 0, then choice(arange(n), n // K, replace=False).
 
     As in the reference, `split_idx` only names the file: every index selects the same subset.
@@ -297,7 +305,7 @@ def split_indices(n, data_split, split_idx):
     return torch.from_numpy(np.random.RandomState(0).choice(np.arange(n), n // data_split, replace=False))
 
 
-def load_loader_file(path, allow_pickle, what):
+def load_loader_file(path: str, allow_pickle: bool, what: str) -> tuple[Optional[torch.Tensor], torch.Tensor]:
     """A `--trainloader/--testloader` file -> (inputs or None, labels).
 
     Our trainer writes these as tensor-only dicts {'targets': labels}: safe to read. The reference
@@ -321,7 +329,8 @@ def load_loader_file(path, allow_pickle, what):
     raise UserError(f"{what} file '{path}' holds neither a DataLoader nor a {{'targets': tensor}} dict")
 
 
-def apply_loader_file(x, y, path, allow_pickle, what):
+def apply_loader_file(x: Optional[Inputs], y: Optional[torch.Tensor], path: str, allow_pickle: bool,
+                      what: str) -> tuple[Optional[Inputs], Optional[torch.Tensor]]:
     if not path:
         return x, y
     if y is None:
@@ -336,15 +345,17 @@ def apply_loader_file(x, y, path, allow_pickle, what):
 
 
 # ----------------------------------------------------------------------------- entry points
-def load_tensors(dataset="cifar10", datapath="cifar10/data", raw_data=False, data_split=1, split_idx=0,
-                 trainloader="", testloader="", allow_pickle=False, download=False):
+def load_tensors(dataset: str = "cifar10", datapath: str = "cifar10/data", raw_data: bool = False,
+                 data_split: int = 1, split_idx: int = 0, trainloader: str = "", testloader: str = "",
+                 allow_pickle: bool = False, download: bool = False) -> EvalData:
     """The evaluation data as CPU tensors (see the module docstring for each dataset)."""
     return load_data(dataset, datapath, raw_data, data_split, split_idx, trainloader, testloader, allow_pickle,
                      download, lazy=False)
 
 
-def load_data(dataset="cifar10", datapath="cifar10/data", raw_data=False, data_split=1, split_idx=0,
-              trainloader="", testloader="", allow_pickle=False, download=False, lazy=True):
+def load_data(dataset: str = "cifar10", datapath: str = "cifar10/data", raw_data: bool = False,
+              data_split: int = 1, split_idx: int = 0, trainloader: str = "", testloader: str = "",
+              allow_pickle: bool = False, download: bool = False, lazy: bool = True) -> EvalData:
     """The evaluation data; lazy: a custom split given as a Dataset, DataLoader or iterable stays one."""
     if dataset == "cifar10":
         data = load_cifar10(datapath, raw_data, download)
@@ -369,8 +380,10 @@ def load_data(dataset="cifar10", datapath="cifar10/data", raw_data=False, data_s
     return data
 
 
-def load_dataset(dataset="cifar10", datapath="cifar10/data", batch_size=128, threads=2, raw_data=False,
-                 data_split=1, split_idx=0, trainloader_path="", testloader_path=""):
+def load_dataset(dataset: str = "cifar10", datapath: str = "cifar10/data", batch_size: int = 128,
+                 threads: int = 2, raw_data: bool = False, data_split: int = 1, split_idx: int = 0,
+                 trainloader_path: str = "", testloader_path: str = ""
+                 ) -> tuple[DataLoader, Optional[DataLoader]]:
     """The reference's signature, for notebooks: (train_loader, test_loader) over in-memory tensors."""
     d = load_tensors(dataset, datapath, raw_data, data_split, split_idx, trainloader_path, testloader_path)
     make = lambda x, y: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)

@@ -4,9 +4,12 @@
 it returns the model in eval mode. Checkpoints are read with `torch.load(weights_only=True)`, so a
 file that holds anything but tensors and plain containers is refused without being executed.
 """
+from __future__ import annotations
+
 import pickle
 import sys
 import zipfile
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -19,11 +22,11 @@ from landscape.zoo import models
 PREFIXES = ("module.", "_orig_mod.")  # added by DataParallel / DistributedDataParallel and torch.compile
 
 
-def model_names():
+def model_names() -> list[str]:
     return sorted(models.ZOO)
 
 
-def build(model_name):
+def build(model_name: str) -> nn.Module:
     """A fresh model: a zoo name, or the user's `file.py:factory` / `module:factory`."""
     if user_code.is_user_spec(model_name):
         net = user_code.call_user(user_code.load_callable(model_name, "model"), f"model factory '{model_name}'")
@@ -36,7 +39,7 @@ def build(model_name):
     return models.ZOO[model_name]()
 
 
-def read_checkpoint(path):
+def read_checkpoint(path: str) -> Any:
     """torch.load with weights_only=True, turning every failure into a one-line UserError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -53,11 +56,11 @@ def read_checkpoint(path):
         raise UserError(f"cannot read checkpoint '{path}': the file is truncated or corrupt ({_short(e)})") from None
 
 
-def _short(e):
+def _short(e: BaseException) -> str:
     return str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
 
 
-def extract_state_dict(obj, path):
+def extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
     """The state_dict of a checkpoint: `obj['state_dict']` or a bare state_dict, prefixes stripped."""
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
@@ -66,7 +69,7 @@ def extract_state_dict(obj, path):
     return {strip_prefixes(k): v for k, v in obj.items()}
 
 
-def strip_prefixes(key):
+def strip_prefixes(key: str) -> str:
     changed = True
     while changed:
         changed = False
@@ -76,12 +79,12 @@ def strip_prefixes(key):
     return key
 
 
-def load_state_dict(path):
+def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Read a checkpoint file and return its (prefix-stripped) state_dict of CPU tensors."""
     return extract_state_dict(read_checkpoint(path), path)
 
 
-def add_batch_counts(net, state):
+def add_batch_counts(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A checkpoint of PyTorch before 0.4.1 (the reference's published ones) has no BatchNorm
     `num_batches_tracked`: take the model's own (0), as torch's BatchNorm does for such a state_dict.
     No eval-mode forward reads it."""
@@ -90,7 +93,7 @@ def add_batch_counts(net, state):
     return dict(state, **extra) if extra else state
 
 
-def check_fits(net, state, model_name, path):
+def check_fits(net: nn.Module, state: dict[str, torch.Tensor], model_name: str, path: str) -> None:
     """Raise a one-line UserError naming the first missing/unexpected/mis-shaped keys."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
@@ -108,14 +111,15 @@ def check_fits(net, state, model_name, path):
         raise UserError(f"checkpoint '{path}' does not fit model '{model_name}': {'; '.join(parts)}")
 
 
-def warn_nonfinite(state, path):
+def warn_nonfinite(state: dict[str, torch.Tensor], path: str) -> None:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         print(f"warning: checkpoint '{path}' has NaN/inf values in {len(bad)} tensors "
               f"(first: {bad[0]}); its losses will be NaN", file=sys.stderr)
 
 
-def load(dataset, model_name, model_file=None, data_parallel=False):
+def load(dataset: Optional[str], model_name: str, model_file: Optional[str] = None,
+         data_parallel: bool = False) -> nn.Module:
     """Build `model_name`, load `model_file` into it if given, and return it in eval mode.
 
     `dataset` and `data_parallel` are kept for the reference's signature; 'module.' prefixes are

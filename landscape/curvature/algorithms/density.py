@@ -1,13 +1,19 @@
 """The eigenvalue spectral density of any operator by stochastic Lanczos quadrature (as PyHessian's density())."""
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 
 from landscape.curvature.algorithms.lanczos import FLOAT32_FLOOR, LanczosRun, gaussian_start
 
+if TYPE_CHECKING:
+    from landscape.curvature.operators.base import SymmetricOperator
 
-def slq_nodes(op, start, steps):
+
+def slq_nodes(op: SymmetricOperator, start: torch.Tensor, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss quadrature of one unit probe q: Ritz values theta_j and weights tau_j = (S_0j)^2.
 
     sum_j tau_j f(theta_j) approximates q^T f(H) q; it is exact for polynomials of degree < 2 * steps.
@@ -23,7 +29,8 @@ def slq_nodes(op, start, steps):
     return theta, S[0] ** 2
 
 
-def gaussian_density(nodes, weights, grid_points=1000, sigma=None):
+def gaussian_density(nodes: np.ndarray, weights: np.ndarray, grid_points: int = 1000,
+                     sigma: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
     """sum_j w_j N(x; theta_j, sigma^2) on a grid over [min - 5 sigma, max + 5 sigma]: (grid, density).
 
     sigma defaults to 1% of the span of the nodes (or of their magnitude when they coincide).
@@ -37,7 +44,8 @@ def gaussian_density(nodes, weights, grid_points=1000, sigma=None):
     return grid, density
 
 
-def esd(op, n_probes=1, n_steps=100, seed=0, grid_points=1000, sigma=None):
+def esd(op: SymmetricOperator, n_probes: int = 1, n_steps: int = 100, seed: int = 0, grid_points: int = 1000,
+        sigma: Optional[float] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Eigenvalue spectral density by stochastic Lanczos quadrature: (grid, density, nodes, weights).
 
     Each probe is a Gaussian vector normalised to 1 run through n_steps Lanczos steps; its Ritz values

@@ -1,36 +1,43 @@
 """Hutchinson's trace estimate, tr(M) = E[z^T M z] with Rademacher z, for any operator; optionally
 deflated by a Lanczos basis, and for several diagonal blocks from the same probes.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from landscape.curvature.operators.base import as_operator, matmat
 
+if TYPE_CHECKING:
+    from landscape.curvature.algorithms.lanczos import LanczosResult
+    from landscape.curvature.operators.base import Device, SymmetricOperator
 
-def rademacher(k, dim, device, gen):
+
+def rademacher(k: int, dim: int, device: Device, gen: torch.Generator) -> torch.Tensor:
     """(k, dim) float32 entries +-1, drawn on the CPU (the same on every device) as int8, then moved."""
     return torch.randint(0, 2, (k, dim), generator=gen, dtype=torch.int8).to(device).float().mul_(2).sub_(1)
 
 
-def mean_and_se(values):
+def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
     """Mean and standard error (sample std with ddof=1 / sqrt(n)) of a 1-D float64 tensor."""
     n = values.numel()
     se = float(values.std() / math.sqrt(n)) if n > 1 else float("nan")
     return float(values.mean()), se
 
 
-def default_block(device):
-    """Probe vectors per pass: 8 on CUDA, to fill the device (not measured here); 1 on CPU.
+def default_block(device: Device) -> int:
+    """Probe vectors per pass: 8 on CUDA, to fill the device (a choice, not a measured optimum); 1 on CPU.
 
-    On CPU one batched backward (is_grads_batched, i.e. vmap) of 8 vectors took 30-40% longer than
-    8 single products on a busy machine, and as long on a quiet one (digits_cnn, 1 and 2 threads).
+    On CPU one batched backward (is_grads_batched, i.e. vmap) of 8 vectors is no faster than 8 single
+    products, and can be slower.
     """
     return 8 if torch.device(device).type == "cuda" else 1
 
 
-def deflation(deflate):
+def deflation(deflate: Optional[LanczosResult]) -> tuple[float, Optional[torch.Tensor]]:
     """(exact part tr(Q M Q^T), basis Q (k, P) or None) of a LanczosResult made with keep_basis=True."""
     if deflate is None:
         return 0.0, None
@@ -38,14 +45,16 @@ def deflation(deflate):
     return float(np.sum(deflate.alphas)), deflate.basis
 
 
-def project_out(Z, Q):
+def project_out(Z: torch.Tensor, Q: Optional[torch.Tensor]) -> torch.Tensor:
     """(k, P) probes minus their part in the span of the orthonormal rows of Q: P z = z - Q^T Q z."""
     if Q is None:
         return Z
     return (Z.double() - (Z.double() @ Q.T) @ Q).float()
 
 
-def trace_estimate(op, max_samples=100, rel_se=None, block=None, seed=0, min_samples=10, deflate=None):
+def trace_estimate(op: SymmetricOperator, max_samples: int = 100, rel_se: Optional[float] = None,
+                   block: Optional[int] = None, seed: int = 0, min_samples: int = 10,
+                   deflate: Optional[LanczosResult] = None) -> tuple[float, float, int]:
     """Hutchinson's tr(H) = E[z^T H z] with Rademacher z: (trace, standard error, samples used).
 
     Probes go `block` at a time (default: default_block(op.device)) through op.matmat. With rel_se,
@@ -77,7 +86,10 @@ def trace_estimate(op, max_samples=100, rel_se=None, block=None, seed=0, min_sam
     return (*mean_and_se(values), values.numel())
 
 
-def block_trace_estimate(op, blocks, max_samples=100, rel_se=None, seed=0, min_samples=10, deflate=None):
+def block_trace_estimate(op: SymmetricOperator, blocks: Sequence[torch.Tensor], max_samples: int = 100,
+                         rel_se: Optional[float] = None, seed: int = 0, min_samples: int = 10,
+                         deflate: Optional[Sequence[Optional[LanczosResult]]] = None
+                         ) -> tuple[np.ndarray, np.ndarray, int]:
     """The traces of the diagonal blocks M_bb of op (blocks: index tensors into 0..P-1), all from the
     same full-length probes: tr(M_bb) = E[z_b^T (M z)_b] for Rademacher z, since the cross terms
     z_b^T M_bc z_c (c != b) have mean 0. One product per probe serves every block. deflate: one
@@ -112,7 +124,8 @@ def block_trace_estimate(op, blocks, max_samples=100, rel_se=None, seed=0, min_s
     return traces, errors, n
 
 
-def hutchinson_trace(hvp, dim, device, samples=100, seed=0):
+def hutchinson_trace(hvp: Callable[[torch.Tensor], torch.Tensor], dim: int, device: Device,
+                     samples: int = 100, seed: int = 0) -> tuple[float, float]:
     """Hutchinson's estimate of tr(H) with Rademacher vectors z: mean of z^T H z, and its standard error."""
     trace, se, _ = trace_estimate(as_operator(hvp, dim, device), max_samples=samples, seed=seed)
     return trace, se

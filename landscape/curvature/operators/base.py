@@ -8,7 +8,23 @@ the current weights) and `gradient()` (the loss's flat gradient (P,) where the o
 good Lanczos start; None otherwise). The solvers in curvature/algorithms use nothing else, so a
 data-parallel wrapper or a block of another operator is one more operator.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence, Union
+
 import torch
+
+if TYPE_CHECKING:
+    from landscape.evaluation.batches import Inputs
+
+    Device = Union[str, torch.device]
+
+    class SymmetricOperator(Protocol):
+        """What the solvers (curvature/algorithms) use of an operator: v (P,) -> M v, its dim P and device."""
+        dim: int
+        device: torch.device
+
+        def __call__(self, v: torch.Tensor) -> torch.Tensor: ...
 
 
 class CurvatureOperator:
@@ -17,39 +33,40 @@ class CurvatureOperator:
     kind = "matrix"               # hessian | ggn | ef | block: what the operator multiplies by
     psd = False                   # positive semi-definite by construction (the GGN of a convex loss, a Fisher)
 
-    def __init__(self, dim, device, dtype=torch.float32):
+    def __init__(self, dim: int, device: Device, dtype: torch.dtype = torch.float32) -> None:
         self.dim, self.device, self.dtype = int(dim), torch.device(device), dtype
         self.products = 0
 
-    def matmat(self, V):
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """V (K, P) -> M V as (K, P): row k is M v_k."""
         assert V.dim() == 2 and V.shape[1] == self.dim, f"expected (K, {self.dim}), got {tuple(V.shape)}"
         out = self._matmat(V.to(self.device, self.dtype))
         self.products += V.shape[0]
         return out
 
-    def __call__(self, v):
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """v (P,) -> M v (P,)."""
         return self.matmat(v.reshape(1, -1))[0]
 
-    def _matmat(self, V):
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget what was cached for the current weights (call after moving them through `.data`)."""
 
-    def gradient(self):
+    def gradient(self) -> Optional[torch.Tensor]:
         """The loss's gradient (P,) over the covered parameters, or None where it is not at hand."""
         return None
 
 
-def flatten_rows(tensors, params, rows):
+def flatten_rows(tensors: Sequence[Optional[torch.Tensor]], params: Sequence[torch.Tensor],
+                 rows: int) -> torch.Tensor:
     """Per-parameter tensors of shape (rows, *p.shape), None for 0 -> one (rows, P) tensor."""
     return torch.cat([(torch.zeros((rows,) + p.shape, dtype=p.dtype, device=p.device) if t is None else t)
                       .reshape(rows, -1) for t, p in zip(tensors, params)], dim=1)
 
 
-def default_memory_budget(device):
+def default_memory_budget(device: Device) -> int:
     """Bytes a cached graph may take: half the free memory of a CUDA device, a quarter of MemAvailable on CPU."""
     device = torch.device(device)
     if device.type == "cuda":
@@ -66,12 +83,12 @@ def default_memory_budget(device):
 class SavedBytes:
     """saved_tensors_hooks that count the bytes autograd keeps for backward (tensors of `exclude` are free)."""
 
-    def __init__(self, exclude=()):
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
         self.free = {t.untyped_storage().data_ptr() for t in exclude}
         self.seen = set()
         self.bytes = 0
 
-    def pack(self, t):
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
         try:
             key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel(), t.dtype)
         except (RuntimeError, NotImplementedError):      # tensors without storage (subclasses): count them
@@ -82,19 +99,19 @@ class SavedBytes:
         return t.detach()       # a detached alias: autograd re-attaches the history on unpack, with no cycle
 
     @staticmethod
-    def unpack(t):
+    def unpack(t: torch.Tensor) -> torch.Tensor:
         return t
 
 
 class Backward:
     """Rows V (K, ...) through one backward of `out` w.r.t. `params`: (K, P), batched while the ops allow."""
 
-    def __init__(self, params):
+    def __init__(self, params: Sequence[torch.Tensor]) -> None:
         self.params = params
         self.dim = sum(p.numel() for p in params)
         self.batched = True      # is_grads_batched works for this model (else a loop)
 
-    def __call__(self, out, V, retain):
+    def __call__(self, out: torch.Tensor, V: torch.Tensor, retain: bool) -> torch.Tensor:
         """(K, P): the rows d(out . v_k)/dw; V has shape (K, *out.shape)."""
         k = V.shape[0]
         if not out.requires_grad:                   # out does not depend on the parameters
@@ -115,23 +132,23 @@ class Backward:
 class CallableOperator(CurvatureOperator):
     """Wraps a bare v -> M v function with the dim and device the solvers need."""
 
-    def __init__(self, fn, dim, device):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dim: int, device: Device) -> None:
         super().__init__(dim, device)
         self.fn = fn
 
-    def matmat(self, V):
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.fn(v) for v in V])
 
-    def __call__(self, v):
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
         return self.fn(v)
 
 
-def as_operator(hvp, dim, device):
+def as_operator(hvp: Callable[[torch.Tensor], torch.Tensor], dim: int, device: Device) -> SymmetricOperator:
     """hvp itself when it carries dim and device, else a CallableOperator around it."""
     return hvp if hasattr(hvp, "dim") and hasattr(hvp, "device") else CallableOperator(hvp, dim, device)
 
 
-def matmat(op, V):
+def matmat(op: Callable[[torch.Tensor], torch.Tensor], V: torch.Tensor) -> torch.Tensor:
     """(K, P) -> (K, P) through op.matmat, or a loop of op(v) for a plain callable."""
     if hasattr(op, "matmat"):
         return op.matmat(V)
@@ -147,7 +164,10 @@ class PartCache:
     The kept parts are rebuilt when a tensor of `watch` is modified in place (its _version moves).
     """
 
-    def __init__(self, build, batches, cache="auto", memory_budget=None, watch=(), device="cpu"):
+    def __init__(self, build: Callable[[Inputs, torch.Tensor, float], Any],
+                 batches: Callable[[], Iterable[tuple[Inputs, torch.Tensor, float]]],
+                 cache: Union[bool, str] = "auto", memory_budget: Optional[int] = None,
+                 watch: Iterable[torch.Tensor] = (), device: Device = "cpu") -> None:
         if cache not in (True, False, "auto"):
             raise ValueError(f"cache must be True, False or 'auto', not {cache!r}")
         self.build, self.batches, self.cache, self.watch = build, batches, cache, list(watch)
@@ -155,16 +175,16 @@ class PartCache:
         self.kept, self.stamp, self.saved_bytes, self.over_budget = None, None, 0, False
 
     @property
-    def cached(self):
+    def cached(self) -> bool:
         return self.kept is not None
 
-    def versions(self):
+    def versions(self) -> list[tuple[int, int]]:
         return [(t._version, t.data_ptr()) for t in self.watch]
 
-    def reset(self):
+    def reset(self) -> None:
         self.kept, self.stamp, self.over_budget = None, None, False
 
-    def _keep(self):
+    def _keep(self) -> Optional[list[Any]]:
         """Build every part under the budget: the list, or None (and over_budget) past it."""
         budget = float("inf") if self.cache is True else self.memory_budget
         counter = SavedBytes(self.watch)
@@ -178,7 +198,7 @@ class PartCache:
         self.saved_bytes = counter.bytes
         return parts
 
-    def parts(self):
+    def parts(self) -> tuple[Iterable[Any], bool]:
         """(parts, kept): the kept list (rebuilt if the weights moved), or a generator of fresh parts."""
         if self.cache is not False and not self.over_budget:
             if self.kept is None or self.stamp != self.versions():
@@ -187,7 +207,7 @@ class PartCache:
                 return self.kept, True
         return (self._fresh(), False)
 
-    def _fresh(self):
+    def _fresh(self) -> Iterator[Any]:
         for xb, yb, share in self.batches():
             with torch.enable_grad():
                 part = self.build(xb, yb, share)

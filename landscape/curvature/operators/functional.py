@@ -5,10 +5,20 @@ The loss is the mean over the N examples, split into batches: batch b contribute
 criterion(outputs_b, targets_b) * B_b / N (its `share`). Parameters outside the covered list and all
 buffers (BatchNorm's running statistics, in eval mode) are held as they are in the module.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
+
 import torch
 from torch.func import functional_call
 
 from landscape import evaluation
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from landscape.evaluation import Criterion
+    from landscape.evaluation.batches import DeviceSet, Inputs, StreamedSet
 
 
 class FunctionalModel:
@@ -21,7 +31,9 @@ class FunctionalModel:
     The parameters are read afresh on every call, so a model moved in place is seen at once.
     """
 
-    def __init__(self, net, named, data, criterion, loss_name="the loss"):
+    def __init__(self, net: nn.Module, named: Sequence[tuple[str, nn.Parameter]],
+                 data: Union[DeviceSet, StreamedSet], criterion: Criterion,
+                 loss_name: str = "the loss") -> None:
         self.net = net
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
@@ -34,33 +46,33 @@ class FunctionalModel:
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
 
     # ---- flat vectors
-    def theta(self):
+    def theta(self) -> torch.Tensor:
         """The covered parameters now, as one detached (P,) vector."""
         return torch.cat([p.detach().reshape(-1) for p in self.params])
 
-    def split(self, flat):
+    def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """(P,) -> {name: view shaped like the parameter}."""
         return {n: t.view(s) for n, t, s in zip(self.names, flat.split(self.sizes), self.shapes)}
 
     # ---- outputs and loss
-    def outputs(self, xb, flat=None):
+    def outputs(self, xb: Inputs, flat: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The model's scores on inputs xb, with its own parameters or (flat) others for the covered ones."""
         if flat is None:
             return evaluation.forward(self.net, xb)
         args, kwargs = evaluation.call_args(xb)
         return evaluation.unwrap(functional_call(self.net, self.split(flat), args, kwargs))
 
-    def loss(self, out, yb):
+    def loss(self, out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         """criterion(out, yb): the batch mean (the user's code, failures in one line)."""
         return evaluation.call_user(self.criterion, f"loss '{self.loss_name}'", out, yb)
 
-    def batches(self):
+    def batches(self) -> Iterator[tuple[Inputs, torch.Tensor, float]]:
         """(inputs, targets, share B_b / N) for each batch, in order (N: the whole set's size; with
         data-parallel points `data` is this rank's shard)."""
         for xb, yb in self.data:
             yield xb, yb, len(yb) / self.n
 
-    def gradient_at(self, flat):
+    def gradient_at(self, flat: torch.Tensor) -> torch.Tensor:
         """dL/dw (P,) of the mean loss at covered parameters `flat` (others as they are): one pass."""
         total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         with torch.enable_grad():
@@ -72,7 +84,7 @@ class FunctionalModel:
         return total
 
 
-def fd_step(theta, v):
+def fd_step(theta: torch.Tensor, v: torch.Tensor) -> float:
     """The step eps of a central difference along v at theta: cbrt(machine epsilon) * max(|theta|, 1) / |v|.
 
     A central difference errs by O(eps^2) (truncation) plus O(u / eps) (rounding, u the unit roundoff of
@@ -83,7 +95,8 @@ def fd_step(theta, v):
     return u ** (1 / 3) * max(float(theta.norm()), 1.0) / max(float(v.norm()), 1e-30)
 
 
-def finite_difference_jvp(model, xb, theta, v):
+def finite_difference_jvp(model: FunctionalModel, xb: Inputs, theta: torch.Tensor,
+                          v: torch.Tensor) -> torch.Tensor:
     """J v of the outputs on xb by central differences: (f(theta + eps v) - f(theta - eps v)) / 2 eps."""
     eps = fd_step(theta, v)
     with torch.no_grad():

@@ -8,28 +8,38 @@ through the batch's kept forward graph). No double backward through the network:
 it also serves models whose kernels have no double backward (--hvp finite_difference takes J v by
 central differences of the outputs for kernels without forward mode too).
 
-Measured (r19, forward passes per product): with the forward graph kept 3.5 on digits_cnn and 5.8 on
-ResNet-18, against 4.8-6.0 and 6.7-6.9 for curvlinops' and hessian-eigenthings' GGN.
+With the forward graph kept, a product costs fewer forward passes than curvlinops' and
+hessian-eigenthings' GGN products (the figures are in BENCHMARKS.md).
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 import torch
 
 from landscape.curvature.operators.base import Backward, CurvatureOperator, PartCache
 from landscape.curvature.operators.functional import finite_difference_jvp
 
+if TYPE_CHECKING:
+    from landscape.curvature.operators.fisher import Part as FisherPart
+    from landscape.curvature.operators.functional import FunctionalModel
+    from landscape.curvature.operators.output_hessians import OutputHessian
+    from landscape.evaluation.batches import Inputs
+
 
 @dataclass
 class Part:
     """One batch: its inputs, targets, share B_b / N, outputs with their graph, and H_out's state."""
-    xb: object
+    xb: Inputs
     yb: torch.Tensor
     share: float
     out: torch.Tensor
-    state: object
+    state: Any
 
 
-def reverse_jvp(out, params, sizes, v):
+def reverse_jvp(out: torch.Tensor, params: Sequence[torch.Tensor], sizes: Sequence[int],
+                v: torch.Tensor) -> torch.Tensor:
     """J v through reverse mode only, where forward mode is missing: d/du [(J^T u) . v] at u = 0."""
     u = torch.zeros_like(out, requires_grad=True)
     grads = torch.autograd.grad(out, params, grad_outputs=u, create_graph=True, allow_unused=True)
@@ -42,11 +52,11 @@ def reverse_jvp(out, params, sizes, v):
 class Jacobian:
     """J v of a batch's outputs: forward mode (falling back to reverse_jvp), or central differences."""
 
-    def __init__(self, model, method="autograd"):
+    def __init__(self, model: FunctionalModel, method: str = "autograd") -> None:
         self.model, self.method = model, method
         self.forward_mode = True      # torch.func.jvp works for this model (else reverse_jvp from now on)
 
-    def __call__(self, part, theta, v):
+    def __call__(self, part: Union[Part, FisherPart], theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.method == "finite_difference":
             return finite_difference_jvp(self.model, part.xb, theta, v)
         if self.forward_mode:
@@ -69,7 +79,9 @@ class GGNOperator(CurvatureOperator):
 
     kind = "ggn"
 
-    def __init__(self, model, out_hessian, cache="auto", memory_budget=None, jvp="autograd", watch=()):
+    def __init__(self, model: FunctionalModel, out_hessian: OutputHessian, cache: Union[bool, str] = "auto",
+                 memory_budget: Optional[int] = None, jvp: str = "autograd",
+                 watch: Iterable[torch.Tensor] = ()) -> None:
         super().__init__(model.dim, model.device, model.dtype)
         self.model, self.out_hessian = model, out_hessian
         self.psd = getattr(out_hessian, "psd", False)            # J^T H J with H PSD: the closed forms
@@ -81,14 +93,14 @@ class GGNOperator(CurvatureOperator):
     cached = property(lambda self: self._cache.cached)
     saved_bytes = property(lambda self: self._cache.saved_bytes)
 
-    def _part(self, xb, yb, share):
+    def _part(self, xb: Inputs, yb: torch.Tensor, share: float) -> Part:
         out = self.model.outputs(xb)                                   # (B, ..., C) with its graph
         return Part(xb, yb, share, out, self.out_hessian.prepare(out.detach(), yb))
 
-    def reset(self):
+    def reset(self) -> None:
         self._cache.reset()
 
-    def _matmat(self, V):
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         theta = self.model.theta()
         parts, kept = self._cache.parts()
         result = torch.zeros_like(V)
@@ -97,7 +109,7 @@ class GGNOperator(CurvatureOperator):
             result += self._backward(part.out, U.to(part.out.dtype), retain=kept)   # J^T H_out J v, (K, P)
         return result
 
-    def gradient(self):
+    def gradient(self) -> torch.Tensor:
         """dL/dw = sum_b J_b^T (share_b dL_b/do): one backward per batch through the kept graphs."""
         parts, kept = self._cache.parts()
         total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)

@@ -4,13 +4,16 @@ H v = d/dw (g . v), g = dL/dw. Where the set fits in memory the operator keeps t
 of every batch (g built with create_graph) and answers each product with one backward through it;
 otherwise it redoes each batch's forward pass and first backward for every product. Exact either way.
 
-Measured on the 2-core CPU (r19, digits_cnn and ResNet-18, in forward passes per product): the kept
-graph 3.7 and 8.5, from scratch 7.5 and 12; forward over reverse with torch.func.linearize kept 2.8-3.9
-and 6.8, but its set-up costs 30-170 and 28-45 forward passes and its memory is about twice the
-graph's, so it pays only after 10 to 30 products; several vectors per backward (is_grads_batched) did
-not pay on a CPU. The kept double backward stays the default.
+The kept double backward is the default: it costs fewer forward passes per product than redoing
+each batch's forward pass and first backward. Forward over reverse (torch.func.linearize, kept) costs
+about as many or slightly fewer, but its set-up costs many forward passes and its memory is about
+twice the graph's, so it pays only after many products; several vectors per backward
+(is_grads_batched) did not pay on a CPU. The figures are in BENCHMARKS.md.
 """
+from __future__ import annotations
+
 import math
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 
@@ -43,7 +46,9 @@ class HessianOperator(CurvatureOperator):
 
     kind = "hessian"
 
-    def __init__(self, params, loss_terms, cache="auto", memory_budget=None, watch=()):
+    def __init__(self, params: Iterable[torch.Tensor], loss_terms: Callable[[], Iterable[torch.Tensor]],
+                 cache: Union[bool, str] = "auto", memory_budget: Optional[int] = None,
+                 watch: Iterable[torch.Tensor] = ()) -> None:
         if cache not in (True, False, "auto"):
             raise ValueError(f"cache must be True, False or 'auto', not {cache!r}")
         self.params = list(params)
@@ -64,19 +69,19 @@ class HessianOperator(CurvatureOperator):
             self._build()
 
     @property
-    def _batched(self):
+    def _batched(self) -> bool:
         return self._backward.batched
 
     # ---- building and checking the cached graph
-    def _versions(self):
+    def _versions(self) -> list[tuple[int, int]]:
         return [(t._version, t.data_ptr()) for t in self._watch]
 
-    def _flat_grad(self, term, create_graph=True):
+    def _flat_grad(self, term: torch.Tensor, create_graph: bool = True) -> torch.Tensor:
         """dterm/dw as one (P,) tensor (keeping its graph with create_graph)."""
         grads = torch.autograd.grad(term, self.params, create_graph=create_graph, allow_unused=True)
         return flatten_rows([None if g is None else g.unsqueeze(0) for g in grads], self.params, 1)[0]
 
-    def _build(self):
+    def _build(self) -> None:
         """Build g over all batches with its graph; give up (cached=False) past the budget under 'auto'."""
         self._grad, self.cached = None, False
         budget = math.inf if self.cache is True else self.memory_budget
@@ -92,11 +97,11 @@ class HessianOperator(CurvatureOperator):
         self.saved_bytes = counter.bytes
         self._grad, self.cached, self._stamp = total, True, self._versions()
 
-    def reset(self):
+    def reset(self) -> None:
         """Drop the cached graph (freeing its memory); the next product builds it again if caching is on."""
         self._grad, self.cached, self._stamp, self._over_budget = None, False, None, False
 
-    def _fresh_graph(self):
+    def _fresh_graph(self) -> Optional[torch.Tensor]:
         """The cached gradient graph, rebuilt if the weights moved; None when products are not cached."""
         if self.cache is False or self._over_budget:
             return None
@@ -104,7 +109,7 @@ class HessianOperator(CurvatureOperator):
             self._build()
         return self._grad if self.cached else None
 
-    def gradient(self):
+    def gradient(self) -> torch.Tensor:
         """dL/dw (P,): free from the cached graph, else one pass of first backwards."""
         g = self._fresh_graph()
         if g is not None:
@@ -113,7 +118,7 @@ class HessianOperator(CurvatureOperator):
             return sum(self._flat_grad(term, create_graph=False) for term in self.loss_terms())
 
     # ---- products
-    def _matmat(self, V):
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         g = self._fresh_graph()
         if g is not None:
             return self._backward(g, V, retain=True)

@@ -13,14 +13,21 @@ Any other loss: autograd on the outputs only (a double backward through the loss
 network). A user's callable is matched to a closed form when its values equal cross-entropy (or MSE)
 on the model's outputs and the closed form's product equals autograd's there; otherwise autograd.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Optional, Union
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from landscape import evaluation
 
+if TYPE_CHECKING:
+    from landscape.evaluation import Criterion
 
-def softmax_jacobian_product(p, u, dim):
+
+def softmax_jacobian_product(p: torch.Tensor, u: torch.Tensor, dim: int) -> torch.Tensor:
     """S u with S = diag(p) - p p^T along `dim`: p * u - p * sum(p * u)."""
     return p * u - p * (p * u).sum(dim, keepdim=True)
 
@@ -30,11 +37,11 @@ class CrossEntropyHessian:
 
     psd = True
 
-    def __init__(self, dim=-1, ignore_index=-100, reduction="mean"):
+    def __init__(self, dim: int = -1, ignore_index: int = -100, reduction: str = "mean") -> None:
         self.dim, self.ignore_index, self.reduction = dim, ignore_index, reduction
         self.name = "cross-entropy (closed form)"
 
-    def prepare(self, out, y):
+    def prepare(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(p, valid-position mask broadcastable to out, 1 / M) for this batch's outputs and targets."""
         dim = self.dim % out.dim()
         p = F.softmax(out.detach().float(), dim=dim).to(out.dtype)
@@ -42,7 +49,7 @@ class CrossEntropyHessian:
         count = float(valid.sum()) if self.reduction == "mean" else 1.0
         return p, valid, 1.0 / max(count, 1.0)
 
-    def __call__(self, state, u):
+    def __call__(self, state: tuple[torch.Tensor, torch.Tensor, float], u: torch.Tensor) -> torch.Tensor:
         p, valid, scale = state
         return softmax_jacobian_product(p, u, self.dim % u.dim()) * valid * scale
 
@@ -52,14 +59,14 @@ class MSEHessian:
 
     psd = True
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: str = "mean") -> None:
         self.reduction = reduction
         self.name = "mean squared error (closed form)"
 
-    def prepare(self, out, y):
+    def prepare(self, out: torch.Tensor, y: torch.Tensor) -> float:
         return 2.0 / out.numel() if self.reduction == "mean" else 2.0
 
-    def __call__(self, state, u):
+    def __call__(self, state: float, u: torch.Tensor) -> torch.Tensor:
         return state * u
 
 
@@ -69,11 +76,11 @@ class SoftmaxMSEGaussNewton:
     name = "softmax-MSE, Gauss-Newton at the probabilities (closed form)"
     psd = True
 
-    def prepare(self, out, y):
+    def prepare(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
         p = F.softmax(out.detach().float(), dim=1).to(out.dtype)
         return p, 2.0 / (out.shape[0] * out.shape[1])
 
-    def __call__(self, state, u):
+    def __call__(self, state: tuple[torch.Tensor, float], u: torch.Tensor) -> torch.Tensor:
         p, scale = state
         return scale * softmax_jacobian_product(p, softmax_jacobian_product(p, u, 1), 1)
 
@@ -81,25 +88,29 @@ class SoftmaxMSEGaussNewton:
 class AutogradOutputHessian:
     """Any loss: H u = d/do (dL/do . u) at the batch's outputs (double backward through the loss only)."""
 
-    def __init__(self, criterion, loss_name="the loss"):
+    def __init__(self, criterion: Criterion, loss_name: str = "the loss") -> None:
         self.criterion, self.loss_name = criterion, loss_name
         self.name = "autograd on the outputs"
 
-    def prepare(self, out, y):
+    def prepare(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         o = out.detach().requires_grad_(True)
         with torch.enable_grad():
             loss = evaluation.call_user(self.criterion, f"loss '{self.loss_name}'", o, y)
             g = torch.autograd.grad(loss, o, create_graph=True, allow_unused=True)[0]
         return o, g
 
-    def __call__(self, state, u):
+    def __call__(self, state: tuple[torch.Tensor, Optional[torch.Tensor]], u: torch.Tensor) -> torch.Tensor:
         o, g = state
         if g is None or not g.requires_grad:            # the loss is linear (or constant) in the outputs
             return torch.zeros_like(u)
         return torch.autograd.grad(g, o, grad_outputs=u, retain_graph=True, allow_unused=True)[0]
 
 
-def candidates(criterion, out, y):
+if TYPE_CHECKING:
+    OutputHessian = Union[CrossEntropyHessian, MSEHessian, SoftmaxMSEGaussNewton, AutogradOutputHessian]
+
+
+def candidates(criterion: Criterion, out: torch.Tensor, y: torch.Tensor) -> list[OutputHessian]:
     """Closed forms that may fit this criterion: from its type, else from the outputs' and targets' shapes."""
     if isinstance(criterion, evaluation.SoftmaxMSE):
         return [SoftmaxMSEGaussNewton()]
@@ -120,7 +131,7 @@ def candidates(criterion, out, y):
     return found
 
 
-def reference_value(form, out, y):
+def reference_value(form: OutputHessian, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """What the loss the closed form assumes gives on (out, y): to recognise a user's callable."""
     if isinstance(form, CrossEntropyHessian):
         dim = form.dim % out.dim()
@@ -129,7 +140,8 @@ def reference_value(form, out, y):
     return F.mse_loss(out.float(), y.float())
 
 
-def agrees(form, criterion, out, y, loss_name, typed):
+def agrees(form: OutputHessian, criterion: Criterion, out: torch.Tensor, y: torch.Tensor, loss_name: str,
+           typed: bool) -> bool:
     """The closed form's product equals autograd's on (out, y) (and, for a callable, so does the value)."""
     with torch.no_grad():
         if not typed:
@@ -145,12 +157,14 @@ def agrees(form, criterion, out, y, loss_name, typed):
     return float((got - want).norm()) <= 1e-4 * scale + 1e-12
 
 
-def class_indices(targets, classes):
+def class_indices(targets: torch.Tensor, classes: int) -> bool:
     """Whether every target is a class index in [0, classes) (none ignored, none out of range)."""
     return not (bool((targets < 0).any()) or bool((targets >= classes).any()))
 
 
-def output_hessian(criterion, out, y, all_targets, loss_name="the loss"):
+def output_hessian(criterion: Criterion, out: torch.Tensor, y: torch.Tensor,
+                   all_targets: Union[torch.Tensor, Callable[[int], bool]],
+                   loss_name: str = "the loss") -> OutputHessian:
     """The H_out of `criterion`: a closed form when it is recognised and checked on (out, y), else autograd.
 
     all_targets: every target of the set, or a function in_range(classes) -> whether all of them lie

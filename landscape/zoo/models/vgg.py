@@ -3,13 +3,20 @@
 Keys follow the reference checkpoints: `features.<i>` (conv, BN, ReLU, pool in one Sequential),
 `fc.0` (Linear) + `fc.1` (BatchNorm1d), `classifier`.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Sequence, Union
+
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    import torch
 
 CFG_VGG9 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M"]  # channels, or "M" for a 2x2 max pool
 
 
 class VGG(nn.Module):
-    def __init__(self, cfg, input_size=32, num_classes=10):
+    def __init__(self, cfg: Sequence[Union[int, str]], input_size: int = 32, num_classes: int = 10) -> None:
         super().__init__()
         layers, cin = [], 3
         for v in cfg:
@@ -25,15 +32,15 @@ class VGG(nn.Module):
                                 nn.BatchNorm1d(n_maps), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(n_maps, num_classes)
 
-    def forward(self, x):                        # x: (B, 3, 32, 32)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, 32, 32)
         out = self.features(x).flatten(1)        # (B, 256 * 4 * 4)
         return self.classifier(self.fc(out))     # (B, num_classes)
 
 
-def VGG9():
+def VGG9() -> VGG:
     """The reference's factory name (models/vgg.py there)."""
     return VGG(CFG_VGG9)
 
 
-def zoo():
+def zoo() -> dict[str, Callable[[], nn.Module]]:
     return {"vgg9": VGG9}
