@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of the speed issue as ONE prepared run of at most 8 minutes on a lent GPU machine:
-#   1. pytest -m gpu tests/test_gpu.py tests/test_scale_gpu.py: the engine on CUDA against the same commands
+#   1. pytest -m gpu tests/test_gpu.py tests/test_parallel_scale_gpu.py: the engine on CUDA against the same commands
 #      on the CPU, and data-parallel points / streamed data on the GPU against one rank (time-limited);
 #   2. bench/bench_surface.py --sections gpu: ResNet-56 on 50,000 CIFAR-shaped images (written once), every
 #      --precision with and without --compile against the plain eager loop, 4 MPI ranks on the one card
@@ -65,8 +65,8 @@ if mpi_works; then say "MPI: $(mpiexec_path)"; else say "MPI unavailable: its te
 # ---- 1. the GPU tests (on the CPU with the device flags removed, in --quick)
 TEST_ENV=()
 [ $QUICK = 1 ] && TEST_ENV=(LL_GPU_TESTS_ON_CPU=1)
-say "pytest -m gpu tests/test_gpu.py tests/test_scale_gpu.py (limit ${TESTS} s)"
-env "${TEST_ENV[@]}" timeout -k 10 "$TESTS" "$PY" -m pytest -m gpu tests/test_gpu.py tests/test_scale_gpu.py -q -rs \
+say "pytest -m gpu tests/test_gpu.py tests/test_parallel_scale_gpu.py (limit ${TESTS} s)"
+env "${TEST_ENV[@]}" timeout -k 10 "$TESTS" "$PY" -m pytest -m gpu tests/test_gpu.py tests/test_parallel_scale_gpu.py -q -rs \
     --durations=15 -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.txt"
 TEST_RC=${PIPESTATUS[0]}
 say "tests exited $TEST_RC$([ "$TEST_RC" = 124 ] && echo ' (stopped at the time limit)')"

@@ -3,8 +3,8 @@
     python bench/identical_check.py --repo DIR --work WORKDIR --out hashes.json [--ckpts CKPTS]
     python bench/identical_check.py --compare a.json b.json
 
-The first form runs 47 cases (the CLI flags and API arguments that tests/test_combinations.py,
-test_api.py, test_surface.py and test_curvature_cli.py exercise: random, target, Hessian, path and
+The first form runs 47 cases (the CLI flags and API arguments that tests/test_cli_combinations.py,
+test_api.py, test_grid_surface.py and test_curvature_cli.py exercise: random, target, Hessian, path and
 explicit directions, --params, --regenerate_directions, --orthogonalize, --bn_recalibrate, resume,
 streaming, --points_per_pass, mpiexec -n 2, plot_hessian_eigen.py, landscape.surface / interpolation
 / path / eigen_surface / hessian) with the code of repository DIR, each in its own folder under
