@@ -8,8 +8,10 @@
 2. Under `mpirun -n <ranks>`: the 1D linear interpolation between the two minimisers
    (--dir_type states), a 1D filter-normalised random-direction curve and a 2D filter-normalised
    contour around each, and the PCA trajectory of the small-batch run with its contour.
-3. The Hessian's top eigenvalue, smallest eigenvalue and trace at each minimiser.
-4. Every figure as PNG and PDF in one folder, an index.html showing them all with the
+3. A low-loss curve between the two minimisers (find_curve.py: a one-bend Bezier curve), the loss
+   along it and along the straight line (their barrier heights), and the plane of the curve.
+4. The Hessian's top eigenvalue, smallest eigenvalue and trace at each minimiser.
+5. Every figure as PNG and PDF in one folder, an index.html showing them all with the
    interactive viewers, and a summary table.
 Reruns resume: finished training, surfaces and Hessians are skipped.
 """
@@ -44,8 +46,9 @@ LEVELS = (0.05, 6.0, 0.3)  # contour levels (vmin, vmax, vlevel), the same for b
 def settings(quick):
     """Experiment sizes; --quick shrinks everything for a smoke test (the figures are then coarse)."""
     if quick:
-        return dict(epochs=4, line=11, grid=7, pca_grid=7, trace_samples=10)
-    return dict(epochs=60, line=51, grid=31, pca_grid=25, trace_samples=100)
+        return dict(epochs=4, line=11, grid=7, pca_grid=7, trace_samples=10, curve_epochs=2, path=11, plane=(8, 7))
+    return dict(epochs=60, line=51, grid=31, pca_grid=25, trace_samples=100, curve_epochs=20, path=41,
+                plane=(36, 29))
 
 
 def run(cmd, ranks=0, log=None):
@@ -139,6 +142,47 @@ def center_values(surf_file):
     return {k: float(surf.values[k][i]) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
 
 
+CURVE_LEVELS = (0.001, 1.0, 0.05)   # log-scale contour levels of the curve's plane
+
+
+def bend_height(files):
+    """Where the bend sits above the straight line in the plane of the curve, in units of |end 2 - end 1|."""
+    import torch
+    from landscape.zoo import loader
+    names = [n for n, _ in loader.build("digits_cnn").named_parameters()]
+    w0, bend, w1 = (torch.cat([loader.load_state_dict(f)[n].flatten() for n in names]).double() for f in files)
+    x, d = w1 - w0, bend - w0
+    return float((d - (d @ x) / (x @ x) * x).norm() / x.norm())
+
+
+def connect(out, small, large, s, ranks, log):
+    """The curve between the minimisers, the loss along it and along the straight line, its plane."""
+    folder = os.path.join(out, "curve_small_large")
+    run(["find_curve.py", "--dataset", "digits", "--model", "digits_cnn", "--model_file", small,
+         "--model_file2", large, "--epochs", str(s["curve_epochs"]), "--lr", "0.05", "--batch_size", "64",
+         "--out", folder], log=log)
+    line = surface(out, "path_straight_line", ["--path_files", small, large, f"--x=0:1:{s['path']}",
+                   "--bn_recalibrate", "--eval_test"], ranks, log)
+    curve = surface(out, "path_curve", ["--curve_file", folder, f"--x=0:1:{s['path']}", "--eval_test"], ranks, log)
+    h = bend_height([small, os.path.join(folder, "bend_1.t7"), large])
+    nx, ny = s["plane"]
+    plane = surface(out, "curve_plane", ["--curve_file", folder, "--curve_plane", f"--x=-0.2:1.2:{nx}",
+                    f"--y={-1.5 * h:.4f}:{2.5 * h:.4f}:{ny}"], ranks, log)
+    made = []
+    with contextlib.redirect_stdout(io.StringIO()):
+        for fmt in ("png", "pdf"):
+            made += plot_1D.plot_1d_overlay([line, curve], ["straight line", "Bezier curve (1 bend)"],
+                                            loss_max=max(0.05, 1.2 * barriers(line)["train"]), fmt=fmt)
+            made += plot_2D.plot_2d_contour(plane, "train_loss", *CURVE_LEVELS, log=True, fmt=fmt)
+    return {"straight line": barriers(line), "Bezier curve (1 bend)": barriers(curve)}, made
+
+
+def barriers(surf_file):
+    """The barrier heights plot_surface.py stored in a path's surface file."""
+    surf = h5_util.read_surface(surf_file)
+    return {m: float(surf.attrs[f"{m}_loss_barrier"]) for m in ("train", "test") if f"{m}_loss_barrier" in surf.attrs}
+
+
 def hessian(out, ckpt, s, log):
     path = ckpt + "_hessian.json"
     if not os.path.exists(path):
@@ -157,10 +201,13 @@ def write_index(out, made, table_md, elapsed):
         f'<figure><a href="{rel(p[:-4])}.pdf"><img src="{rel(p)}" alt="{os.path.basename(p)}"></a>'
         f"<figcaption>{os.path.basename(p)[:-4]}</figcaption></figure>" for p in pngs)
     frames = "\n".join(f'<h3>{os.path.basename(v)}</h3><iframe src="{rel(v)}" loading="lazy"></iframe>' for v in views)
-    rows = [r.strip("|").split("|") for r in table_md.splitlines()[2:]]
-    head = table_md.splitlines()[0].strip("|").split("|")
-    html_table = ("<table><tr>" + "".join(f"<th>{h.strip()}</th>" for h in head) + "</tr>" +
-                  "".join("<tr>" + "".join(f"<td>{c.strip()}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+    html_table = ""
+    for table in table_md.split("\n\n"):    # Markdown tables, one after another
+        rows = [r.strip("|").split("|") for r in table.splitlines()[2:]]
+        head = table.splitlines()[0].strip("|").split("|")
+        html_table += ("<table><tr>" + "".join(f"<th>{h.strip()}</th>" for h in head) + "</tr>" +
+                       "".join("<tr>" + "".join(f"<td>{c.strip()}</td>" for c in r) + "</tr>" for r in rows) +
+                       "</table><p></p>")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>loss-landscape demo: flat vs sharp minima on digits</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} figure{{display:inline-block;width:31%;margin:0.5%;
@@ -193,12 +240,12 @@ def main(argv=None):
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     log = open(os.path.join(out, "demo.log"), "a")
-    print(f"1/4 training (checkpoints in {out}/trained_nets)")
+    print(f"1/5 training (checkpoints in {out}/trained_nets)")
     runs = {"small batch (16)": train(out, 16, s, log), "large batch (1024)": train(out, 1024, s, log)}
     ckpts = {k: os.path.join(v, f"model_{s['epochs']}.t7") for k, v in runs.items()}
     small, large = ckpts["small batch (16)"], ckpts["large batch (1024)"]
 
-    print(f"2/4 surfaces (mpirun -n {a.ranks})")
+    print(f"2/5 surfaces (mpirun -n {a.ranks})")
     made = []
     interp = surface(out, "interpolation_small_to_large", ["--model_file", small, "--model_file2", large,
                      "--dir_type", "states", f"--x=-0.5:1.5:{s['line']}", "--eval_test"], a.ranks, log)
@@ -212,7 +259,7 @@ def main(argv=None):
                                   f"--y=-1:1:{s['grid']}", *FILTER_2D], a.ranks, log)
         made += figures(contours[label], "2d")
 
-    print("3/4 PCA trajectory of the small-batch run")
+    print("3/5 PCA trajectory of the small-batch run")
     run(["plot_trajectory.py", "--dataset", "digits", "--model", "digits_cnn", "--model_folder",
          runs["small batch (16)"], "--max_epoch", str(s["epochs"]), "--ignore", "biasbn", "--format", "png"], log=log)
     dir_file = os.path.join(runs["small batch (16)"], "PCA_weights_ignore=biasbn_save_epoch=1", "directions.h5")
@@ -229,7 +276,11 @@ def main(argv=None):
     shutil.copy(proj, local_proj)
     made += figures(pca_surf, "2d", proj=local_proj, dir_file=dir_file)
 
-    print("4/4 Hessian at each minimiser")
+    print("4/5 a low-loss curve between the two minimisers")
+    barrier, curve_figures = connect(out, small, large, s, a.ranks, log)
+    made += curve_figures
+
+    print("5/5 Hessian at each minimiser")
     hess = {label: hessian(out, ckpt, s, log) for label, ckpt in ckpts.items()}
 
     header = ["minimiser", "train loss", "train acc %", "test loss", "test acc %",
@@ -243,6 +294,8 @@ def main(argv=None):
                      f"{h['trace']:.4g} +- {h['trace_stderr']:.2g}", f"{h['min_eig']:.3g}"])
     table_md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + \
         "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    table_md += "\n\n| path between the minimisers | train loss barrier | test loss barrier |\n|---|---|---|\n" + \
+        "\n".join(f"| {k} | {v['train']:.4f} | {v['test']:.4f} |" for k, v in barrier.items())
     elapsed = time.time() - t0
     index = write_index(out, made, table_md, elapsed)
     with open(os.path.join(out, "summary.md"), "w") as f:

@@ -2,7 +2,8 @@
 
     python bench/bench_curves.py [--rounds 3] [--batch_size 64] [--threads 2]
 
-For digits_mlp and digits_cnn (BatchNorm) on the 1,437 digits: seconds per epoch of a one-bend
+For digits_mlp and digits_cnn (BatchNorm) on the 1,437 digits, and resnet20 (BatchNorm) on --cifar_images
+random CIFAR-shaped images: seconds per epoch of a one-bend
 Bezier curve (train_curve, one epoch) and of plain SGD on one model (the same batches, the same
 loss, forward + backward + step), alternated, median of --rounds; then the ratio (goal: <= 1.5x).
 Prints a Markdown table.
@@ -50,16 +51,20 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cifar_images", type=int, default=512, help="CIFAR-shaped random images for resnet20")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     data = zoo_data.load_digits()
-    x, y = data.train_x, data.train_y
     print(f"# bench_curves: {time.strftime('%Y-%m-%d %H:%M')}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, {a.threads} torch threads, torch {torch.__version__}; {len(y)} digits, "
+          f"{os.cpu_count()} cores, {a.threads} torch threads, torch {torch.__version__}; {len(data.train_y)} digits, "
+          f"{a.cifar_images} CIFAR-shaped images, "
           f"batch {a.batch_size}, median of {a.rounds}\n")
     print("| model | plain SGD, s/epoch | one-bend Bezier curve, s/epoch | ratio (goal <= 1.5) |")
     print("|---|---|---|---|")
-    for model in ("digits_mlp", "digits_cnn"):
+    cifar = (torch.randn(a.cifar_images, 3, 32, 32, generator=torch.Generator().manual_seed(0)),
+             torch.randint(0, 10, (a.cifar_images,), generator=torch.Generator().manual_seed(1)))
+    for model in ("digits_mlp", "digits_cnn", "resnet20"):
+        x, y = cifar if model == "resnet20" else (data.train_x, data.train_y)
         torch.manual_seed(0)
         s1 = zoo_loader.build(model).state_dict()
         s2 = zoo_loader.build(model).state_dict()

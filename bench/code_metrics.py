@@ -246,11 +246,19 @@ def compat_imports(mods):
 
 def module_level_imports(tree):
     """Import nodes executed when the module is imported: outside any function body (class bodies and
-    top-level if/try blocks included)."""
+    top-level if/try blocks included; not the body of `if TYPE_CHECKING:`, which never runs)."""
+    def type_checking(node):
+        t = node.test
+        return isinstance(t, ast.Name) and t.id == "TYPE_CHECKING" or \
+            isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+
     def visit(node):
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 yield child
+            elif isinstance(child, ast.If) and type_checking(child):
+                for other in child.orelse:
+                    yield from visit(ast.Module(body=[other], type_ignores=[]))
             elif not isinstance(child, FUNC + (ast.Lambda,)):
                 yield from visit(child)
     yield from visit(tree)

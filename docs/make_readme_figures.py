@@ -30,6 +30,8 @@ PICKS = {
     "surface_3d_large.png": "random_2d_large.h5_train_loss_3dsurface.png",
     "pca_trajectory.png": "pca_trajectory_small.proj.h5.png",
     "pca_contour_trajectory.png": "pca_trajectory_small.proj.h5_train_loss_2dcontour_proj.png",
+    "curve_vs_line.png": "path_straight_line.h5_1d_overlay_train_loss.png",
+    "curve_plane.png": "curve_plane.h5_train_loss_2dcontourf.png",
 }
 BEYOND = {  # made by docs/beyond.sh, the commands the README shows next to them
     "esd_large.png": "hessian_large.h5_esd.png",

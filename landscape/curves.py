@@ -27,7 +27,6 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from torch.func import functional_call
 
 from landscape.directions import path_coefficients
 from landscape.errors import LandscapeError
@@ -102,15 +101,22 @@ def initial_bends(w0: Sequence[torch.Tensor], w1: Sequence[torch.Tensor], bends:
     return [[a + (i / (bends + 1)) * (b - a) for a, b in zip(w0, w1)] for i in range(1, bends + 1)]
 
 
-def curve_point(kind: str, points: Sequence[Sequence[torch.Tensor]], t: float) -> list[torch.Tensor]:
-    """phi(t): the weighted sum of the control points (ends included) with the path's coefficients."""
+@torch.no_grad()
+def set_curve_point(params: Sequence[torch.Tensor], kind: str, points: Sequence[Sequence[torch.Tensor]],
+                    t: float) -> list[float]:
+    """Write phi(t) into `params` in place (foreach kernels, no autograd graph); returns the coefficients."""
     c = path_coefficients(kind, len(points), t)
-    out = None
+    first = True
     for ci, p in zip(c, points):
         if ci == 0:
             continue
-        out = [ci * x for x in p] if out is None else [o + ci * x for o, x in zip(out, p)]
-    return out
+        if first:
+            torch._foreach_copy_(params, p)
+            torch._foreach_mul_(params, ci)
+            first = False
+        else:
+            torch._foreach_add_(params, p, alpha=ci)
+    return c
 
 
 def ends_sha256(state1: dict, state2: dict) -> str:
@@ -141,7 +147,7 @@ def train_curve(net: nn.Module, state1: dict, state2: dict, x: torch.Tensor, y: 
     names = curve_entries(net)
     w0, w1 = end_points(net, state1, state2)
     w0, w1 = [t.to(device) for t in w0], [t.to(device) for t in w1]
-    bends = [[t.clone().requires_grad_(True) for t in b] for b in initial_bends(w0, w1, spec.bends)]
+    bends = [[t.clone() for t in b] for b in initial_bends(w0, w1, spec.bends)]
     flat = [t for b in bends for t in b]
     opt = torch.optim.SGD(flat, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     key = {"spec": asdict(spec), "ends_sha256": ends_sha256(state1, state2), "entries": names,
@@ -161,7 +167,10 @@ def train_curve(net: nn.Module, state1: dict, state2: dict, x: torch.Tensor, y: 
                 t.copy_(s)
         opt.load_state_dict(saved["optimizer"])
         start = int(saved["epoch"])
-    buffers = {n: b for n, b in net.named_buffers()}
+    params = dict(net.named_parameters())
+    params = [params[name] for name in names]
+    for p in params:
+        p.requires_grad_(True)
     n = len(y)
     losses = []
     net.train()
@@ -173,14 +182,18 @@ def train_curve(net: nn.Module, state1: dict, state2: dict, x: torch.Tensor, y: 
         for k, start_i in enumerate(range(0, n, spec.batch_size)):
             idx = order[start_i:start_i + spec.batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
-            point = curve_point(spec.kind, [w0, *bends, w1], float(ts[k]))
-            out = functional_call(net, {**buffers, **dict(zip(names, point))}, (xb,))
-            loss = criterion(out, yb)
+            c = set_curve_point(params, spec.kind, [w0, *bends, w1], float(ts[k]))
+            for p in params:
+                p.grad = None
+            loss = criterion(net(xb), yb)
             if not torch.isfinite(loss):
                 raise LandscapeError(f"the curve's training loss is {float(loss)} at epoch {epoch + 1} "
                                      f"(t = {float(ts[k]):.3f}): lower --lr")
-            opt.zero_grad(set_to_none=True)
             loss.backward()
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            for ci, bend in zip(c[1:-1], bends):      # d loss / d bend_i = c_i(t) d loss / d phi
+                for b, g in zip(bend, torch._foreach_mul(grads, ci)):
+                    b.grad = g
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
@@ -202,27 +215,93 @@ def train_curve(net: nn.Module, state1: dict, state2: dict, x: torch.Tensor, y: 
     return CurveResult(out, max(start, spec.epochs), losses)
 
 
-def path_barriers(surf_file: str) -> list[str]:
-    """One line per loss map of a path's surface file (one recording path_type): its barrier height."""
-    import h5py
-    import numpy as np
-    lines = []
-    with h5py.File(surf_file, "r") as f:
-        if "path_type" not in f.attrs:
-            return lines
-        for key in ("train_loss", "test_loss"):
-            if key in f:
-                v = np.asarray(f[key][:], dtype=np.float64).ravel()
-                if len(v) > 1 and np.isfinite(v).all():
-                    lines.append(f"{key} barrier along the path: {barrier(v):.5g} (max {v.max():.5g}; ends "
-                                 f"{v[0]:.5g}, {v[-1]:.5g})")
-    return lines
+BARRIER_MAPS = ("train_loss", "test_loss")
 
 
 def barrier(losses: Sequence[float]) -> float:
     """The barrier height of a path's losses (t from 0 to 1): max along it minus the mean of the ends."""
     v = [float(a) for a in losses]
     return max(v) - 0.5 * (v[0] + v[-1])
+
+
+def path_barrier_attrs(x: Sequence[float], values: dict) -> dict[str, float]:
+    """{'<map>_barrier': height} for the loss maps of a path's 1D surface computed at t = 0 and t = 1
+    (none for a t range that misses an end, where the height would not be measured from the minima)."""
+    x = [float(v) for v in x]
+    if len(x) < 2 or min(x) != 0.0 or max(x) != 1.0 or x != sorted(x):
+        return {}
+    out = {}
+    for key in BARRIER_MAPS:
+        if key in values:
+            v = [float(a) for a in list(values[key])]
+            if len(v) == len(x) and all(a == a for a in v):
+                out[f"{key}_barrier"] = barrier(v)
+    return out
+
+
+def path_barriers(surf_file: str) -> list[str]:
+    """One line per loss map of a path's surface file (one recording path_type): its barrier height, as
+    stored in the file (plot_surface.py stores it once every point is computed) or computed from it."""
+    import h5py
+    import numpy as np
+    lines = []
+    with h5py.File(surf_file, "r") as f:
+        if "path_type" not in f.attrs or "xcoordinates" not in f or "ycoordinates" in f:
+            return lines
+        values = {k: np.asarray(f[k][:], dtype=np.float64).ravel() for k in BARRIER_MAPS if k in f}
+        stored = path_barrier_attrs(f["xcoordinates"][:], values)
+        for key, v in values.items():
+            if f"{key}_barrier" in stored:
+                lines.append(f"{key} barrier along the path: {stored[f'{key}_barrier']:.5g} (max {v.max():.5g}; "
+                             f"ends {v[0]:.5g}, {v[-1]:.5g})")
+    return lines
+
+
+# ----------------------------------------------------------------------------- the plane of a curve
+def has_batchnorm(checkpoint: str) -> bool:
+    """Does the checkpoint hold BatchNorm running statistics?"""
+    from landscape.zoo import loader
+    try:
+        return any(k.endswith("running_mean") for k in loader.load_state_dict(checkpoint))
+    except Exception:       # an unreadable checkpoint is named where it is loaded
+        return False
+
+
+def plane_overlay(net: nn.Module, files: Sequence[str], kind: str, dir_file: str, bend: int) -> dict[str, str]:
+    """Where the curve's control points (end 1, bends, end 2) sit in the plane of the direction file
+    (x = end 2 - end 1, y orthogonal to it; both over the model's parameters, in net.parameters() order):
+    the surface attribute 'curve_plane', JSON {"kind", "bend", "points": [[x, y], ...], "out_of_plane":
+    [distance from the plane / |x|, ...]}. A bend other than the plane's lies off it; its projection is kept."""
+    import json
+    from landscape.io import h5
+    from landscape.zoo import loader
+    names = [n for n, _ in net.named_parameters()]
+    dirs = h5.read_direction_file(dir_file)
+    if len(dirs) != 2 or len(dirs[0]) != len(names):
+        raise LandscapeError(f"direction file '{dir_file}' does not hold the plane of the curve's parameters")
+    X, Y = (torch.cat([d.flatten() for d in group]).double() for group in dirs)
+    states = [loader.load_state_dict(f) for f in files]
+    flat = lambda st: torch.cat([st[n].flatten() for n in names]).double()
+    w0, xx, yy = flat(states[0]), float(X @ X), float(Y @ Y)
+    points, off = [], []
+    for st in states:
+        d = flat(st) - w0
+        cx, cy = float(d @ X) / xx, float(d @ Y) / yy
+        points.append([cx, cy])
+        off.append(float((d - cx * X - cy * Y).norm()) / xx ** 0.5)
+    return {"curve_plane": json.dumps({"kind": kind, "bend": bend, "points": points, "out_of_plane": off})}
+
+
+def plane_curve(overlay: dict, num: int = 201) -> tuple[list[float], list[float]]:
+    """The curve's (projected) coordinates at `num` values of t, from its control points' coordinates:
+    phi(t) - w_0 = sum_i c_i(t) (w_i - w_0), so the projection is the same sum of the points' projections."""
+    pts = overlay["points"]
+    xs, ys = [], []
+    for k in range(num):
+        c = path_coefficients(overlay["kind"], len(pts), k / (num - 1))
+        xs.append(sum(ci * p[0] for ci, p in zip(c, pts)))
+        ys.append(sum(ci * p[1] for ci, p in zip(c, pts)))
+    return xs, ys
 
 
 # ----------------------------------------------------------------------------- the curve file

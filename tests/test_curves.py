@@ -26,11 +26,12 @@ import landscape
 from helpers import REPO, load_net, mpi_env, run_script, snapshot, train
 from landscape import curves, errors
 from landscape.cli import find_curve, plot_surface
-from landscape.plots import plot_1d
+from landscape.plots import plot_1d, plot_2d
 from landscape.zoo import data as zoo_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SCRIPTS = {"find_curve.py": find_curve, "plot_surface.py": plot_surface, "plot_1D.py": plot_1d}
+SCRIPTS = {"find_curve.py": find_curve, "plot_surface.py": plot_surface, "plot_1D.py": plot_1d,
+           "plot_2D.py": plot_2d}
 BASE = ["--dataset", "digits", "--model", "digits_mlp", "--threads", "1"]
 
 
@@ -265,3 +266,158 @@ def test_a_curve_under_mpiexec_with_resume_equals_one_rank(minima, tmp_path):
     r = run_script("plot_surface.py", ["--mpi", *BASE, "--curve_file", out, "--x=0:1:9", "--eval_test",
                                        "--surf_file", two], mpi_ranks=2)
     assert r.returncode == 0 and "nothing to compute: every point is done" in r.stdout, r.stdout  # resumed
+
+
+# ----------------------------------------------------------------------------- barriers, BatchNorm, the plane
+def test_a_path_file_stores_its_barrier_heights_once_complete(minima, tmp_path):
+    a, b = minima
+    out = str(tmp_path / "curve")
+    assert find(a, b, out, "--epochs", "2").returncode == 0
+    surf = str(tmp_path / "c.h5")
+    assert command("plot_surface.py", [*BASE, "--curve_file", out, "--x=0:1:9", "--eval_test",
+                                       "--surf_file", surf]).returncode == 0
+    with h5py.File(surf, "r") as f:
+        for key in ("train_loss", "test_loss"):
+            v = np.asarray(f[key][:], dtype=np.float64)
+            assert f.attrs[f"{key}_barrier"] == pytest.approx(v.max() - 0.5 * (v[0] + v[-1]), rel=1e-12)
+        stored = float(f.attrs["train_loss_barrier"])
+    surf_h5 = plot_1d.load_surface(surf)
+    assert plot_1d.barrier_label("curve", surf_h5, "train_loss") == f"curve (barrier {stored:.3g})"
+    assert plot_1d.barrier_label("curve", surf_h5, "train_acc") == "curve"
+    half = str(tmp_path / "half.h5")                    # a t range without the second end: no barrier
+    assert command("plot_surface.py", [*BASE, "--curve_file", out, "--x=0:0.5:5", "--surf_file", half]).returncode == 0
+    with h5py.File(half, "r") as f:
+        assert "train_loss_barrier" not in f.attrs
+    plain = str(tmp_path / "plain.h5")                  # not a path: no barrier
+    assert command("plot_surface.py", [*BASE, "--model_file", a, "--x=-1:1:3", "--surf_file", plain]).returncode == 0
+    with h5py.File(plain, "r") as f:
+        assert "train_loss_barrier" not in f.attrs
+
+
+def test_a_batchnorm_curve_is_evaluated_with_recomputed_statistics(cnn_run, tmp_path):
+    a, b = os.path.join(cnn_run, "model_3.t7"), os.path.join(cnn_run, "model_4.t7")
+    cnn = ["--dataset", "digits", "--model", "digits_cnn", "--threads", "1"]
+    out = str(tmp_path / "curve")
+    r = command("find_curve.py", [*cnn, "--model_file", a, "--model_file2", b, "--epochs", "1", "--out", out])
+    assert r.returncode == 0, r.stderr
+    auto, given = str(tmp_path / "auto.h5"), str(tmp_path / "given.h5")
+    r = command("plot_surface.py", [*cnn, "--curve_file", out, "--x=0:1:3", "--surf_file", auto])
+    assert r.returncode == 0, r.stderr
+    assert "running statistics are recomputed at every point (--bn_recalibrate)" in r.stdout
+    r = command("plot_surface.py", [*cnn, "--curve_file", out, "--x=0:1:3", "--bn_recalibrate", "--surf_file", given])
+    assert r.returncode == 0 and "recomputed at every point" not in r.stdout, r.stderr
+    with h5py.File(auto, "r") as f, h5py.File(given, "r") as g:
+        assert np.array_equal(f["train_loss"][:], g["train_loss"][:])
+    r = command("plot_surface.py", [*cnn, "--path_files", a, b, "--x=0:1:2", "--surf_file", str(tmp_path / "p.h5")])
+    assert r.returncode == 0 and "warning: the model has BatchNorm" in r.stderr, r.stderr
+    r = command("plot_surface.py", [*cnn, "--path_files", a, b, "--x=0:1:2", "--bn_recalibrate",
+                                    "--surf_file", str(tmp_path / "q.h5")])
+    assert r.returncode == 0 and "BatchNorm" not in r.stderr, r.stderr
+
+
+def flat_params(path, names):
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return torch.cat([state[n].flatten() for n in names]).double()
+
+
+def test_the_plane_of_a_curve_equals_a_plain_loop_and_places_the_curve(minima, tmp_path):
+    a, b = minima
+    out = str(tmp_path / "curve")
+    assert find(a, b, out, "--epochs", "3", "--batch_size", "64").returncode == 0
+    surf = str(tmp_path / "plane.h5")
+    r = command("plot_surface.py", [*BASE, "--curve_file", out, "--curve_plane", "--x=-0.25:1.25:4",
+                                    "--y=-0.5:1.5:3", "--surf_file", surf, "--plot", "--format", "png"])
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(os.path.join(out, "plane_bend=1.h5"))            # the directions, in the curve's folder
+    names = [n for n, _ in load_net("digits_mlp", None).named_parameters()]
+    w0, bend, w1 = (flat_params(f, names) for f in (a, os.path.join(out, "bend_1.t7"), b))
+    dx = w1 - w0                                                             # by hand: x, and y orthogonal to it
+    perp = (bend - w0) - ((bend - w0) @ dx) / (dx @ dx) * dx
+    dy = perp * dx.norm() / perp.norm()
+    bx, by = float((bend - w0) @ dx / (dx @ dx)), float(perp.norm() / dx.norm())
+    with h5py.File(surf, "r") as f:
+        overlay = json.loads(f.attrs["curve_plane"])
+        xs, ys, loss = f["xcoordinates"][:], f["ycoordinates"][:], f["train_loss"][:]
+    pts = np.array(overlay["points"])
+    np.testing.assert_allclose(pts, [[0, 0], [bx, by], [1, 0]], atol=1e-5)
+    assert max(overlay["out_of_plane"]) < 1e-5 and overlay["kind"] == "bezier"
+    assert f"bend 1 at ({bx:.4g}, {by:.4g})" in r.stdout
+    data = zoo_data.load_digits()
+    x, y = data.train_x.double().flatten(1), data.train_y
+    shapes = [p.shape for _, p in load_net("digits_mlp", None).named_parameters()]
+    for j, i in ((0, 0), (1, 2), (2, 3)):
+        w, k, h = w0 + xs[i] * dx + ys[j] * dy, 0, x
+        parts = []
+        for s in shapes:
+            parts.append(w[k:k + int(np.prod(s))].reshape(s))
+            k += int(np.prod(s))
+        for n in range(0, len(parts), 2):
+            h = h @ parts[n].T + parts[n + 1]
+            if n < len(parts) - 2:
+                h = torch.relu(h)
+        assert loss[j, i] == pytest.approx(float(F.cross_entropy(h, y)), rel=1e-4, abs=1e-5), (i, j)
+    cx, cy = curves.plane_curve(overlay, num=5)                # phi(1/2) = w0 / 4 + bend / 2 + w1 / 4
+    assert (cx[2], cy[2]) == pytest.approx((0.5 * bx + 0.25, 0.5 * by), abs=1e-6)
+    assert os.path.exists(surf + "_train_loss_2dcontourf.png")
+    r = command("plot_surface.py", [*BASE, "--curve_file", out, "--curve_plane", "--x=-0.25:1.25:4",
+                                    "--y=-0.5:1.5:3", "--surf_file", surf])
+    assert r.returncode == 0 and "nothing to compute" in r.stdout, r.stderr   # resumed, the overlay kept
+    with h5py.File(surf, "r") as f:
+        assert json.loads(f.attrs["curve_plane"]) == overlay
+
+
+def test_a_polychain_plane_goes_through_the_chosen_bend(minima, tmp_path):
+    a, b = minima
+    out = str(tmp_path / "chain")
+    assert find(a, b, out, "--curve", "polychain", "--num_bends", "3", "--epochs", "2").returncode == 0
+    surf = str(tmp_path / "p.h5")
+    r = command("plot_surface.py", [*BASE, "--curve_file", out, "--curve_plane", "--curve_bend", "3",
+                                    "--x=0:1:2", "--y=0:1:2", "--surf_file", surf])
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(os.path.join(out, "plane_bend=3.h5"))
+    with h5py.File(surf, "r") as f:
+        overlay = json.loads(f.attrs["curve_plane"])
+    assert overlay["bend"] == 3 and len(overlay["points"]) == 5 and overlay["out_of_plane"][3] < 1e-5
+    assert max(overlay["out_of_plane"][1:3]) > 1e-4        # the other bends lie off the plane: projected
+
+
+def test_bad_plane_input_is_one_line_exit_2_and_nothing_written(minima, tmp_path):
+    a, b = minima
+    work = tmp_path / "work"
+    work.mkdir()
+    out = str(work / "curve")
+    assert find(a, b, out, "--epochs", "1").returncode == 0
+    before = snapshot(work)
+    surf = str(work / "s.h5")
+    plane = ["--curve_file", out, "--curve_plane", "--x=0:1:3"]
+    for args, word in (([*plane], "--y"),
+                       ([*plane, "--y=0:1:3", "--model_file2", b], "--model_file2"),
+                       ([*plane, "--y=0:1:3", "--xnorm", "filter"], "--xnorm"),
+                       ([*plane, "--y=0:1:3", "--dir_file", str(work / "d.h5")], "--dir_file"),
+                       ([*plane, "--y=0:1:3", "--model_file", b], "--model_file"),
+                       ([*plane, "--y=0:1:3", "--curve_bend", "2"], "--curve_bend 2"),
+                       (["--curve_file", out, "--curve_bend", "1", "--x=0:1:3"], "--curve_plane"),
+                       (["--model_file", a, "--curve_plane", "--x=0:1:3", "--y=0:1:3"], "--curve_file")):
+        assert_refused(command("plot_surface.py", [*BASE, *args, "--surf_file", surf]), work, before, word)
+    good = str(work / "good.h5")
+    assert command("plot_surface.py", [*BASE, *plane, "--y=0:1:2", "--surf_file", good]).returncode == 0
+    with h5py.File(good, "a") as f:
+        f.attrs["curve_plane"] = "{not json"
+    before = snapshot(work)
+    assert_refused(command("plot_2D.py", ["--surf_file", good, "--format", "png"]), work, before, "curve_plane")
+
+
+def test_the_plane_under_mpiexec_equals_one_rank(minima, tmp_path):
+    a, b = minima
+    out = str(tmp_path / "curve")
+    assert find(a, b, out, "--epochs", "1").returncode == 0
+    plane = ["--curve_file", out, "--curve_plane", "--x=-0.2:1.2:4", "--y=-0.5:1:3"]
+    one, two = str(tmp_path / "one.h5"), str(tmp_path / "two.h5")
+    assert command("plot_surface.py", [*BASE, *plane, "--surf_file", one]).returncode == 0
+    r = run_script("plot_surface.py", ["--mpi", *BASE, *plane, "--surf_file", two], mpi_ranks=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("the plane of the curve:") == 1, r.stdout      # rank 0 alone says it
+    with h5py.File(one, "r") as f, h5py.File(two, "r") as g:
+        np.testing.assert_allclose(g["train_loss"][:], f["train_loss"][:], rtol=1e-6)
+        np.testing.assert_allclose(json.loads(g.attrs["curve_plane"])["points"],
+                                   json.loads(f.attrs["curve_plane"])["points"], atol=1e-9)

@@ -118,6 +118,12 @@ def surface_parser(description: str = "Compute (and plot) the loss surface of a 
     a("--path_type", default="polychain", help="polychain (checkpoint i at t = i/(N-1)) | bezier (control points)")
     a("--curve_file", default="", help="a curve written by find_curve.py (its folder or curve.json): the loss "
                                        "along it, t = --x in [0, 1] (the path of its ends and bends)")
+    a("--curve_plane", action="store_true",
+      help="with --curve_file: the 2D surface in the plane through the curve's two ends and a bend (end 1 at "
+           "(0, 0), end 2 at (1, 0), y orthogonal to x at the same scale), the curve and the straight line "
+           "drawn over the contours")
+    a("--curve_bend", default=0, type=int, help="with --curve_plane: the bend the plane goes through "
+                                               "(1 .. the curve's bends; default: the middle one)")
     a("--idx", default=0, type=int, help="index of a repeated experiment (names the direction file)")
     a("--surf_file", default="", help="surface file name (default: built from the direction file)")
     a("--seed", default=123, type=int,
@@ -168,18 +174,67 @@ PATH_REFUSED = ("xdir", "ydir", "xnorm", "ynorm", "xignore", "yignore", "same_di
                 "regenerate_directions", "save_directions", "seed", "idx")
 
 
+# flags that choose the directions: the plane of a curve sets them all itself
+PLANE_REFUSED = ("model_file2", "model_file3", "dir_type", "dir_file", "xdir", "ydir", "xnorm", "ynorm", "xignore",
+                 "yignore", "same_dir", "orthogonalize", "regenerate_directions", "params", "idx")
+
+
 def expand_curve_file(cfg: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> None:
-    """--curve_file: the path through its end points and bends, with its kind (each file's hash checked)."""
+    """--curve_file: the path through its end points and bends, with its kind (each file's hash checked),
+    or with --curve_plane the plane through its ends and a bend. A BatchNorm model gets its statistics
+    recomputed at every point (a bend carries none of its own)."""
+    cfg.notes = getattr(cfg, "notes", [])
+    set_ = (lambda f: parser is not None and given(cfg, parser, f))
     if cfg.path_files:
         raise UserError("--curve_file names the path itself: drop --path_files")
-    if parser is not None and given(cfg, parser, "path_type"):
+    if set_("path_type"):
         raise UserError("--curve_file records its own kind (bezier or polychain): drop --path_type")
-    cfg.path_files, cfg.path_type, _ = curves.read_curve_file(cfg.curve_file)
+    files, kind, _ = curves.read_curve_file(cfg.curve_file)
+    bends = len(files) - 2
+    if cfg.curve_plane:
+        if cfg.y is None:
+            raise UserError("--curve_plane makes a 2D surface in the plane of the curve: give --y too")
+        refused = [f"--{f}" for f in PLANE_REFUSED if set_(f)]
+        if cfg.model_file and not same_file(cfg.model_file, files[0]):
+            refused.insert(0, "--model_file")
+        if refused:
+            raise UserError(f"--curve_plane puts the plane through the curve's ends and bend itself: "
+                            f"{', '.join(refused)} cannot apply; drop {'it' if len(refused) == 1 else 'them'}")
+        k = cfg.curve_bend or (bends + 1) // 2
+        if not 1 <= k <= bends:
+            raise UserError(f"--curve_bend {cfg.curve_bend} must be in 1..{bends}: the curve has {bends} bend(s)")
+        cfg.model_file, cfg.model_file2, cfg.model_file3 = files[0], files[-1], files[k]
+        cfg.dir_type, cfg.orthogonalize = "weights", True
+        folder = os.path.dirname(os.path.abspath(files[k]))
+        cfg.plane = {"files": files, "kind": kind, "bend": k, "dir_file": os.path.join(folder, f"plane_bend={k}.h5")}
+    else:
+        if cfg.curve_bend:
+            raise UserError("--curve_bend picks the bend of --curve_plane's plane: add --curve_plane, or drop it")
+        cfg.path_files, cfg.path_type = files, kind
+    if not cfg.bn_recalibrate and getattr(parser, "maps", "loss") == "loss" and curves.has_batchnorm(files[0]):
+        if cfg.dir_type == "states":
+            cfg.notes.append("warning: the model has BatchNorm and --dir_type states moves its running statistics "
+                             "along the curve, whose bends carry the first end's; --dir_type weights recomputes them")
+        else:
+            cfg.bn_recalibrate = True
+            cfg.notes.append("note: the model has BatchNorm: its running statistics are recomputed at every point "
+                             "(--bn_recalibrate), as a curve's bends carry none of their own")
+
+
+def same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def check_combinations(cfg: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> None:
+    cfg.plane, cfg.notes = None, getattr(cfg, "notes", [])
     if getattr(cfg, "curve_file", ""):
         expand_curve_file(cfg, parser)
+    elif getattr(cfg, "curve_plane", False) or getattr(cfg, "curve_bend", 0):
+        raise UserError(f"--{'curve_plane' if cfg.curve_plane else 'curve_bend'} is for the plane of a curve: "
+                        "give --curve_file too")
     if cfg.path_files:
         if cfg.y is not None or cfg.model_file2 or cfg.model_file3 or cfg.dir_file:
             raise UserError("--path_files makes a 1D path: it takes no --y, --model_file2/3 or --dir_file")
@@ -193,6 +248,12 @@ def check_combinations(cfg: argparse.Namespace, parser: Optional[argparse.Argume
         if not 0 <= min(cfg.xmin, cfg.xmax) <= max(cfg.xmin, cfg.xmax) <= 1:
             raise UserError(f"--x={cfg.x}: a path is parametrised by t in [0, 1]")
         cfg.model_file = cfg.model_file or cfg.path_files[0]
+        if not cfg.curve_file and not cfg.bn_recalibrate and cfg.dir_type == "weights" and \
+                getattr(parser, "maps", "loss") == "loss" and os.path.isfile(cfg.path_files[0]) and \
+                curves.has_batchnorm(cfg.path_files[0]):
+            cfg.notes.append("warning: the model has BatchNorm, and along --path_files only its parameters move: "
+                             "every point keeps the first checkpoint's running statistics; --bn_recalibrate "
+                             "recomputes them at each point")
     if cfg.xdir == "hessian" and cfg.model_file2 or cfg.ydir == "hessian" and cfg.model_file3:
         raise UserError("--xdir/--ydir hessian and --model_file2/3 both set the same direction; give one")
 
@@ -232,8 +293,8 @@ def run_spec(cfg: argparse.Namespace, maps: Literal["loss", "eig"] = "loss") -> 
     if cfg.path_files:
         dir_file, surf_file = "", name_surface_file(cfg, name_path_stem(cfg))
     else:
-        dir_file = cfg.dir_file or direction_file_name(directions, cfg.model_file, cfg.model_file2, cfg.model_file3,
-                                                       cfg.idx)
+        dir_file = cfg.dir_file or (cfg.plane or {}).get("dir_file") or \
+            direction_file_name(directions, cfg.model_file, cfg.model_file2, cfg.model_file3, cfg.idx)
         surf_file = name_surface_file(cfg, dir_file)
     return RunSpec(
         Axes(tuple(x), None if y is None else tuple(y)), directions,

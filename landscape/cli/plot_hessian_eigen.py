@@ -240,6 +240,7 @@ def write_hessian_file(path: str, r: api.HessianResult, summary: dict[str, Any])
 def run(cfg: argparse.Namespace, comm: Any, rank: int, nproc: int) -> int:
     for line in getattr(cfg, "notes", []) if rank == 0 else ():
         print(line, file=sys.stderr, flush=True)
+    cfg.notes = []      # (printed once: plot_surface.run prints the notes it is given)
     if cfg.at_center:
         return at_center(cfg, comm, rank, nproc)
     return plot_surface.run(cfg, comm, rank, nproc, plot=plot_eigs,

@@ -15,6 +15,7 @@ missing points, rank 0 writes them -> rank 0 plots.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -203,9 +204,13 @@ def run(cfg: argparse.Namespace, comm: Any, rank: int, nproc: int,
             grid_job.dry_run(job, nproc, k)
         mpi.barrier(comm)
         return 0
+    for line in getattr(cfg, "notes", []) if rank == 0 else ():
+        print(line, file=sys.stderr if line.startswith("warning") else sys.stdout, flush=True)
     result = grid_job.run_job(job, comm, group)
     if rank == 0:
         cfg.stats = result.stats
+        if getattr(cfg, "plane", None) and job.surf_file:
+            store_plane_overlay(cfg, net, job)
         for line in curves.path_barriers(job.surf_file) if cfg.path_files else ():
             print(line, flush=True)
         if after is not None:
@@ -214,6 +219,21 @@ def run(cfg: argparse.Namespace, comm: Any, rank: int, nproc: int,
             plot(cfg, job.surf_file, job.dir_file)
     mpi.barrier(comm)
     return 0
+
+
+def store_plane_overlay(cfg: argparse.Namespace, net: Any, job: Any) -> None:
+    """--curve_plane: the curve's control points in the plane, kept in the surface file (plot_2D.py draws
+    the curve and the straight line from them); printed once."""
+    from landscape.io import h5
+    plane = cfg.plane
+    attrs = curves.plane_overlay(net, plane["files"], plane["kind"], job.dir_file, plane["bend"])
+    surf = h5.read_surface(job.surf_file)
+    if surf.attrs.get("curve_plane") != attrs["curve_plane"]:
+        surf.attrs.update(attrs)
+        h5.write_surface(surf)
+    pts = json.loads(attrs["curve_plane"])["points"]
+    where = ", ".join(f"bend {i} at ({p[0]:.4g}, {p[1]:.4g})" for i, p in enumerate(pts[1:-1], 1))
+    print(f"the plane of the curve: end 1 at (0, 0), end 2 at (1, 0), {where}", flush=True)
 
 
 def check_curvature_flags(cfg: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

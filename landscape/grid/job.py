@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from landscape import curves
 from landscape import directions as dirlib
 from landscape.errors import LandscapeError
 from landscape.grid import scheduler
@@ -423,6 +424,8 @@ def run_job(job: GridJob, comm: Any = None, group: Optional[PointGroup] = None) 
                                   show_progress=job.progress and not job.quiet, status=status)
             try:
                 scheduler.run(comm, group, missing, compute, rec.store if rec else None, rec.tick if rec else None)
+                if rec is not None:
+                    store_barriers(plan.surf, job.missing_keys, rec)
             finally:
                 if rec is not None:
                     rec.close()  # whatever happened (Ctrl-C, SIGTERM, a crash), keep every computed point
@@ -452,6 +455,17 @@ def run_job(job: GridJob, comm: Any = None, group: Optional[PointGroup] = None) 
         result = Result(s.x.copy(), None if s.y is None else s.y.copy(), {k: v.copy() for k, v in s.values.items()},
                         job.surf_file, job.dir_file, dict(s.attrs), stats)
     return result if comm is None else comm.bcast(result, root=0)
+
+
+def store_barriers(surf: h5.Surface, keys: Sequence[str], rec: h5.Recorder) -> None:
+    """A path's complete 1D surface: its loss maps' barrier heights (max along t minus the mean of the ends)
+    become the attributes <map>_barrier of the file, written with its last flush."""
+    if "path_type" not in surf.attrs or surf.y is not None or surf.missing(keys).any():
+        return
+    for key, value in curves.path_barrier_attrs(surf.x, surf.values).items():
+        if surf.attrs.get(key) != value:
+            surf.attrs[key] = value
+            rec.dirty = True
 
 
 def cosine(directions: Sequence[Sequence[torch.Tensor]]) -> Optional[float]:

@@ -241,12 +241,27 @@ def draw_overlay(fig: Figure, surfs: Sequence[h5.Surface], labels: Sequence[str]
 
 def draw_overlay_marks(ax: Axes, surfs: Sequence[h5.Surface], labels: Sequence[str],
                        colours: Sequence[str]) -> None:
-    """Marked points: those every file marks in gray, the others in their file's colour, named after it."""
+    """Marked points: an x every file marks in gray, once (its labels joined where the files name it
+    differently, as the end of two paths), the others in their file's colour, named after it."""
     marks = [[(p["label"], p["x"]) for p in marked_points(s)] for s in surfs]
-    shared = set.intersection(*map(set, marks)) if len(surfs) > 1 else set()
-    draw_marked_points(ax, [{"label": m[0], "x": m[1]} for m in sorted(shared, key=lambda m: m[1])])
+    xs = set.intersection(*[{m[1] for m in own} for own in marks]) if len(surfs) > 1 else set()
+    shared = []
+    for x in sorted(xs):
+        names = list(dict.fromkeys(m[0] for own in marks for m in own if m[1] == x))
+        shared.append({"label": " / ".join(names), "x": x})
+    draw_marked_points(ax, shared)
     for own, label, colour in zip(marks, labels, colours):
-        draw_marked_points(ax, [{"label": m[0], "x": m[1]} for m in own if m not in shared], colour, f"{label}: ")
+        draw_marked_points(ax, [{"label": m[0], "x": m[1]} for m in own if m[1] not in xs], colour, f"{label}: ")
+
+
+def barrier_label(label: str, surf: Any, surf_name: str) -> str:
+    """A path's legend label with its barrier height on the plotted loss map (stored, or computed here)."""
+    if "path_type" not in surf.attrs or surf_name not in curves.BARRIER_MAPS:
+        return label
+    stored = surf.attrs.get(f"{surf_name}_barrier")
+    if stored is None and surf_name in surf.values:
+        stored = curves.path_barrier_attrs(surf.x, {surf_name: surf.values[surf_name]}).get(f"{surf_name}_barrier")
+    return label if stored is None else f"{label} (barrier {float(stored):.3g})"
 
 
 def plot_1d_overlay(surf_files: Sequence[str], labels: Optional[Sequence[str]] = None,
@@ -255,6 +270,7 @@ def plot_1d_overlay(surf_files: Sequence[str], labels: Optional[Sequence[str]] =
     """Several 1D surface files on one set of axes: <first>_1d_overlay_<surf_name>[_log].<fmt>."""
     labels = surface_labels(surf_files, labels)
     surfs = load_1d_surfaces(surf_files, surf_name)
+    labels = [barrier_label(label, surf, surf_name) for label, surf in zip(labels, surfs)]
     fig = new_figure(show, figsize=(7, 5))
     draw_overlay(fig, surfs, labels, surf_name, xmin, xmax, loss_max, log)
     tag = "_log" if log else ""

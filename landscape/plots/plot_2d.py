@@ -149,6 +149,56 @@ def draw_marked_points(ax: Axes, points: Iterable[dict[str, Any]], what: str = "
     ax.set_ylim(ylim)
 
 
+def curve_overlay(surf: h5.Surface) -> Optional[dict[str, Any]]:
+    """The `curve_plane` attribute of a curve's plane (plot_surface.py --curve_plane), checked; None if absent."""
+    import json
+    raw = surf.attrs.get("curve_plane")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        overlay = json.loads(raw)
+        pts = overlay["points"]
+        ok = overlay["kind"] in ("bezier", "polychain") and len(pts) >= 3 and \
+            all(len(p) == 2 and all(np.isfinite(float(v)) for v in p) for p in pts)
+    except (TypeError, ValueError, KeyError) as e:
+        raise UserError(f"attribute curve_plane of '{surf.path}' is not a curve's plane ({type(e).__name__})") from None
+    if not ok:
+        raise UserError(f"attribute curve_plane of '{surf.path}' is not a curve's plane (kind or points)")
+    return overlay
+
+
+def draw_curve_overlay(ax: Axes, overlay: dict[str, Any], what: str = "the surface") -> None:
+    """The curve (its projection for bends off the plane), the straight line between its ends, the ends
+    and the bends, without moving the view."""
+    from landscape.curves import plane_curve
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    pts = np.asarray(overlay["points"], dtype=np.float64)
+    xs, ys = plane_curve(overlay)
+    ax.plot(pts[[0, -1], 0], pts[[0, -1], 1], "--", color="black", linewidth=1.5, label="straight line", zorder=5)
+    ax.plot(xs, ys, "-", color="tab:red", linewidth=2, label=f"{overlay['kind']} curve", zorder=5)
+    labels = ["end 1"] + [f"bend {i}" for i in range(1, len(pts) - 1)] + ["end 2"]
+    for i, (p, label) in enumerate(zip(pts, labels)):
+        end = i in (0, len(pts) - 1)
+        ax.plot(p[0], p[1], "o" if end else "D", markersize=7 if end else 5, markerfacecolor="white",
+                markeredgecolor="black", markeredgewidth=1.3, zorder=6)
+        ax.annotate(label, (p[0], p[1]), xytext=(6, 6), textcoords="offset points", fontsize=9, zorder=7,
+                    bbox=dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor="none", alpha=0.85))
+        if not (min(xlim) <= p[0] <= max(xlim) and min(ylim) <= p[1] <= max(ylim)):
+            print(f"note: {label} of the curve at ({p[0]:g}, {p[1]:g}) lies outside the grid of {what}")
+    ax.legend(loc="best", fontsize="small")
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
+
+
+def draw_points(ax: Axes, surf: h5.Surface, points: Iterable[dict[str, Any]], what: str) -> None:
+    """A curve's plane: the curve, the straight line, its ends and bends; otherwise the marked points."""
+    overlay = curve_overlay(surf)
+    if overlay is not None:
+        draw_curve_overlay(ax, overlay, what)
+    else:
+        draw_marked_points(ax, points, what)
+
+
 def plot_2d_contour(surf_file: str, surf_name: str = "train_loss", vmin: float = 0.1, vmax: float = 10,
                     vlevel: float = 0.5, show: bool = False, log: bool = False, fmt: str = "pdf",
                     zlim: Optional[float] = None) -> list[str]:
@@ -164,19 +214,19 @@ def plot_2d_contour(surf_file: str, surf_name: str = "train_loss", vmin: float =
     fig = new_figure(show)
     ax = fig.add_subplot()
     draw_contours(ax, X, Y, Z, levels, log)
-    draw_marked_points(ax, points, surf_file)
+    draw_points(ax, surf, points, surf_file)
     out.append(save_figure(fig, output_name(surf_file, stem + "_2dcontour", fmt), fmt))
 
     fig = new_figure(show)
     ax = fig.add_subplot()
     fig.colorbar(draw_filled(ax, X, Y, Z, levels, norm), ax=ax)
-    draw_marked_points(ax, points, surf_file)
+    draw_points(ax, surf, points, surf_file)
     out.append(save_figure(fig, output_name(surf_file, stem + "_2dcontourf", fmt), fmt))
 
     fig = new_figure(show)
     ax = fig.add_subplot()
     fig.colorbar(draw_heat(ax, X, Y, Z, levels, norm), ax=ax, label=surf_name)
-    draw_marked_points(ax, points, surf_file)
+    draw_points(ax, surf, points, surf_file)
     out.append(save_figure(fig, output_name(surf_file, stem + "_2dheat", fmt), fmt))
 
     out.append(plot_3d_surface(surf_file, surf_name, X, Y, Z, zlim, log, show, fmt))
