@@ -88,6 +88,10 @@ SURFACE = (
     Input("dir_sha256", "directions", True),
     _note("seed", "--seed (its directions are compared through dir_sha256)"),
     _note("marked_points", "where the checkpoints sit (derived from the directions)"),
+    # results derived from the computed maps (written once every point is computed)
+    _note("train_loss_barrier", "a path's barrier height on train_loss (max along t minus the mean of the ends)"),
+    _note("test_loss_barrier", "a path's barrier height on test_loss"),
+    _note("curve_plane", "where a curve's ends and bends sit in its plane (--curve_plane)"),
     # notes: how it ran (the values do not depend on these beyond rounding), what made the file, and when
     _note("data_in_memory", "the data path that ran (in memory, or streamed)"),
     _note("ranks_per_point", "--ranks_per_point"),
