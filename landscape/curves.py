@@ -240,8 +240,8 @@ def path_barrier_attrs(x: Sequence[float], values: dict) -> dict[str, float]:
 
 
 def path_barriers(surf_file: str) -> list[str]:
-    """One line per loss map of a path's surface file (one recording path_type): its barrier height, as
-    stored in the file (plot_surface.py stores it once every point is computed) or computed from it."""
+    """One line per loss map of a path's 1D surface file (one recording path_type) computed at t = 0 and
+    t = 1: its barrier height, computed from the map (the value plot_surface.py stores once it is complete)."""
     import h5py
     import numpy as np
     lines = []

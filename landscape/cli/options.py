@@ -183,7 +183,6 @@ def expand_curve_file(cfg: argparse.Namespace, parser: Optional[argparse.Argumen
     """--curve_file: the path through its end points and bends, with its kind (each file's hash checked),
     or with --curve_plane the plane through its ends and a bend. A BatchNorm model gets its statistics
     recomputed at every point (a bend carries none of its own)."""
-    cfg.notes = getattr(cfg, "notes", [])
     set_ = (lambda f: parser is not None and given(cfg, parser, f))
     if cfg.path_files:
         raise UserError("--curve_file names the path itself: drop --path_files")
@@ -248,12 +247,6 @@ def check_combinations(cfg: argparse.Namespace, parser: Optional[argparse.Argume
         if not 0 <= min(cfg.xmin, cfg.xmax) <= max(cfg.xmin, cfg.xmax) <= 1:
             raise UserError(f"--x={cfg.x}: a path is parametrised by t in [0, 1]")
         cfg.model_file = cfg.model_file or cfg.path_files[0]
-        if not cfg.curve_file and not cfg.bn_recalibrate and cfg.dir_type == "weights" and \
-                getattr(parser, "maps", "loss") == "loss" and os.path.isfile(cfg.path_files[0]) and \
-                curves.has_batchnorm(cfg.path_files[0]):
-            cfg.notes.append("warning: the model has BatchNorm, and along --path_files only its parameters move: "
-                             "every point keeps the first checkpoint's running statistics; --bn_recalibrate "
-                             "recomputes them at each point")
     if cfg.xdir == "hessian" and cfg.model_file2 or cfg.ydir == "hessian" and cfg.model_file3:
         raise UserError("--xdir/--ydir hessian and --model_file2/3 both set the same direction; give one")
 

@@ -190,9 +190,9 @@ def draw_curve_overlay(ax: Axes, overlay: dict[str, Any], what: str = "the surfa
     ax.set_ylim(ylim)
 
 
-def draw_points(ax: Axes, surf: h5.Surface, points: Iterable[dict[str, Any]], what: str) -> None:
-    """A curve's plane: the curve, the straight line, its ends and bends; otherwise the marked points."""
-    overlay = curve_overlay(surf)
+def draw_points(ax: Axes, overlay: Optional[dict[str, Any]], points: Iterable[dict[str, Any]], what: str) -> None:
+    """A curve's plane (`curve_overlay`): the curve, the straight line, its ends and bends; otherwise the
+    marked points."""
     if overlay is not None:
         draw_curve_overlay(ax, overlay, what)
     else:
@@ -207,26 +207,26 @@ def plot_2d_contour(surf_file: str, surf_name: str = "train_loss", vmin: float =
     check_contour_grid(surf)
     what = f"{surf_name} in {surf_file}"
     levels = contour_levels(Z, vmin, vmax, vlevel, log, what)
-    norm, points = color_norm(levels, log), marked_points(surf)
+    norm, points, overlay = color_norm(levels, log), marked_points(surf), curve_overlay(surf)
     stem = f"_{surf_name}"
     out = []
 
     fig = new_figure(show)
     ax = fig.add_subplot()
     draw_contours(ax, X, Y, Z, levels, log)
-    draw_points(ax, surf, points, surf_file)
+    draw_points(ax, overlay, points, surf_file)
     out.append(save_figure(fig, output_name(surf_file, stem + "_2dcontour", fmt), fmt))
 
     fig = new_figure(show)
     ax = fig.add_subplot()
     fig.colorbar(draw_filled(ax, X, Y, Z, levels, norm), ax=ax)
-    draw_points(ax, surf, points, surf_file)
+    draw_points(ax, overlay, points, surf_file)
     out.append(save_figure(fig, output_name(surf_file, stem + "_2dcontourf", fmt), fmt))
 
     fig = new_figure(show)
     ax = fig.add_subplot()
     fig.colorbar(draw_heat(ax, X, Y, Z, levels, norm), ax=ax, label=surf_name)
-    draw_points(ax, surf, points, surf_file)
+    draw_points(ax, overlay, points, surf_file)
     out.append(save_figure(fig, output_name(surf_file, stem + "_2dheat", fmt), fmt))
 
     out.append(plot_3d_surface(surf_file, surf_name, X, Y, Z, zlim, log, show, fmt))
