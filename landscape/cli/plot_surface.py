@@ -191,11 +191,6 @@ def run(cfg: argparse.Namespace, comm: Any, rank: int, nproc: int,
     group = dist.point_groups(comm, k, device, cfg.rendezvous_timeout)
     net, data = mpi.agree(comm, lambda: load_model_and_data(cfg))
     warn_no_model_file(cfg, rank)
-    if rank == 0 and cfg.path_files and not cfg.curve_file and not cfg.bn_recalibrate and \
-            cfg.dir_type == "weights" and cfg.run.maps == "loss" and evaluation.has_batchnorm(net):
-        print("warning: the model has BatchNorm, and along --path_files only its parameters move: every point "
-              "keeps the first checkpoint's running statistics; --bn_recalibrate recomputes them at each point",
-              file=sys.stderr, flush=True)
     if cfg.eval_test and not data.has("test"):
         if rank == 0:
             print(f"warning: dataset '{data.name}' has no test set: --eval_test computes no test maps",
@@ -209,6 +204,12 @@ def run(cfg: argparse.Namespace, comm: Any, rank: int, nproc: int,
             grid_job.dry_run(job, nproc, k)
         mpi.barrier(comm)
         return 0
+    if rank == 0 and cfg.path_files and not cfg.curve_file and not cfg.bn_recalibrate and \
+            cfg.dir_type == "weights" and cfg.run.maps == "loss" and evaluation.has_batchnorm(net):
+        # (after the build: a path checkpoint that does not fit the model is refused first, with one line)
+        print("warning: the model has BatchNorm, and along --path_files only its parameters move: every point "
+              "keeps the first checkpoint's running statistics; --bn_recalibrate recomputes them at each point",
+              file=sys.stderr, flush=True)
     for line in getattr(cfg, "notes", []) if rank == 0 else ():
         print(line, file=sys.stderr if line.startswith("warning") else sys.stdout, flush=True)
     result = grid_job.run_job(job, comm, group)
