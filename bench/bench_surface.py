@@ -155,8 +155,8 @@ class Inputs:
 
     @functools.cached_property
     def r20(self):
-        """(ResNet-20 checkpoint, CIFAR-shaped folder, images): 2,000 images, 200 in --quick."""
-        n = 200 if self.quick else 2000
+        """(ResNet-20 checkpoint, CIFAR-shaped folder, images): 2,000 images, 64 in --quick."""
+        n = 64 if self.quick else 2000
         return (random_checkpoint("resnet20", os.path.join(self.work, "resnet20.t7")),
                 fake_cifar(os.path.join(self.work, f"cifar{n}"), n), n)
 

@@ -116,3 +116,20 @@ def cli(capsys, monkeypatch):
         out = capsys.readouterr()
         return types.SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
     return run
+
+
+# The longest tests (each over 20 s in CI) are collected first, so that pytest-xdist starts them at once
+# and spreads the short ones around them; started last, one of them keeps a worker busy while the other
+# idles. Only the order changes; every test still runs.
+LONG_FIRST = ("test_demo_quick_mode_runs_and_resumes", "test_benchmark_quick_mode_runs",
+              "test_slurm_job_terminated_mid_grid_requeues_and_resumes", "test_kill_9_one_rank_at_random_moments",
+              "test_kill_9_whole_mpirun_at_random_moments", "test_large_chunks_do_not_deadlock",
+              "test_every_command_is_on_the_path_with_version_and_help",
+              "test_eigenvalue_maps_away_from_the_centre_match_the_dense_matrix_of_the_moved_model")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.name.split("[")[0]
+        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+    items.sort(key=rank)   # (a stable sort: the rest keep their order)
