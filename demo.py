@@ -46,8 +46,9 @@ LEVELS = (0.05, 6.0, 0.3)  # contour levels (vmin, vmax, vlevel), the same for b
 def settings(quick):
     """Experiment sizes; --quick shrinks everything for a smoke test (the figures are then coarse)."""
     if quick:
-        return dict(epochs=4, line=11, grid=7, pca_grid=7, trace_samples=10, curve_epochs=2, path=11, plane=(8, 7))
-    return dict(epochs=60, line=51, grid=31, pca_grid=25, trace_samples=100, curve_epochs=20, path=41,
+        return dict(epochs=3, line=9, grid=5, pca_grid=5, trace_samples=3, tol="1e-3", curve_epochs=1, path=9,
+                    plane=(6, 5))
+    return dict(epochs=60, line=51, grid=31, pca_grid=25, trace_samples=100, tol="1e-4", curve_epochs=20, path=41,
                 plane=(36, 29))
 
 
@@ -187,7 +188,7 @@ def hessian(out, ckpt, s, log):
     path = ckpt + "_hessian.json"
     if not os.path.exists(path):
         run(["plot_hessian_eigen.py", "--dataset", "digits", "--model", "digits_cnn", "--model_file", ckpt,
-             "--at_center", "--batch_size", "2048", "--trace_samples", str(s["trace_samples"]), "--tol", "1e-4"],
+             "--at_center", "--batch_size", "2048", "--trace_samples", str(s["trace_samples"]), "--tol", s["tol"]],
             log=log)
     return json.load(open(path))
 

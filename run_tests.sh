@@ -16,6 +16,7 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   fi
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1   # only matters when run as root
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}   # waiting OpenMP threads sleep: the workers share the cores
 # Two workers by default (pytest-xdist; most tests start subprocesses or MPI ranks and wait on them);
 # TEST_WORKERS=0 runs in one process, and a -n given on the command line wins.
 exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist worksteal "$@"

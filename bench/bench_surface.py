@@ -587,7 +587,7 @@ def overhead_rows(q, inp):
     """Time per point of a trivially cheap model (143 digits) at a small and a large grid."""
     small, large = (5, 21) if q else (21, 201)
     rows = []
-    for ranks in (1, 2):
+    for ranks in (1,) if q else (1, 2):   # --quick: one rank (mpiexec costs seconds of start-up; the tests run it)
         per = {}
         for n in (small, large):
             args = ["--dataset", "digits", "--model", "digits_mlp", "--model_file", inp.mlp, f"--x=-1:1:{n}",

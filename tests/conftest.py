@@ -21,7 +21,12 @@ import sys
 
 import pytest
 
-from helpers import REPO, train
+# Two workers on two cores each start torch processes (and MPI ranks) that use every core: OpenMP's
+# threads then spin while they wait for a core the other worker holds. Idle threads that sleep at once
+# took a fifth off the MPI-heavy test files' time here (tests only; what users run keeps the default).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from helpers import REPO, train  # noqa: E402  (after the environment above: helpers imports torch)
 
 
 @pytest.fixture(scope="session")

@@ -136,9 +136,14 @@ def dense_at(folder, directions, step, curvature="hessian"):
     w = torch.cat([w1.reshape(-1), w2.reshape(-1)])
     if curvature == "hessian":
         return torch.autograd.functional.hessian(lambda f: F.cross_entropy(outputs(f), y), w)
-    J = torch.autograd.functional.jacobian(outputs, w).reshape(-1, 296)           # (N C, P)
+    # the Jacobian (N, C, P) of z = tanh(x A^T + b1) B^T + b2 in closed form: dz_c/dA_jk = B_cj (1 - h_j^2) x_k,
+    # dz_c/dB_c'j = [c = c'] h_j
+    a, b = w[:256].view(4, 64), w[256:].view(10, 4)
+    h = torch.tanh(x @ a.T + b1)
+    dA = torch.einsum("cj,nj,nk->ncjk", b, 1 - h ** 2, x).reshape(len(y), 10, 256)
+    dB = torch.einsum("cd,nj->ncdj", torch.eye(10, dtype=w.dtype), h).reshape(len(y), 10, 40)
+    Jr = torch.cat([dA, dB], 2)
     p = F.softmax(outputs(w), 1)                                                  # H_out per example: diag(p) - p p^T
-    Jr = J.view(len(y), 10, 296)
     pj = torch.einsum("nc,ncp->np", p, Jr)
     return (torch.einsum("ncp,nc,ncq->pq", Jr, p, Jr) - pj.T @ pj) / len(y)
 

@@ -21,7 +21,7 @@ from helpers import REPO, mpi_env, mpiexec, run_script
 KEYS = ("train_loss", "train_acc")
 
 
-N = 81  # an 81 x 81 digits_mlp grid at batch 128: several seconds of work, flushed to disk every 0.3 s
+N = 61  # a 61 x 61 digits_mlp grid: several seconds of work, flushed to disk every 0.3 s
 
 
 def args(ckpt, surf):

@@ -382,7 +382,7 @@ def test_reference_command_lines_dry_run(tmp_path, reference_tree, monkeypatch, 
 
 
 # ----------------------------------------------------------------------------- a requeued Slurm job resumes
-N = 81  # an 81 x 81 digits_mlp grid at batch 128: a few seconds on 2 ranks, flushed every 0.3 s
+N = 61  # a 61 x 61 digits_mlp grid at batch 128: a few seconds on 2 ranks, flushed every 0.3 s
 KEYS = ("train_loss", "train_acc")
 
 
