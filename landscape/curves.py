@@ -150,7 +150,7 @@ def train_curve(net: nn.Module, state1: dict, state2: dict, x: torch.Tensor, y: 
     bends = [[t.clone() for t in b] for b in initial_bends(w0, w1, spec.bends)]
     flat = [t for b in bends for t in b]
     opt = torch.optim.SGD(flat, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    key = {"spec": asdict(spec), "ends_sha256": ends_sha256(state1, state2), "entries": names,
+    key = {"spec": settings_key(spec), "ends_sha256": ends_sha256(state1, state2), "entries": names,
            "record": record or {}, "version": STATE_VERSION}
     start = 0
     if state_file and os.path.exists(state_file):
@@ -159,14 +159,24 @@ def train_curve(net: nn.Module, state1: dict, state2: dict, x: torch.Tensor, y: 
         except Exception as e:  # a half-written file is never left (atomic writes): this is another file
             raise LandscapeError(f"curve state file '{state_file}' cannot be read ({type(e).__name__}); "
                                  "remove it to start again") from None
-        if saved.get("key") != key:
-            raise LandscapeError(f"curve state file '{state_file}' was written for other end points or "
-                                 "settings; use another output folder (or remove it to start again)")
+        saved_key = saved.get("key")
+        if isinstance(saved_key, dict) and isinstance(saved_key.get("spec"), dict):
+            saved_key["spec"].pop("epochs", None)     # (state files of 0.x recorded it: more epochs extend a curve)
+        if saved_key != key:
+            raise LandscapeError(f"curve state file '{state_file}' was written for {key_difference(saved_key, key)}; "
+                                 "use another output folder (or remove it to start again)")
+        if int(saved["epoch"]) > spec.epochs:
+            raise LandscapeError(f"curve state file '{state_file}' holds {int(saved['epoch'])} epochs already: "
+                                 f"ask for at least as many (--epochs), or use another output folder")
         with torch.no_grad():
             for t, s in zip(flat, saved["bends"]):
                 t.copy_(s)
         opt.load_state_dict(saved["optimizer"])
         start = int(saved["epoch"])
+    elif state_file:   # recorded before the first epoch, so that even a curve of 0 epochs keeps its folder's settings
+        save_state(state_file, key, 0, flat, opt)
+    if start and log:
+        log(f"resuming from {state_file}: {start} of {spec.epochs} epochs done")
     params = dict(net.named_parameters())
     params = [params[name] for name in names]
     for p in params:
@@ -201,10 +211,7 @@ def train_curve(net: nn.Module, state1: dict, state2: dict, x: torch.Tensor, y: 
         if log:
             log(f"curve epoch {epoch + 1}/{spec.epochs}: mean training loss along the curve {losses[-1]:.5g}")
         if state_file:
-            tmp = f"{state_file}.tmp{os.getpid()}"
-            torch.save({"key": key, "epoch": epoch + 1, "bends": [t.detach().cpu() for t in flat],
-                        "optimizer": opt.state_dict()}, tmp)
-            os.replace(tmp, state_file)
+            save_state(state_file, key, epoch + 1, flat, opt)
     net.eval()
     out = []
     for b in bends:
@@ -213,6 +220,38 @@ def train_curve(net: nn.Module, state1: dict, state2: dict, x: torch.Tensor, y: 
             state[name] = t.detach().cpu().to(state1[name].dtype).clone()
         out.append(state)
     return CurveResult(out, max(start, spec.epochs), losses)
+
+
+def settings_key(spec: CurveSpec) -> dict:
+    """The settings a state file must match to be resumed: all but the number of epochs (each epoch's
+    order and t are seeded by the epoch and the learning rate is constant, so training on extends a curve
+    exactly as one longer run would have trained it)."""
+    return {k: v for k, v in asdict(spec).items() if k != "epochs"}
+
+
+def save_state(state_file: str, key: dict, epoch: int, flat: Sequence[torch.Tensor], opt: torch.optim.Optimizer) -> None:
+    """The bends, the optimizer and the settings' key after `epoch` epochs, written atomically."""
+    tmp = f"{state_file}.tmp{os.getpid()}"
+    torch.save({"key": key, "epoch": epoch, "bends": [t.detach().cpu() for t in flat],
+                "optimizer": opt.state_dict()}, tmp)
+    os.replace(tmp, state_file)
+
+
+def key_difference(saved: Optional[dict], key: dict) -> str:
+    """What differs between a state file's key and this run's, in words (for the refusal)."""
+    if not isinstance(saved, dict) or saved.get("version") != key["version"]:
+        return "another version of find_curve"
+    words = []
+    rec_old, rec_new = saved.get("record") or {}, key["record"]
+    if saved.get("ends_sha256") != key["ends_sha256"] or rec_old.get("end_sha256") != rec_new.get("end_sha256"):
+        words.append("other end points")
+    if saved.get("entries") != key["entries"]:
+        words.append("another model")
+    old, new = saved.get("spec") or {}, key["spec"]
+    words += [f"{k} {old.get(k)!r} (now {new[k]!r})" for k in new if old.get(k) != new[k]]
+    words += [f"{k} {rec_old.get(k)!r} (now {rec_new.get(k)!r})" for k in sorted(set(rec_old) | set(rec_new))
+              if k != "end_sha256" and rec_old.get(k) != rec_new.get(k)]
+    return ", ".join(words) or "other settings"
 
 
 BARRIER_MAPS = ("train_loss", "test_loss")
@@ -252,8 +291,11 @@ def path_barriers(surf_file: str) -> list[str]:
         stored = path_barrier_attrs(f["xcoordinates"][:], values)
         for key, v in values.items():
             if f"{key}_barrier" in stored:
+                at_end = int(np.argmax(v)) in (0, len(v) - 1)
                 lines.append(f"{key} barrier along the path: {stored[f'{key}_barrier']:.5g} (max {v.max():.5g}; "
-                             f"ends {v[0]:.5g}, {v[-1]:.5g})")
+                             f"ends {v[0]:.5g}, {v[-1]:.5g})"
+                             + ("; the maximum is an end point: the loss has no hump between the ends, the height "
+                                "is half the ends' difference" if at_end else ""))
     return lines
 
 

@@ -421,3 +421,66 @@ def test_the_plane_under_mpiexec_equals_one_rank(minima, tmp_path):
         np.testing.assert_allclose(g["train_loss"][:], f["train_loss"][:], rtol=1e-6)
         np.testing.assert_allclose(json.loads(g.attrs["curve_plane"])["points"],
                                    json.loads(f.attrs["curve_plane"])["points"], atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- the output folder's settings
+def bend_tensors(out):
+    rec = json.load(open(os.path.join(out, "curve.json")))
+    return [torch.load(os.path.join(out, f), weights_only=True)["state_dict"] for f in rec["bend_files"]]
+
+
+def test_a_curve_of_zero_epochs_keeps_its_folder_from_other_ends_and_settings(minima, tmp_path):
+    """A folder holding a 0-epoch curve was overwritten by a run with other ends or settings (no state
+    file was written before the first epoch): now refused, one line, nothing changed."""
+    a, b = minima
+    work = tmp_path / "w"
+    work.mkdir()
+    out = str(work / "curve")
+    assert find(a, b, out, "--epochs", "0").returncode == 0
+    assert os.path.exists(os.path.join(out, "curve_state.pt"))
+    before = snapshot(work)
+    assert_refused(find(b, a, out, "--epochs", "0"), work, before, "other end points")
+    assert_refused(find(a, b, out, "--epochs", "1", "--lr", "0.2"), work, before, "lr 0.05 (now 0.2)")
+    assert_refused(find(a, b, out, "--epochs", "0", "--num_bends", "2"), work, before, "bends 1 (now 2)")
+
+
+def test_more_epochs_extend_a_curve_exactly_as_one_longer_run(minima, tmp_path):
+    a, b = minima
+    short, long = str(tmp_path / "short"), str(tmp_path / "long")
+    assert find(a, b, short, "--epochs", "1", "--batch_size", "64").returncode == 0
+    r = find(a, b, short, "--epochs", "3", "--batch_size", "64")
+    assert r.returncode == 0 and "resuming from" in r.stdout and "1 of 3 epochs done" in r.stdout, r.stdout
+    assert find(a, b, long, "--epochs", "3", "--batch_size", "64").returncode == 0
+    for s, t in zip(bend_tensors(short), bend_tensors(long)):
+        for k in t:
+            assert torch.equal(s[k], t[k]), k
+    assert json.load(open(os.path.join(short, "curve.json")))["epochs_done"] == 3
+    before = snapshot(tmp_path)
+    assert_refused(find(a, b, short, "--epochs", "2", "--batch_size", "64"), tmp_path, before, "holds 3 epochs")
+
+
+def test_a_curve_file_refuses_path_type_even_when_it_names_the_default(minima, tmp_path):
+    a, b = minima
+    out = str(tmp_path / "curve")
+    assert find(a, b, out, "--epochs", "0").returncode == 0          # a Bezier curve (the default kind)
+    before = snapshot(tmp_path)
+    for kind in ("polychain", "bezier"):
+        r = command("plot_surface.py", [*BASE, "--curve_file", out, "--x=0:1:3", "--path_type", kind,
+                                        "--surf_file", str(tmp_path / "s.h5")])
+        assert_refused(r, tmp_path, before, "--path_type")
+    # --path_files without --path_type is still a polygonal chain
+    _, v, _ = surface(str(tmp_path / "p.h5"), "--path_files", a, b, "--x=0:1:3")
+    with h5py.File(str(tmp_path / "p.h5"), "r") as f:
+        assert f.attrs["path_type"] == "polychain"
+
+
+def test_a_barrier_whose_maximum_is_an_end_point_says_so(tmp_path):
+    for losses, note in (([0.1, 0.5, 0.2], False), ([0.1, 0.5, 2.3], True)):
+        path = str(tmp_path / f"p{int(note)}.h5")
+        with h5py.File(path, "w") as f:
+            f.attrs["path_type"] = "polychain"
+            f["xcoordinates"] = np.array([0.0, 0.5, 1.0])
+            f["train_loss"] = np.array(losses)
+        (line,) = curves.path_barriers(path)
+        assert line.startswith(f"train_loss barrier along the path: {curves.barrier(losses):.5g}")
+        assert ("the maximum is an end point" in line) == note, line

@@ -115,7 +115,8 @@ def surface_parser(description: str = "Compute (and plot) the loss surface of a 
                                    "it move; the rest stays fixed")
     a("--path_files", nargs="+", default=None, metavar="F",
       help="checkpoints F1 F2 ... FN: the loss along a path through them, t = --x in [0, 1]")
-    a("--path_type", default="polychain", help="polychain (checkpoint i at t = i/(N-1)) | bezier (control points)")
+    a("--path_type", default=None,
+      help="polychain (checkpoint i at t = i/(N-1); the default) | bezier (control points)")
     a("--curve_file", default="", help="a curve written by find_curve.py (its folder or curve.json): the loss "
                                        "along it, t = --x in [0, 1] (the path of its ends and bends)")
     a("--curve_plane", action="store_true",
@@ -186,7 +187,7 @@ def expand_curve_file(cfg: argparse.Namespace, parser: Optional[argparse.Argumen
     set_ = (lambda f: parser is not None and given(cfg, parser, f))
     if cfg.path_files:
         raise UserError("--curve_file names the path itself: drop --path_files")
-    if set_("path_type"):
+    if getattr(cfg, "path_type_given", False):
         raise UserError("--curve_file records its own kind (bezier or polychain): drop --path_type")
     files, kind, _ = curves.read_curve_file(cfg.curve_file)
     bends = len(files) - 2
@@ -235,11 +236,13 @@ def check_combinations(cfg: argparse.Namespace, parser: Optional[argparse.Argume
         raise UserError(f"--{'curve_plane' if cfg.curve_plane else 'curve_bend'} is for the plane of a curve: "
                         "give --curve_file too")
     if cfg.path_files:
+        flag = "--curve_file" if getattr(cfg, "curve_file", "") else "--path_files"
         if cfg.y is not None or cfg.model_file2 or cfg.model_file3 or cfg.dir_file:
-            raise UserError("--path_files makes a 1D path: it takes no --y, --model_file2/3 or --dir_file")
+            raise UserError(f"{flag} makes a 1D path: it takes no --y, --model_file2/3 or --dir_file"
+                            + (" (--curve_plane makes the 2D plane of the curve)" if flag == "--curve_file" else ""))
         refused = [f"--{f}" for f in PATH_REFUSED if parser is not None and given(cfg, parser, f)]
         if refused:
-            raise UserError(f"--path_files moves the model along the path through its checkpoints, which has no "
+            raise UserError(f"{flag} moves the model along the path through its checkpoints, which has no "
                             f"directions to make or save: {', '.join(refused)} cannot apply; drop "
                             f"{'it' if len(refused) == 1 else 'them'}")
         if len(cfg.path_files) < 2:
@@ -257,6 +260,8 @@ def validate(cfg: argparse.Namespace, parser: Optional[argparse.ArgumentParser] 
     cfg.ymin = cfg.ymax = cfg.ynum = None
     if cfg.y is not None:
         cfg.ymin, cfg.ymax, cfg.ynum = parse_range(cfg.y, "--y")
+    cfg.path_type_given = cfg.path_type is not None   # (even when it names the default: a curve refuses it)
+    cfg.path_type = cfg.path_type or "polychain"
     check_choices(cfg)
     check_combinations(cfg, parser)
     if cfg.ngpu < 1:
